@@ -1,0 +1,320 @@
+//! Configuration in two stages: [`FileConfig`] is what `config/wsedge.toml` (or the embedded
+//! default), `WSEDGE_*` environment variables and CLI flags say; [`FileConfig::validate`] turns it
+//! into the [`Config`] the server uses, or fails naming the offending key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The shipped configuration file; every key it sets equals the default constant below.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/wsedge.toml");
+
+/// Default `server.listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default `server.shards`: 0 means one per available core.
+pub const DEFAULT_SHARDS: usize = 0;
+/// Default `server.listen_backlog`.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+/// Default `server.max_connections` (WebSocket connections, all shards together).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Default `server.handshake_timeout_ms`: time for a new TCP connection to finish its HTTP request.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// Default `server.shutdown_grace_ms`: how long shutdown waits for outboxes to drain.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
+/// Default `server.shard_queue_capacity`: messages waiting in one shard's inbound queue.
+pub const DEFAULT_SHARD_QUEUE_CAPACITY: usize = 65_536;
+/// Default `server.echo_endpoint`: serve `GET /echo` (raw echo, for conformance tests).
+pub const DEFAULT_ECHO_ENDPOINT: bool = true;
+/// Default `connection.max_message_size`: 1 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
+/// Default `connection.outbox_max_bytes`: 4 MiB per connection.
+pub const DEFAULT_OUTBOX_MAX_BYTES: usize = 4 << 20;
+/// Default `connection.write_batch_bytes`: bytes gathered into one vectored write.
+pub const DEFAULT_WRITE_BATCH_BYTES: usize = 64 << 10;
+/// Default `connection.ping_interval_ms`.
+pub const DEFAULT_PING_INTERVAL_MS: u64 = 25_000;
+/// Default `connection.idle_timeout_ms`: close when nothing was heard for this long.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// Default `connection.close_timeout_ms`: wait for the peer's close frame, or for a close frame
+/// to be written, at most this long.
+pub const DEFAULT_CLOSE_TIMEOUT_MS: u64 = 5_000;
+/// Default `connection.max_subscriptions` per connection.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1024;
+/// Default `protocol.lz4_threshold`: smallest message payload sent lz4-compressed.
+pub const DEFAULT_LZ4_THRESHOLD: usize = 1024;
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid value for {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("unknown environment override {0} (see config/wsedge.toml for the keys)")]
+    UnknownEnv(String),
+}
+
+/// The file form: every section and key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub server: ServerSection,
+    pub connection: ConnectionSection,
+    pub protocol: ProtocolSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: String,
+    pub shards: usize,
+    pub listen_backlog: u32,
+    pub max_connections: usize,
+    pub handshake_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub shard_queue_capacity: usize,
+    pub echo_endpoint: bool,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: DEFAULT_LISTEN.into(),
+            shards: DEFAULT_SHARDS,
+            listen_backlog: DEFAULT_LISTEN_BACKLOG,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            shard_queue_capacity: DEFAULT_SHARD_QUEUE_CAPACITY,
+            echo_endpoint: DEFAULT_ECHO_ENDPOINT,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionSection {
+    pub max_message_size: usize,
+    pub outbox_max_bytes: usize,
+    pub write_batch_bytes: usize,
+    pub ping_interval_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub close_timeout_ms: u64,
+    pub max_subscriptions: usize,
+}
+
+impl Default for ConnectionSection {
+    fn default() -> Self {
+        ConnectionSection {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            outbox_max_bytes: DEFAULT_OUTBOX_MAX_BYTES,
+            write_batch_bytes: DEFAULT_WRITE_BATCH_BYTES,
+            ping_interval_ms: DEFAULT_PING_INTERVAL_MS,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            close_timeout_ms: DEFAULT_CLOSE_TIMEOUT_MS,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProtocolSection {
+    pub lz4_threshold: usize,
+}
+
+impl Default for ProtocolSection {
+    fn default() -> Self {
+        ProtocolSection {
+            lz4_threshold: DEFAULT_LZ4_THRESHOLD,
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Resolved: never 0.
+    pub shards: usize,
+    pub listen_backlog: u32,
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub shard_queue_capacity: usize,
+    pub echo_endpoint: bool,
+    pub max_message_size: usize,
+    pub outbox_max_bytes: usize,
+    pub write_batch_bytes: usize,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub close_timeout: Duration,
+    pub max_subscriptions: usize,
+    pub lz4_threshold: usize,
+}
+
+/// Largest frame header, so an outbox always holds one max-size message.
+const FRAME_OVERHEAD: usize = 14;
+
+impl FileConfig {
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| parse_error(origin, e))?;
+        Self::from_table(table, origin)
+    }
+
+    /// Reads `path`, or the embedded default when `path` is `None`, then applies `WSEDGE_*`
+    /// overrides from `env` (name, value pairs).
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (text, origin) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?,
+                format!(" in {}", p.display()),
+            ),
+            None => (
+                DEFAULT_CONFIG_TOML.to_string(),
+                " (embedded default)".to_string(),
+            ),
+        };
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| parse_error(&origin, e))?;
+        apply_env(&mut table, env)?;
+        Self::from_table(table, &origin)
+    }
+
+    fn from_table(table: toml::Table, origin: &str) -> Result<Self, ConfigError> {
+        FileConfig::deserialize(toml::Value::Table(table)).map_err(|e| parse_error(origin, e))
+    }
+
+    /// Checks every value and resolves defaults that depend on the machine.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let (s, c, p) = (self.server, self.connection, self.protocol);
+        let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
+        let listen = s.listen.parse().map_err(|e| {
+            invalid(
+                "server.listen",
+                format!("{:?} is not an IP:port address ({e})", s.listen),
+            )
+        })?;
+        let shards = match s.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n if n > 1024 => {
+                return Err(invalid("server.shards", format!("{n} is more than 1024")))
+            }
+            n => n,
+        };
+        let positive = |key, v: u64| {
+            if v == 0 {
+                Err(invalid(key, "must be greater than 0".into()))
+            } else {
+                Ok(v)
+            }
+        };
+        let ms = |key, v| positive(key, v).map(Duration::from_millis);
+        positive("server.max_connections", s.max_connections as u64)?;
+        positive("server.listen_backlog", s.listen_backlog as u64)?;
+        positive("server.shard_queue_capacity", s.shard_queue_capacity as u64)?;
+        positive("connection.max_message_size", c.max_message_size as u64)?;
+        positive("connection.write_batch_bytes", c.write_batch_bytes as u64)?;
+        positive("connection.max_subscriptions", c.max_subscriptions as u64)?;
+        if c.outbox_max_bytes < c.max_message_size + FRAME_OVERHEAD {
+            return Err(invalid(
+                "connection.outbox_max_bytes",
+                format!(
+                    "{} must be at least connection.max_message_size + {FRAME_OVERHEAD} ({}) so one message fits",
+                    c.outbox_max_bytes,
+                    c.max_message_size + FRAME_OVERHEAD
+                ),
+            ));
+        }
+        let ping_interval = ms("connection.ping_interval_ms", c.ping_interval_ms)?;
+        let idle_timeout = ms("connection.idle_timeout_ms", c.idle_timeout_ms)?;
+        if idle_timeout <= ping_interval {
+            return Err(invalid(
+                "connection.idle_timeout_ms",
+                format!(
+                    "{} must be greater than connection.ping_interval_ms ({}), or live clients time out",
+                    c.idle_timeout_ms, c.ping_interval_ms
+                ),
+            ));
+        }
+        Ok(Config {
+            listen,
+            shards,
+            listen_backlog: s.listen_backlog,
+            max_connections: s.max_connections,
+            handshake_timeout: ms("server.handshake_timeout_ms", s.handshake_timeout_ms)?,
+            shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
+            shard_queue_capacity: s.shard_queue_capacity,
+            echo_endpoint: s.echo_endpoint,
+            max_message_size: c.max_message_size,
+            outbox_max_bytes: c.outbox_max_bytes,
+            write_batch_bytes: c.write_batch_bytes,
+            ping_interval,
+            idle_timeout,
+            close_timeout: ms("connection.close_timeout_ms", c.close_timeout_ms)?,
+            max_subscriptions: c.max_subscriptions,
+            lz4_threshold: p.lz4_threshold,
+        })
+    }
+}
+
+fn parse_error(origin: &str, e: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Parse {
+        origin: origin.to_string(),
+        message: e.to_string().trim().to_string(),
+    }
+}
+
+/// Environment variables that are not config keys.
+const NON_KEY_ENV: [&str; 2] = ["WSEDGE_CONFIG", "WSEDGE_LOG"];
+
+/// `WSEDGE_<KEY>` sets `<key>` in whichever section has it (key names are unique across
+/// sections). The value is read as a TOML literal (number, boolean), else as a string.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let defaults: toml::Table =
+        toml::from_str(DEFAULT_CONFIG_TOML).expect("embedded config parses");
+    for (name, raw) in env {
+        let Some(key) = name.strip_prefix("WSEDGE_") else {
+            continue;
+        };
+        if NON_KEY_ENV.contains(&name.as_str()) {
+            continue;
+        }
+        let key = key.to_ascii_lowercase();
+        let section = defaults
+            .iter()
+            .find(|(_, keys)| keys.as_table().is_some_and(|t| t.contains_key(&key)))
+            .map(|(section, _)| section.clone())
+            .ok_or_else(|| ConfigError::UnknownEnv(name.clone()))?;
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw));
+        table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("sections are tables")
+            .insert(key, value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,383 @@
+//! One WebSocket connection: the shard-local handle [`Conn`] that other connections deliver to,
+//! and the task that reads, writes and keeps time for it.
+//!
+//! Lifecycle: `Open` → `Closing` (a close frame is queued: ours, or our reply to the peer's) →
+//! ended (close written and, when we started it, answered; or a deadline passed) → a short
+//! lingering half-close so the peer reads our close frame before the socket goes away.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, Instant};
+
+use crate::message::Published;
+use crate::notify::LocalNotify;
+use crate::outbox::{Outbox, Push};
+use crate::protocol::decoder::{Decoder, Event};
+use crate::protocol::frame::{self, OpCode};
+use crate::protocol::Priority;
+use crate::shard::Shard;
+
+/// Most slices in one vectored write.
+const MAX_IOV: usize = 256;
+/// Longest wait for the peer to close after our final close frame and FIN.
+const MAX_LINGER: Duration = Duration::from_secs(2);
+
+/// What a connection's path serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws`: protocol v1 JSON envelopes.
+    Protocol,
+    /// `/echo`: every message echoed verbatim.
+    Echo,
+}
+
+/// How a close proceeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseKind {
+    /// Send what is queued, then close, then wait for the peer's close frame.
+    Graceful,
+    /// Answer the peer's close: send what is queued, then close.
+    Reply,
+    /// Fail the connection: discard what is queued, send close.
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    Closing { await_peer: bool },
+}
+
+/// The shard-local handle of a connection.
+pub struct Conn {
+    pub id: u64,
+    /// The client chose `wsedge.v1.lz4`.
+    pub lz4: bool,
+    outbox: RefCell<Outbox>,
+    wake: LocalNotify,
+    phase: Cell<Phase>,
+    /// Time allowed for the close, set by whoever started it (default `close_timeout`).
+    close_within: Cell<Option<Duration>>,
+    pub subscriptions: RefCell<HashSet<Box<str>>>,
+}
+
+impl Conn {
+    pub fn new(id: u64, lz4: bool, outbox_max_bytes: usize) -> Self {
+        Conn {
+            id,
+            lz4,
+            outbox: RefCell::new(Outbox::new(outbox_max_bytes)),
+            wake: LocalNotify::default(),
+            phase: Cell::new(Phase::Open),
+            close_within: Cell::new(None),
+            subscriptions: RefCell::default(),
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.phase.get() == Phase::Open
+    }
+
+    /// Queues `frame` in `lane`; ignored once closing. A full outbox closes the connection with
+    /// 1008 "slow consumer".
+    pub fn send(&self, lane: Priority, frame: Bytes) {
+        if !self.is_open() {
+            return;
+        }
+        let mut outbox = self.outbox.borrow_mut();
+        let was_empty = outbox.is_empty();
+        match outbox.push(lane, frame) {
+            Push::Overflow => {
+                let queued = outbox.queued_bytes();
+                drop(outbox);
+                tracing::debug!(conn = self.id, queued, "outbox full: closing slow consumer");
+                self.close(Some((1008, "slow consumer")), CloseKind::Fail, None);
+            }
+            Push::Queued | Push::DroppedLow if was_empty => self.wake.notify(),
+            Push::Queued | Push::DroppedLow => {}
+        }
+    }
+
+    /// Queues a published message, in the lane of its priority.
+    pub fn deliver(&self, message: &Published) {
+        self.send(message.priority, message.frame_for(self.lz4).clone());
+    }
+
+    /// Starts closing with `code`/`reason` (`None`: an empty close frame). No-op unless open.
+    pub fn close(&self, status: Option<(u16, &str)>, kind: CloseKind, within: Option<Duration>) {
+        if !self.is_open() {
+            return;
+        }
+        let frame = match status {
+            Some((code, reason)) => frame::close(code, reason),
+            None => frame::encode(OpCode::Close, &[]),
+        };
+        self.outbox
+            .borrow_mut()
+            .push_final(frame, kind == CloseKind::Fail);
+        self.phase.set(Phase::Closing {
+            await_peer: kind == CloseKind::Graceful,
+        });
+        self.close_within.set(within);
+        self.wake.notify();
+    }
+
+    /// `low` frames dropped for lack of outbox room.
+    pub fn dropped_low(&self) -> u64 {
+        self.outbox.borrow().dropped_low()
+    }
+}
+
+/// How the connection task ended.
+#[derive(Debug)]
+enum End {
+    /// The close handshake is done on our side: half-close and linger.
+    Closed,
+    /// The peer went away (EOF) or a close deadline passed.
+    Abandoned(&'static str),
+    Io(io::Error),
+}
+
+/// The connection task's own state.
+struct Session<'a> {
+    shard: &'a Shard,
+    conn: &'a Rc<Conn>,
+    endpoint: Endpoint,
+    decoder: Decoder,
+    reading: bool,
+    peer_closed: bool,
+    last_heard: Instant,
+    next_ping: Instant,
+    close_deadline: Option<Instant>,
+}
+
+/// Runs an upgraded connection until it ends, then removes it from the shard.
+pub async fn run(
+    shard: Rc<Shard>,
+    conn: Rc<Conn>,
+    stream: TcpStream,
+    prefix: Bytes,
+    endpoint: Endpoint,
+) {
+    let config = shard.config();
+    let now = Instant::now();
+    let mut session = Session {
+        shard: &shard,
+        conn: &conn,
+        endpoint,
+        decoder: Decoder::new(config.max_message_size),
+        reading: true,
+        peer_closed: false,
+        last_heard: now,
+        next_ping: now + config.ping_interval,
+        close_deadline: None,
+    };
+    let end = session.run(&stream, &prefix).await;
+    match &end {
+        End::Io(e) => tracing::debug!(conn = conn.id, "connection error: {e}"),
+        End::Abandoned(why) => tracing::debug!(conn = conn.id, "connection abandoned: {why}"),
+        End::Closed => {}
+    }
+    for channel in conn.subscriptions.take() {
+        shard.channels.borrow_mut().unsubscribe(&channel, conn.id);
+    }
+    if matches!(end, End::Closed) {
+        linger(&shard, stream, config.close_timeout.min(MAX_LINGER)).await;
+    }
+    shard.conns.borrow_mut().remove(&conn.id);
+    shard.conn_ended.notify();
+}
+
+/// Half-closes and discards input until the peer closes too (or `limit`), so that unread input
+/// does not make the kernel reset the connection before the peer has read our close frame.
+async fn linger(shard: &Shard, stream: TcpStream, limit: Duration) {
+    if socket2::SockRef::from(&stream)
+        .shutdown(std::net::Shutdown::Write)
+        .is_err()
+    {
+        return;
+    }
+    let drain = async {
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match stream.try_read(&mut shard.read_buffer.borrow_mut()) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limit, drain).await;
+}
+
+impl Session<'_> {
+    async fn run(&mut self, stream: &TcpStream, prefix: &[u8]) -> End {
+        if !prefix.is_empty() {
+            self.on_bytes(prefix);
+        }
+        let timer = sleep_until(self.next_deadline());
+        tokio::pin!(timer);
+        loop {
+            if !self.conn.is_open() && self.close_deadline.is_none() {
+                let within = self
+                    .conn
+                    .close_within
+                    .get()
+                    .unwrap_or(self.shard.config().close_timeout);
+                self.close_deadline = Some(Instant::now() + within);
+                timer.as_mut().reset(self.next_deadline());
+            }
+            let want_write = !self.conn.outbox.borrow().is_empty();
+            if !want_write {
+                if let Phase::Closing { await_peer } = self.conn.phase.get() {
+                    if !await_peer || self.peer_closed || !self.reading {
+                        return End::Closed;
+                    }
+                }
+            }
+            tokio::select! {
+                biased;
+                ready = stream.writable(), if want_write => {
+                    if let Err(e) = ready.and_then(|()| self.flush(stream)) {
+                        return End::Io(e);
+                    }
+                }
+                ready = stream.readable(), if self.reading => {
+                    match ready.and_then(|()| self.read(stream)) {
+                        Ok(true) => {}
+                        Ok(false) => return End::Abandoned("peer closed the TCP connection"),
+                        Err(e) => return End::Io(e),
+                    }
+                }
+                () = self.conn.wake.notified(), if !want_write => {}
+                () = &mut timer => {
+                    if let Some(end) = self.on_timer() {
+                        return end;
+                    }
+                    timer.as_mut().reset(self.next_deadline());
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        self.close_deadline.unwrap_or_else(|| {
+            (self.last_heard + self.shard.config().idle_timeout).min(self.next_ping)
+        })
+    }
+
+    fn on_timer(&mut self) -> Option<End> {
+        let now = Instant::now();
+        let config = self.shard.config();
+        if let Some(deadline) = self.close_deadline {
+            return (now >= deadline).then_some(End::Abandoned("close timed out"));
+        }
+        if now >= self.last_heard + config.idle_timeout {
+            self.conn
+                .close(Some((1001, "idle timeout")), CloseKind::Graceful, None);
+        } else if now >= self.next_ping {
+            self.conn
+                .send(Priority::Critical, frame::encode(OpCode::Ping, b""));
+            self.next_ping = now + config.ping_interval;
+        }
+        None
+    }
+
+    /// Writes batches until the outbox is empty or the socket is full.
+    fn flush(&mut self, stream: &TcpStream) -> io::Result<()> {
+        let batch = self.shard.config().write_batch_bytes;
+        loop {
+            let (written, offered) = {
+                let outbox = self.conn.outbox.borrow();
+                let mut slices = Vec::with_capacity(MAX_IOV);
+                if outbox.is_empty() {
+                    return Ok(());
+                }
+                outbox.gather(batch, MAX_IOV, &mut slices);
+                let offered: usize = slices.iter().map(|s| s.len()).sum();
+                let written = match stream.try_write_vectored(&slices) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(e) => return Err(e),
+                };
+                (written, offered)
+            };
+            self.conn.outbox.borrow_mut().consume(written);
+            if written < offered {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads what the socket has into the shard's buffer and handles it; false on EOF.
+    fn read(&mut self, stream: &TcpStream) -> io::Result<bool> {
+        let mut buffer = self.shard.read_buffer.borrow_mut();
+        match stream.try_read(&mut buffer) {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                self.last_heard = Instant::now();
+                self.on_bytes(&buffer[..n]);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn on_bytes(&mut self, mut input: &[u8]) {
+        while self.reading && !input.is_empty() {
+            match self.decoder.decode(&mut input) {
+                Ok(Some(event)) => self.on_event(event),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(conn = self.conn.id, "protocol error: {e}");
+                    self.reading = false;
+                    self.conn.close(
+                        Some((e.close_code(), &e.to_string())),
+                        CloseKind::Fail,
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let conn = self.conn;
+        match event {
+            Event::Close(code) => {
+                self.peer_closed = true;
+                self.reading = false;
+                conn.close(code.map(|c| (c, "")), CloseKind::Reply, None);
+            }
+            Event::Ping(payload) => {
+                conn.send(Priority::Critical, frame::encode(OpCode::Pong, &payload))
+            }
+            Event::Pong => {}
+            _ if !conn.is_open() => {}
+            Event::Text(message) => match self.endpoint {
+                Endpoint::Echo => conn.send(
+                    Priority::Normal,
+                    frame::finish(message.into_frame_buffer(), OpCode::Text),
+                ),
+                Endpoint::Protocol => crate::handler::handle_text(self.shard, conn, message),
+            },
+            Event::Binary(message) => match self.endpoint {
+                Endpoint::Echo => conn.send(
+                    Priority::Normal,
+                    frame::finish(message.into_frame_buffer(), OpCode::Binary),
+                ),
+                Endpoint::Protocol => crate::handler::reject_binary(conn),
+            },
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Protocol v1 requests on `/ws`: what each op does to the shard and what it answers.
+//! Replies (ok, pong, error) go in the critical lane; echo goes in the normal lane, the path every
+//! message takes.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::connection::Conn;
+use crate::message::Published;
+use crate::protocol::decoder::Message;
+use crate::protocol::envelope::{self, ErrorCode, Op};
+use crate::protocol::{reply, Priority};
+use crate::shard::Shard;
+
+/// Handles one text message.
+pub fn handle_text(shard: &Shard, conn: &Rc<Conn>, mut message: Message) {
+    let size = message.payload().len();
+    let parsed = envelope::parse(message.payload_mut(), &mut shard.json_buffers.borrow_mut());
+    let request = match parsed {
+        Ok(request) => request,
+        Err(rejection) => {
+            let frame = reply::error(
+                rejection.reference.as_ref(),
+                rejection.code,
+                &rejection.message,
+            );
+            return conn.send(Priority::Critical, frame);
+        }
+    };
+    let reference = request.reference.as_ref();
+    let outcome = match request.op {
+        Op::Subscribe { channel } => subscribe(shard, conn, &channel),
+        Op::Unsubscribe { channel } => unsubscribe(shard, conn, &channel),
+        Op::Publish {
+            channel,
+            data,
+            priority,
+        } => {
+            let id = shard.next_message_id();
+            let frame = reply::message(&channel, &id, priority, &data, size);
+            let message = Arc::new(Published::new(
+                &channel,
+                priority,
+                frame,
+                shard.config().lz4_threshold,
+            ));
+            let full = shard.forward(&message);
+            shard.deliver_local(&message);
+            if full.is_empty() {
+                Ok(())
+            } else {
+                Err((
+                    ErrorCode::Overloaded,
+                    format!("message {id} not delivered on shard(s) {full:?}: inbound queue full"),
+                ))
+            }
+        }
+        Op::Ping => return conn.send(Priority::Critical, reply::pong(reference)),
+        Op::Echo { data } => {
+            return conn.send(Priority::Normal, reply::echo(&data, reference, size))
+        }
+    };
+    match (outcome, reference) {
+        (Ok(()), Some(reference)) => conn.send(Priority::Critical, reply::ok(reference)),
+        (Ok(()), None) => {}
+        (Err((code, text)), reference) => {
+            conn.send(Priority::Critical, reply::error(reference, code, &text))
+        }
+    }
+}
+
+/// Answers a binary frame on `/ws`, where protocol v1 expects JSON text.
+pub fn reject_binary(conn: &Conn) {
+    let text = "binary frames are not accepted on /ws; send JSON requests as text frames";
+    conn.send(
+        Priority::Critical,
+        reply::error(None, ErrorCode::BinaryNotSupported, text),
+    );
+}
+
+type Outcome = Result<(), (ErrorCode, String)>;
+
+fn subscribe(shard: &Shard, conn: &Rc<Conn>, channel: &str) -> Outcome {
+    let mut subscriptions = conn.subscriptions.borrow_mut();
+    if subscriptions.contains(channel) {
+        return Ok(());
+    }
+    let max = shard.config().max_subscriptions;
+    if subscriptions.len() >= max {
+        return Err((
+            ErrorCode::TooManySubscriptions,
+            format!("a connection may subscribe to at most {max} channels"),
+        ));
+    }
+    subscriptions.insert(channel.into());
+    shard.channels.borrow_mut().subscribe(channel, conn);
+    Ok(())
+}
+
+fn unsubscribe(shard: &Shard, conn: &Conn, channel: &str) -> Outcome {
+    if !conn.subscriptions.borrow_mut().remove(channel) {
+        return Err((
+            ErrorCode::NotSubscribed,
+            format!("not subscribed to {channel:?}"),
+        ));
+    }
+    shard.channels.borrow_mut().unsubscribe(channel, conn.id);
+    Ok(())
+}

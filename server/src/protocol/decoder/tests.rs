@@ -1,0 +1,163 @@
+use super::*;
+use crate::protocol::frame::encode_client;
+
+const MASK: [u8; 4] = [0x12, 0x34, 0x56, 0x78];
+
+fn decode_all(d: &mut Decoder, mut input: &[u8]) -> Result<Vec<Event>, DecodeError> {
+    let mut events = Vec::new();
+    while !input.is_empty() {
+        if let Some(e) = d.decode(&mut input)? {
+            events.push(e);
+        }
+    }
+    Ok(events)
+}
+
+fn text(e: &Event) -> &[u8] {
+    match e {
+        Event::Text(m) => m.payload(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+#[test]
+fn decodes_a_frame_fed_one_byte_at_a_time() {
+    let wire = encode_client(true, 1, "héllo wörld".as_bytes(), MASK);
+    let mut d = Decoder::new(1024);
+    let mut events = Vec::new();
+    for b in &wire {
+        events.extend(decode_all(&mut d, std::slice::from_ref(b)).unwrap());
+    }
+    assert_eq!(events.len(), 1);
+    assert_eq!(text(&events[0]), "héllo wörld".as_bytes());
+}
+
+#[test]
+fn decodes_every_length_encoding_and_back_to_back_frames() {
+    let mut wire = Vec::new();
+    for len in [0, 125, 126, 65535, 65536] {
+        wire.extend(encode_client(true, 2, &vec![9; len], MASK));
+    }
+    let events = decode_all(&mut Decoder::new(1 << 20), &wire).unwrap();
+    let lens: Vec<usize> = events
+        .iter()
+        .map(|e| match e {
+            Event::Binary(m) => m.payload().len(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(lens, [0, 125, 126, 65535, 65536]);
+}
+
+#[test]
+fn reassembles_fragments_with_utf8_split_across_them_and_control_frames_between() {
+    let s = "a€b".as_bytes(); // € is 3 bytes: split it across two fragments
+    let mut wire = encode_client(false, 1, &s[..2], MASK);
+    wire.extend(encode_client(true, 9, b"p", MASK));
+    wire.extend(encode_client(true, 0, &s[2..], MASK));
+    let events = decode_all(&mut Decoder::new(64), &wire).unwrap();
+    assert_eq!(events[0], Event::Ping(b"p".to_vec()));
+    assert_eq!(text(&events[1]), s);
+}
+
+#[test]
+fn invalid_utf8_fails_before_the_frame_is_complete() {
+    let mut payload = b"valid ".to_vec();
+    payload.extend([0xff, 0xfe]);
+    payload.extend(vec![b'x'; 100]);
+    let wire = encode_client(true, 1, &payload, MASK);
+    let mut d = Decoder::new(1024);
+    let mut partial = &wire[..2 + 4 + 8]; // header + the first 8 payload bytes
+    assert_eq!(d.decode(&mut partial), Err(DecodeError::InvalidUtf8));
+}
+
+#[test]
+fn truncated_utf8_at_message_end_is_invalid() {
+    let wire = encode_client(true, 1, &"€".as_bytes()[..2], MASK);
+    assert_eq!(
+        decode_all(&mut Decoder::new(64), &wire),
+        Err(DecodeError::InvalidUtf8)
+    );
+}
+
+#[test]
+fn size_limit_counts_all_fragments_and_fails_at_the_header() {
+    let mut d = Decoder::new(100);
+    let mut wire = encode_client(false, 2, &[0; 60], MASK);
+    wire.extend(&encode_client(true, 0, &[0; 60], MASK)[..8]); // only the header of frame 2
+    assert_eq!(
+        decode_all(&mut d, &wire),
+        Err(DecodeError::TooBig {
+            size: 120,
+            limit: 100
+        })
+    );
+    assert_eq!(DecodeError::TooBig { size: 0, limit: 0 }.close_code(), 1009);
+}
+
+#[test]
+fn protocol_violations_map_to_1002() {
+    let cases: Vec<(Vec<u8>, DecodeError)> = vec![
+        (vec![0x81, 0x00], DecodeError::Unmasked),
+        (
+            encode_client(true, 0x41, b"", MASK),
+            DecodeError::ReservedBits,
+        ),
+        (
+            encode_client(true, 3, b"", MASK),
+            DecodeError::UnknownOpcode(3),
+        ),
+        (
+            encode_client(false, 9, b"", MASK),
+            DecodeError::FragmentedControl,
+        ),
+        (
+            encode_client(true, 9, &[0; 126], MASK),
+            DecodeError::ControlTooLong(126),
+        ),
+        (
+            encode_client(true, 0, b"x", MASK),
+            DecodeError::UnexpectedContinuation,
+        ),
+        (
+            encode_client(true, 8, b"x", MASK),
+            DecodeError::InvalidClosePayload,
+        ),
+        (
+            encode_client(true, 8, &1005u16.to_be_bytes(), MASK),
+            DecodeError::InvalidCloseCode(1005),
+        ),
+        (
+            encode_client(true, 8, &999u16.to_be_bytes(), MASK),
+            DecodeError::InvalidCloseCode(999),
+        ),
+    ];
+    for (wire, want) in cases {
+        let got = decode_all(&mut Decoder::new(1024), &wire);
+        assert_eq!(got, Err(want.clone()), "{wire:x?}");
+        assert_eq!(want.close_code(), 1002);
+    }
+    let mut wire = encode_client(false, 1, b"a", MASK);
+    wire.extend(encode_client(true, 1, b"b", MASK));
+    assert_eq!(
+        decode_all(&mut Decoder::new(64), &wire),
+        Err(DecodeError::ExpectedContinuation)
+    );
+}
+
+#[test]
+fn close_frames_carry_their_code() {
+    let mut wire = encode_client(true, 8, b"", MASK);
+    let mut payload = 4000u16.to_be_bytes().to_vec();
+    payload.extend(b"bye");
+    wire.extend(encode_client(true, 8, &payload, MASK));
+    let events = decode_all(&mut Decoder::new(64), &wire).unwrap();
+    assert_eq!(events, [Event::Close(None), Event::Close(Some(4000))]);
+    let mut bad = 1000u16.to_be_bytes().to_vec();
+    bad.push(0xff);
+    let wire = encode_client(true, 8, &bad, MASK);
+    assert_eq!(
+        decode_all(&mut Decoder::new(64), &wire),
+        Err(DecodeError::InvalidUtf8)
+    );
+}

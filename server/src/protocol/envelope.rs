@@ -1,0 +1,278 @@
+//! Client request envelopes (protocol v1, `server/PROTOCOL.md`), parsed in place with simd-json.
+//!
+//! [`parse`] borrows the message buffer: `data` and `ref` stay as parsed values and are written
+//! back out once by [`super::reply`], never copied per recipient.
+
+use std::borrow::Cow;
+
+use simd_json::borrowed::Value;
+use simd_json::prelude::*;
+use simd_json::Buffers;
+
+use super::{is_valid_channel, Priority, MAX_CHANNEL_LEN};
+
+/// A JSON value borrowed from the request buffer.
+pub type Json<'a> = Value<'a>;
+
+/// One request, with the `ref` the client wants echoed in the answer.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub op: Op<'a>,
+    pub reference: Option<Json<'a>>,
+}
+
+/// The operations of protocol v1.
+#[derive(Debug)]
+pub enum Op<'a> {
+    Subscribe {
+        channel: Cow<'a, str>,
+    },
+    Unsubscribe {
+        channel: Cow<'a, str>,
+    },
+    Publish {
+        channel: Cow<'a, str>,
+        data: Json<'a>,
+        priority: Priority,
+    },
+    Ping,
+    Echo {
+        data: Json<'a>,
+    },
+}
+
+/// Machine-readable error codes sent in `{"op":"error","code":...}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidJson,
+    NotAnObject,
+    UnknownOp,
+    MissingField,
+    InvalidField,
+    BadChannel,
+    BinaryNotSupported,
+    TooManySubscriptions,
+    NotSubscribed,
+    Overloaded,
+}
+
+impl ErrorCode {
+    /// The snake_case wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::NotAnObject => "not_an_object",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::BadChannel => "bad_channel",
+            ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::NotSubscribed => "not_subscribed",
+            ErrorCode::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// A request that cannot be carried out: answered with an error frame, the connection stays open.
+#[derive(Debug)]
+pub struct Rejection<'a> {
+    pub reference: Option<Json<'a>>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl<'a> Rejection<'a> {
+    pub fn new(reference: Option<Json<'a>>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Rejection {
+            reference,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses one text message. `buffers` are simd-json's scratch buffers, reused across calls.
+pub fn parse<'a>(input: &'a mut [u8], buffers: &mut Buffers) -> Result<Request<'a>, Rejection<'a>> {
+    let value = simd_json::to_borrowed_value_with_buffers(input, buffers)
+        .map_err(|e| Rejection::new(None, ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
+    let Value::Object(mut object) = value else {
+        return Err(Rejection::new(
+            None,
+            ErrorCode::NotAnObject,
+            "a request must be a JSON object",
+        ));
+    };
+    let reference = object.remove("ref");
+    let mut field = |name: &'static str| object.remove(name);
+    let op = match field("op") {
+        Some(Value::String(op)) => op,
+        Some(_) => {
+            return Err(Rejection::new(
+                reference,
+                ErrorCode::InvalidField,
+                "\"op\" must be a string",
+            ))
+        }
+        None => {
+            return Err(Rejection::new(
+                reference,
+                ErrorCode::MissingField,
+                "missing field \"op\"",
+            ))
+        }
+    };
+    let op = match &*op {
+        "subscribe" | "unsubscribe" | "publish" => {
+            let channel = match channel(field("channel")) {
+                Ok(channel) => channel,
+                Err((code, message)) => return Err(Rejection::new(reference, code, message)),
+            };
+            match &*op {
+                "subscribe" => Op::Subscribe { channel },
+                "unsubscribe" => Op::Unsubscribe { channel },
+                _ => {
+                    let priority = match field("priority") {
+                        None => Priority::Normal,
+                        Some(p) => match p.as_str().and_then(Priority::parse) {
+                            Some(p) => p,
+                            None => {
+                                return Err(Rejection::new(
+                                    reference,
+                                    ErrorCode::InvalidField,
+                                    "\"priority\" must be one of \"low\", \"normal\", \"high\", \"critical\"",
+                                ))
+                            }
+                        },
+                    };
+                    match field("data") {
+                        Some(data) => Op::Publish {
+                            channel,
+                            data,
+                            priority,
+                        },
+                        None => return Err(missing_data(reference)),
+                    }
+                }
+            }
+        }
+        "ping" => Op::Ping,
+        "echo" => match field("data") {
+            Some(data) => Op::Echo { data },
+            None => return Err(missing_data(reference)),
+        },
+        other => {
+            let mut shown: String = other.chars().take(64).collect();
+            if shown.len() < other.len() {
+                shown.push('…');
+            }
+            return Err(Rejection::new(
+                reference,
+                ErrorCode::UnknownOp,
+                format!(
+                    "unknown op {shown:?}; expected subscribe, unsubscribe, publish, ping or echo"
+                ),
+            ));
+        }
+    };
+    Ok(Request { op, reference })
+}
+
+fn missing_data(reference: Option<Json<'_>>) -> Rejection<'_> {
+    Rejection::new(reference, ErrorCode::MissingField, "missing field \"data\"")
+}
+
+/// Checks a `channel` field.
+fn channel(value: Option<Json<'_>>) -> Result<Cow<'_, str>, (ErrorCode, String)> {
+    let bad = || {
+        (
+            ErrorCode::BadChannel,
+            format!("\"channel\" must be 1-{MAX_CHANNEL_LEN} bytes of [A-Za-z0-9_.:-]"),
+        )
+    };
+    match value {
+        None => Err((ErrorCode::MissingField, "missing field \"channel\"".into())),
+        Some(Value::String(name)) if is_valid_channel(&name) => Ok(name),
+        Some(_) => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Result<String, (Option<String>, &'static str)> {
+        let mut buf = s.as_bytes().to_vec();
+        let result = match parse(&mut buf, &mut Buffers::default()) {
+            Ok(r) => Ok(format!(
+                "{:?} ref={:?}",
+                r.op,
+                r.reference.map(|v| v.encode())
+            )),
+            Err(e) => Err((e.reference.map(|v| v.encode()), e.code.as_str())),
+        };
+        result
+    }
+
+    #[test]
+    fn parses_every_op() {
+        assert!(
+            parse_str(r#"{"op":"subscribe","channel":"a.b:c-d_1","ref":7}"#)
+                .unwrap()
+                .contains("Subscribe")
+        );
+        assert!(parse_str(r#"{"op":"unsubscribe","channel":"x"}"#)
+            .unwrap()
+            .contains("Unsubscribe"));
+        let p = parse_str(
+            r#"{"op":"publish","channel":"x","data":{"k":[1,2]},"priority":"high","ref":"r"}"#,
+        )
+        .unwrap();
+        assert!(
+            p.contains("priority: High") && p.contains(r#"ref=Some("\"r\"")"#),
+            "{p}"
+        );
+        assert!(parse_str(r#"{"op":"publish","channel":"x","data":null}"#)
+            .unwrap()
+            .contains("Normal"));
+        assert!(parse_str(r#"{"op":"ping","ref":{"a":1}}"#)
+            .unwrap()
+            .contains("Ping"));
+        assert!(parse_str(r#"{"op":"echo","data":"hi"}"#)
+            .unwrap()
+            .contains("Echo"));
+    }
+
+    #[test]
+    fn rejects_with_a_code_and_keeps_the_ref() {
+        let cases = [
+            (r#"{"op":"subscribe""#, None, "invalid_json"),
+            (r#"[1,2]"#, None, "not_an_object"),
+            (r#"{"ref":1}"#, Some("1"), "missing_field"),
+            (r#"{"op":5,"ref":1}"#, Some("1"), "invalid_field"),
+            (r#"{"op":"dance","ref":"x"}"#, Some(r#""x""#), "unknown_op"),
+            (r#"{"op":"subscribe","ref":2}"#, Some("2"), "missing_field"),
+            (
+                r#"{"op":"subscribe","channel":"","ref":2}"#,
+                Some("2"),
+                "bad_channel",
+            ),
+            (r#"{"op":"subscribe","channel":"a b"}"#, None, "bad_channel"),
+            (r#"{"op":"subscribe","channel":7}"#, None, "bad_channel"),
+            (r#"{"op":"publish","channel":"c"}"#, None, "missing_field"),
+            (
+                r#"{"op":"publish","channel":"c","data":1,"priority":"urgent"}"#,
+                None,
+                "invalid_field",
+            ),
+            (r#"{"op":"echo"}"#, None, "missing_field"),
+        ];
+        for (input, reference, code) in cases {
+            let got = parse_str(input).unwrap_err();
+            assert_eq!((got.0.as_deref(), got.1), (reference, code), "{input}");
+        }
+        let long = "c".repeat(MAX_CHANNEL_LEN + 1);
+        let err = parse_str(&format!(r#"{{"op":"subscribe","channel":"{long}"}}"#)).unwrap_err();
+        assert_eq!(err.1, "bad_channel");
+    }
+}

@@ -1,0 +1,181 @@
+//! Server-to-client JSON messages of protocol v1, each written straight into a frame buffer and
+//! returned as one encoded text frame.
+
+use bytes::Bytes;
+use simd_json::prelude::*;
+
+use super::envelope::{ErrorCode, Json};
+use super::frame::{self, OpCode};
+use super::Priority;
+
+/// JSON text under construction behind frame headroom.
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn new(capacity: usize) -> Self {
+        Writer(frame::payload_buffer(capacity))
+    }
+
+    fn raw(&mut self, s: &str) -> &mut Self {
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+
+    fn string(&mut self, s: &str) -> &mut Self {
+        write_json_string(&mut self.0, s);
+        self
+    }
+
+    fn value(&mut self, v: &Json<'_>) -> &mut Self {
+        v.write(&mut self.0).expect("writing to a Vec cannot fail");
+        self
+    }
+
+    /// `,"ref":<value>` when there is one.
+    fn reference(&mut self, r: Option<&Json<'_>>) -> &mut Self {
+        if let Some(r) = r {
+            self.raw(",\"ref\":").value(r);
+        }
+        self
+    }
+
+    fn finish(&mut self) -> Bytes {
+        frame::finish(std::mem::take(&mut self.0), OpCode::Text)
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&s.as_bytes()[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s.as_bytes()[start..]);
+    out.push(b'"');
+}
+
+/// `{"op":"welcome","connection":"<id>","shard":<n>,"protocol":1}`
+pub fn welcome(connection: &str, shard: usize) -> Bytes {
+    Writer::new(80)
+        .raw(r#"{"op":"welcome","connection":"#)
+        .string(connection)
+        .raw(&format!(r#","shard":{shard},"protocol":1}}"#))
+        .finish()
+}
+
+/// `{"op":"ok","ref":<ref>}`
+pub fn ok(reference: &Json<'_>) -> Bytes {
+    Writer::new(32)
+        .raw(r#"{"op":"ok""#)
+        .reference(Some(reference))
+        .raw("}")
+        .finish()
+}
+
+/// `{"op":"error","ref":<ref if any>,"code":"<code>","message":"<text>"}`
+pub fn error(reference: Option<&Json<'_>>, code: ErrorCode, message: &str) -> Bytes {
+    Writer::new(64 + message.len())
+        .raw(r#"{"op":"error""#)
+        .reference(reference)
+        .raw(r#","code":""#)
+        .raw(code.as_str())
+        .raw(r#"","message":"#)
+        .string(message)
+        .raw("}")
+        .finish()
+}
+
+/// `{"op":"pong","ref":<ref if any>}`
+pub fn pong(reference: Option<&Json<'_>>) -> Bytes {
+    Writer::new(32)
+        .raw(r#"{"op":"pong""#)
+        .reference(reference)
+        .raw("}")
+        .finish()
+}
+
+/// `{"op":"echo","data":<data>,"ref":<ref if any>}`
+pub fn echo(data: &Json<'_>, reference: Option<&Json<'_>>, size_hint: usize) -> Bytes {
+    Writer::new(size_hint + 32)
+        .raw(r#"{"op":"echo","data":"#)
+        .value(data)
+        .reference(reference)
+        .raw("}")
+        .finish()
+}
+
+/// `{"op":"message","channel":"<c>","id":"<id>","priority":"<p>","data":<data>}`
+pub fn message(
+    channel: &str,
+    id: &str,
+    priority: Priority,
+    data: &Json<'_>,
+    size_hint: usize,
+) -> Bytes {
+    Writer::new(size_hint + channel.len() + id.len() + 64)
+        .raw(r#"{"op":"message","channel":""#)
+        .raw(channel) // channel names are validated to need no escaping
+        .raw(r#"","id":"#)
+        .string(id)
+        .raw(r#","priority":""#)
+        .raw(priority.as_str())
+        .raw(r#"","data":"#)
+        .value(data)
+        .raw("}")
+        .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::payload_of;
+
+    fn text(frame: &Bytes) -> &str {
+        assert_eq!(frame[0], 0x81);
+        std::str::from_utf8(payload_of(frame)).unwrap()
+    }
+
+    #[test]
+    fn messages_are_exact_json() {
+        let mut buf = br#"{"x":[1,"two",null],"r":"id-1"}"#.to_vec();
+        let v = simd_json::to_borrowed_value(&mut buf).unwrap();
+        let (data, r) = (v.get("x").unwrap(), v.get("r").unwrap());
+        assert_eq!(
+            text(&welcome("0-1", 1)),
+            r#"{"op":"welcome","connection":"0-1","shard":1,"protocol":1}"#
+        );
+        assert_eq!(text(&ok(r)), r#"{"op":"ok","ref":"id-1"}"#);
+        assert_eq!(text(&pong(None)), r#"{"op":"pong"}"#);
+        assert_eq!(
+            text(&echo(data, Some(r), 0)),
+            r#"{"op":"echo","data":[1,"two",null],"ref":"id-1"}"#
+        );
+        assert_eq!(
+            text(&message("c", "a-1", Priority::High, data, 0)),
+            r#"{"op":"message","channel":"c","id":"a-1","priority":"high","data":[1,"two",null]}"#
+        );
+        let e = error(None, ErrorCode::UnknownOp, "bad \"op\"\n\u{1}");
+        assert_eq!(
+            text(&e),
+            r#"{"op":"error","code":"unknown_op","message":"bad \"op\"\n\u0001"}"#
+        );
+        let parsed: serde_json::Value = serde_json::from_str(text(&e)).unwrap();
+        assert_eq!(parsed["message"], "bad \"op\"\n\u{1}");
+    }
+}

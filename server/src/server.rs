@@ -1,0 +1,87 @@
+//! Starting and stopping a server: binds every shard's listener, starts the shard threads, and
+//! on [`Server::shutdown`] has each shard stop accepting, send close 1001 and drain.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::shard::{self, Shared};
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    shards: usize,
+    stop: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `config.listen` once per shard and starts the shards.
+    pub fn start(config: Config) -> io::Result<Server> {
+        let shards = config.shards;
+        let listeners = crate::listener::bind(config.listen, config.listen_backlog, shards)?;
+        let local_addr = listeners[0].local_addr()?;
+        let shared = Arc::new(Shared::new(config));
+        let (stop, stopped) = watch::channel(false);
+        let mut threads = Vec::with_capacity(shards);
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let (shared, stopped) = (shared.clone(), stopped.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("wsedge-shard-{index}"))
+                    .spawn(move || shard::run(index, listener, shared, stopped))?,
+            );
+        }
+        Ok(Server {
+            local_addr,
+            shards,
+            stop,
+            threads,
+        })
+    }
+
+    /// The address the shards listen on (the real port when `listen` said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// Stops accepting, closes every connection with 1001 and waits until they have drained or
+    /// `shutdown_grace` has passed.
+    pub fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("a shard thread panicked");
+            }
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit; returns (soft before, hard).
+pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((before, limit.rlim_max))
+    }
+}

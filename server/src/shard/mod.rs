@@ -1,0 +1,234 @@
+//! Shards: one OS thread per shard, each running a single-threaded tokio runtime with its own
+//! SO_REUSEPORT listener. Connection state never leaves its shard (it is `Rc`/`RefCell`, `!Send`);
+//! shards exchange published messages only through their lock-free [`mailbox::Mailbox`]es.
+
+pub mod channels;
+pub mod mailbox;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::connection::{CloseKind, Conn};
+use crate::message::Published;
+use crate::notify::LocalNotify;
+use channels::Channels;
+use mailbox::Mailbox;
+
+/// Size of each shard's read buffer, shared by its connections (a connection keeps no read
+/// buffer of its own while idle).
+pub const READ_BUFFER_BYTES: usize = 64 << 10;
+
+/// Messages a shard's router delivers before yielding to its connections.
+const ROUTER_BATCH: usize = 1024;
+
+/// What all shards share: read-only config, the connection count, the mailboxes.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub connections: AtomicUsize,
+    pub mailboxes: Box<[Mailbox]>,
+    /// Start time (unix seconds), making message ids unique across restarts.
+    pub boot: u64,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Self {
+        let mailboxes = (0..config.shards)
+            .map(|_| Mailbox::new(config.shard_queue_capacity))
+            .collect();
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Shared {
+            config,
+            connections: AtomicUsize::new(0),
+            mailboxes,
+            boot,
+        }
+    }
+}
+
+/// A reserved place under `max_connections`, released on drop.
+#[derive(Debug)]
+pub struct Slot(Arc<Shared>);
+
+impl Slot {
+    /// Reserves a connection slot, or `None` at `max_connections`.
+    pub fn acquire(shared: &Arc<Shared>) -> Option<Slot> {
+        let before = shared.connections.fetch_add(1, Ordering::AcqRel);
+        if before >= shared.config.max_connections {
+            shared.connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(shared.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One shard's state, owned by its thread.
+pub struct Shard {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    pub channels: RefCell<Channels>,
+    pub conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    pub read_buffer: RefCell<Box<[u8]>>,
+    pub json_buffers: RefCell<simd_json::Buffers>,
+    next_conn: Cell<u64>,
+    next_message: Cell<u64>,
+    /// Set once shutdown has begun.
+    pub closing: Cell<bool>,
+    /// Notified whenever a connection ends (shutdown waits on it).
+    pub conn_ended: LocalNotify,
+}
+
+impl Shard {
+    pub fn new(index: usize, shared: Arc<Shared>) -> Self {
+        Shard {
+            index,
+            shared,
+            channels: RefCell::default(),
+            conns: RefCell::default(),
+            read_buffer: RefCell::new(vec![0; READ_BUFFER_BYTES].into_boxed_slice()),
+            json_buffers: RefCell::new(simd_json::Buffers::new(1024)),
+            next_conn: Cell::new(0),
+            next_message: Cell::new(0),
+            closing: Cell::new(false),
+            conn_ended: LocalNotify::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// A connection id unique in this process: shard in the top 16 bits.
+    pub fn next_conn_id(&self) -> u64 {
+        let n = self.next_conn.get() + 1;
+        self.next_conn.set(n);
+        (self.index as u64) << 48 | n
+    }
+
+    /// A message id unique across shards and restarts: `<boot>-<shard>-<seq>` (hex).
+    pub fn next_message_id(&self) -> String {
+        let n = self.next_message.get() + 1;
+        self.next_message.set(n);
+        format!("{:x}-{:x}-{:x}", self.shared.boot, self.index, n)
+    }
+
+    /// Delivers `message` to this shard's subscribers of its channel.
+    pub fn deliver_local(&self, message: &Published) {
+        for conn in self.channels.borrow().subscribers(&message.channel) {
+            conn.deliver(message);
+        }
+    }
+
+    /// Sends `message` to every other shard. Returns the shards whose queue was full.
+    pub fn forward(&self, message: &Arc<Published>) -> Vec<usize> {
+        let mut full = Vec::new();
+        for (i, mailbox) in self.shared.mailboxes.iter().enumerate() {
+            if i != self.index && mailbox.push(message.clone()).is_err() {
+                full.push(i);
+            }
+        }
+        full
+    }
+
+    /// Starts closing every connection with 1001 and marks the shard closing.
+    pub fn begin_shutdown(&self) {
+        self.closing.set(true);
+        let grace = self.config().shutdown_grace;
+        for conn in self.conns.borrow().values() {
+            conn.close(
+                Some((1001, "server shutting down")),
+                CloseKind::Graceful,
+                Some(grace),
+            );
+        }
+    }
+
+    /// Resolves once this shard has no connections left.
+    pub async fn connections_ended(&self) {
+        while !self.conns.borrow().is_empty() {
+            self.conn_ended.notified().await;
+        }
+    }
+}
+
+/// Delivers messages other shards forward to this one.
+pub async fn route(shard: Rc<Shard>) {
+    let mailbox = &shard.shared.mailboxes[shard.index];
+    loop {
+        let first = mailbox.pop().await;
+        shard.deliver_local(&first);
+        for _ in 1..ROUTER_BATCH {
+            match mailbox.try_pop() {
+                Some(m) => shard.deliver_local(&m),
+                None => break,
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Runs shard `index` on the current thread until `shutdown` turns true and its connections
+/// have closed (or `shutdown_grace` has passed).
+pub fn run(
+    index: usize,
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(shard = index, "cannot build runtime: {e}");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(shard = index, "cannot register listener: {e}");
+                return;
+            }
+        };
+        let shard = Rc::new(Shard::new(index, shared));
+        let router = tokio::task::spawn_local(route(shard.clone()));
+        tokio::select! {
+            _ = crate::listener::accept_loop(listener, shard.clone()) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+        let open = shard.conns.borrow().len();
+        tracing::info!(shard = index, open, "shutting down: closing connections");
+        shard.begin_shutdown();
+        let grace = shard.config().shutdown_grace;
+        if tokio::time::timeout(grace, shard.connections_ended())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                shard = index,
+                left = shard.conns.borrow().len(),
+                "shutdown grace over; dropping the rest"
+            );
+        }
+        router.abort();
+    });
+}
