@@ -42,10 +42,11 @@ pub enum Endpoint {
 pub enum CloseKind {
     /// Send what is queued, then close, then wait for the peer's close frame.
     Graceful,
-    /// Answer the peer's close: send what is queued, then close.
-    Reply,
-    /// Fail the connection: discard what is queued, send close.
-    Fail,
+    /// Send what is queued, then close, without waiting for the peer (answering the peer's
+    /// close, or failing the connection on a protocol error).
+    Final,
+    /// Discard what is queued and send close (a slow consumer: its queue is the problem).
+    Discard,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +98,7 @@ impl Conn {
                 let queued = outbox.queued_bytes();
                 drop(outbox);
                 tracing::debug!(conn = self.id, queued, "outbox full: closing slow consumer");
-                self.close(Some((1008, "slow consumer")), CloseKind::Fail, None);
+                self.close(Some((1008, "slow consumer")), CloseKind::Discard, None);
             }
             Push::Queued | Push::DroppedLow if was_empty => self.wake.notify(),
             Push::Queued | Push::DroppedLow => {}
@@ -120,7 +121,7 @@ impl Conn {
         };
         self.outbox
             .borrow_mut()
-            .push_final(frame, kind == CloseKind::Fail);
+            .push_final(frame, kind == CloseKind::Discard);
         self.phase.set(Phase::Closing {
             await_peer: kind == CloseKind::Graceful,
         });
@@ -343,7 +344,7 @@ impl Session<'_> {
                     self.reading = false;
                     self.conn.close(
                         Some((e.close_code(), &e.to_string())),
-                        CloseKind::Fail,
+                        CloseKind::Final,
                         None,
                     );
                 }
@@ -357,7 +358,7 @@ impl Session<'_> {
             Event::Close(code) => {
                 self.peer_closed = true;
                 self.reading = false;
-                conn.close(code.map(|c| (c, "")), CloseKind::Reply, None);
+                conn.close(code.map(|c| (c, "")), CloseKind::Final, None);
             }
             Event::Ping(payload) => {
                 conn.send(Priority::Critical, frame::encode(OpCode::Pong, &payload))

@@ -1,0 +1,68 @@
+//! Fan-out: 1,000 subscribers spread over two shards, two publishers on different shards; every
+//! subscriber receives every message exactly once and each publisher's messages in order.
+
+mod support;
+
+use anyhow::{ensure, Result};
+use futures_util::future::try_join_all;
+use serde_json::json;
+use support::{Client, TestServer};
+
+const SUBSCRIBERS: usize = 1000;
+const PER_PUBLISHER: u64 = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_subscribers_each_get_every_message_once_in_order() -> Result<()> {
+    let server = TestServer::start(&[("SHARDS", "2")]).await?;
+    let subscribers = try_join_all((0..SUBSCRIBERS).map(|_| async {
+        let mut c = Client::connect(&server).await?;
+        c.subscribe("fan").await?;
+        anyhow::Ok(c)
+    }))
+    .await?;
+    let on_shard_0 = subscribers.iter().filter(|c| c.shard == 0).count();
+    assert!(
+        on_shard_0 > 0 && on_shard_0 < SUBSCRIBERS,
+        "subscribers on both shards ({on_shard_0} on shard 0)"
+    );
+
+    let mut publishers = [
+        Client::connect_on_shard(&server, 0).await?,
+        Client::connect_on_shard(&server, 1).await?,
+    ];
+    let readers = subscribers.into_iter().map(|mut c| {
+        tokio::spawn(async move {
+            let mut next = [0u64; 2];
+            for _ in 0..2 * PER_PUBLISHER {
+                let m = c.recv_json().await?;
+                let publisher = m["data"]["p"].as_u64().unwrap() as usize;
+                let seq = m["data"]["seq"].as_u64().unwrap();
+                ensure!(
+                    seq == next[publisher],
+                    "publisher {publisher}: got {seq}, expected {}",
+                    next[publisher]
+                );
+                next[publisher] += 1;
+            }
+            // Nothing extra: the next frame is the pong to this ping.
+            c.send(json!({"op": "ping", "ref": "end"})).await?;
+            ensure!(
+                c.recv_json().await? == json!({"op": "pong", "ref": "end"}),
+                "duplicate or stray message"
+            );
+            anyhow::Ok(())
+        })
+    });
+    let readers: Vec<_> = readers.collect();
+    for seq in 0..PER_PUBLISHER {
+        for (p, publisher) in publishers.iter_mut().enumerate() {
+            publisher
+                .send(json!({"op": "publish", "channel": "fan", "data": {"p": p, "seq": seq}}))
+                .await?;
+        }
+    }
+    for reader in readers {
+        reader.await??;
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! Limits and lifecycle: message size, connection cap, slow consumers, idle and handshake
+//! timeouts, and shutdown on SIGTERM.
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use futures_util::StreamExt;
+use serde_json::json;
+use support::{Client, TestServer, STEP};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn oversize_message_is_closed_with_1009() -> Result<()> {
+    let server = TestServer::start(&[("MAX_MESSAGE_SIZE", "1024")]).await?;
+    let mut c = Client::connect(&server).await?;
+    c.send_raw(Message::text("x".repeat(1025))).await?;
+    assert_eq!(c.expect_close().await?.0, 1009);
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_get_503() -> Result<()> {
+    let server = TestServer::start(&[("MAX_CONNECTIONS", "2")]).await?;
+    let _a = Client::connect(&server).await?;
+    let b = Client::connect(&server).await?;
+    match tokio_tungstenite::connect_async(server.url("/ws")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
+    // A closed connection frees its slot.
+    drop(b);
+    let mut waited = 0;
+    while server.health().await?["connections"] != 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling the server's own gauge
+        waited += 1;
+        assert!(waited < 500, "slot not released");
+    }
+    Client::connect(&server).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_sends_1001_and_exits_zero() -> Result<()> {
+    let server = TestServer::start(&[("SHARDS", "2")]).await?;
+    let mut clients = vec![
+        Client::connect_on_shard(&server, 0).await?,
+        Client::connect_on_shard(&server, 1).await?,
+    ];
+    let exit = tokio::spawn(server.terminate());
+    for c in &mut clients {
+        let (code, reason) = c.expect_close().await?;
+        assert_eq!((code, reason.as_str()), (1001, "server shutting down"));
+    }
+    drop(clients);
+    assert!(exit.await??.success());
+    Ok(())
+}
+
+/// Opens a raw WebSocket on `/ws` and returns the socket after the 101 response.
+async fn raw_upgrade(server: &TestServer) -> Result<TcpStream> {
+    let mut s = TcpStream::connect(server.addr).await?;
+    let request = "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                   Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    s.write_all(request.as_bytes()).await?;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(s.read_u8().await?);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    Ok(s)
+}
+
+fn masked_text(payload: &[u8]) -> Vec<u8> {
+    wsedge::protocol::frame::encode_client(true, 1, payload, [1, 2, 3, 4])
+}
+
+#[tokio::test]
+async fn a_never_reading_client_is_cut_off_and_server_memory_stays_bounded() -> Result<()> {
+    let server = TestServer::start(&[
+        ("SHARDS", "1"),
+        ("MAX_MESSAGE_SIZE", "65536"),
+        ("OUTBOX_MAX_BYTES", "262144"),
+        ("CLOSE_TIMEOUT_MS", "60000"),
+    ])
+    .await?;
+    let mut slow = raw_upgrade(&server).await?;
+    slow.write_all(&masked_text(br#"{"op":"subscribe","channel":"firehose"}"#))
+        .await?;
+    let mut publisher = Client::connect(&server).await?;
+    publisher.send(json!({"op": "ping"})).await?; // the subscribe is handled before this pong
+    publisher.recv_json().await?;
+    let rss_before = server.rss_kib();
+    let payload = "x".repeat(32 * 1024);
+    const MESSAGES: usize = 2000; // 64 MiB towards a client that reads nothing
+    for _ in 0..MESSAGES {
+        publisher
+            .send(json!({"op": "publish", "channel": "firehose", "data": payload}))
+            .await?;
+    }
+    publisher.send(json!({"op": "ping", "ref": "done"})).await?;
+    assert_eq!(publisher.recv_json().await?["ref"], "done");
+    let grown_kib = server.rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown_kib < 32 * 1024,
+        "server RSS grew {grown_kib} KiB for a client that reads nothing"
+    );
+
+    // Now read: some messages (what the kernel buffered), then close 1008 "slow consumer".
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        slow,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    let mut received = 0;
+    let close = loop {
+        match tokio::time::timeout(STEP, ws.next())
+            .await?
+            .expect("close frame before EOF")?
+        {
+            Message::Text(_) => received += 1,
+            Message::Close(frame) => break frame.expect("a close code"),
+            _ => {}
+        }
+    };
+    assert_eq!(
+        (u16::from(close.code), &*close.reason),
+        (1008, "slow consumer")
+    );
+    assert!(
+        received < MESSAGES,
+        "received {received} of {MESSAGES}: some must have been dropped"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn low_priority_is_dropped_for_a_slow_client_without_closing_it() -> Result<()> {
+    let server = TestServer::start(&[
+        ("SHARDS", "1"),
+        ("MAX_MESSAGE_SIZE", "65536"),
+        ("OUTBOX_MAX_BYTES", "262144"),
+    ])
+    .await?;
+    let mut slow = raw_upgrade(&server).await?;
+    slow.write_all(&masked_text(br#"{"op":"subscribe","channel":"low"}"#))
+        .await?;
+    let mut publisher = Client::connect(&server).await?;
+    let payload = "y".repeat(32 * 1024);
+    for _ in 0..1000 {
+        publisher
+            .send(json!({"op": "publish", "channel": "low", "data": payload, "priority": "low"}))
+            .await?;
+    }
+    publisher.send(json!({"op": "ping", "ref": "done"})).await?;
+    assert_eq!(publisher.recv_json().await?["ref"], "done");
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        slow,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    use futures_util::SinkExt;
+    ws.send(Message::text(r#"{"op":"ping","ref":"alive"}"#))
+        .await?;
+    let mut received = 0;
+    loop {
+        let m = tokio::time::timeout(STEP, ws.next())
+            .await?
+            .expect("open")?;
+        match m {
+            Message::Text(t) if t.contains(r#""op":"pong""#) => break,
+            Message::Text(_) => received += 1,
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+    assert!(
+        received > 0 && received < 1000,
+        "received {received} of 1000 low messages"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn idle_clients_are_pinged_then_closed() -> Result<()> {
+    let server =
+        TestServer::start(&[("PING_INTERVAL_MS", "100"), ("IDLE_TIMEOUT_MS", "600")]).await?;
+    // A client that answers pings (tungstenite does, while it reads) is not idle.
+    let mut live = Client::connect(&server).await?;
+    let mut pings = 0;
+    while pings < 8 {
+        match tokio::time::timeout(STEP, live.ws.next())
+            .await?
+            .expect("open")?
+        {
+            Message::Ping(_) => pings += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    live.send(json!({"op": "ping", "ref": 1})).await?;
+    assert_eq!(live.recv_json().await?["op"], "pong");
+    // A client that never answers (a raw socket: no automatic pongs) is closed with 1001.
+    let silent = raw_upgrade(&server).await?;
+    let frames = tokio::time::timeout(STEP, read_until_close(silent)).await??;
+    let (opcode, payload) = frames.last().expect("frames");
+    assert_eq!(*opcode, 0x8, "last frame is a close");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
+    assert_eq!(&payload[2..], b"idle timeout");
+    assert!(
+        frames.iter().any(|(op, _)| *op == 0x9),
+        "pinged before being closed"
+    );
+    Ok(())
+}
+
+/// Reads server frames from a raw socket until a close frame: (opcode, payload) each.
+async fn read_until_close(mut s: TcpStream) -> Result<Vec<(u8, Vec<u8>)>> {
+    let mut frames = Vec::new();
+    loop {
+        let (b0, b1) = (s.read_u8().await?, s.read_u8().await?);
+        let len = match b1 & 0x7f {
+            126 => s.read_u16().await? as usize,
+            127 => s.read_u64().await? as usize,
+            n => n as usize,
+        };
+        let mut payload = vec![0; len];
+        s.read_exact(&mut payload).await?;
+        frames.push((b0 & 0x0f, payload));
+        if b0 & 0x0f == 0x8 {
+            return Ok(frames);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_no_request_is_dropped_after_the_handshake_timeout() -> Result<()> {
+    let server = TestServer::start(&[("HANDSHAKE_TIMEOUT_MS", "200")]).await?;
+    let mut s = TcpStream::connect(server.addr).await?;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(STEP, s.read(&mut buf)).await??;
+    assert_eq!(n, 0, "expected EOF");
+    Ok(())
+}

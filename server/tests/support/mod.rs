@@ -1,0 +1,215 @@
+//! Test support: the real `wsedge` binary on port 0, and small clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected event may take before the test fails.
+pub const STEP: Duration = Duration::from_secs(20);
+
+/// A `wsedge` process listening on 127.0.0.1 with a kernel-chosen port.
+pub struct TestServer {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl TestServer {
+    /// Starts the binary with `WSEDGE_*` overrides (e.g. `("SHARDS", "2")`).
+    pub async fn start(overrides: &[(&str, &str)]) -> Result<TestServer> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsedge"));
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .env(
+                "WSEDGE_CONFIG",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../config/wsedge.toml"),
+            )
+            .env("WSEDGE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (key, value) in overrides {
+            cmd.env(format!("WSEDGE_{key}"), value);
+        }
+        let mut child = cmd.spawn().context("spawning wsedge")?;
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(STEP, lines.next_line())
+            .await
+            .context("wsedge did not start")??
+            .context("wsedge exited before listening")?;
+        let addr = line
+            .split_whitespace()
+            .nth(3)
+            .with_context(|| format!("unexpected first line {line:?}"))?
+            .parse()?;
+        Ok(TestServer { child, addr })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Resident set size of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        let pid = self.pid() as i32;
+        // SAFETY: kill(2) on the PID of our own child process.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            bail!("kill failed");
+        }
+        Ok(tokio::time::timeout(STEP, self.child.wait()).await??)
+    }
+
+    /// `GET path` over plain HTTP/1.1; returns (status, body).
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(self.addr).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .context("no status")?
+            .parse()?;
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        Ok((status, body))
+    }
+
+    pub async fn health(&self) -> Result<Value> {
+        Ok(serde_json::from_str(&self.get("/health").await?.1)?)
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A protocol v1 client that has read its welcome.
+pub struct Client {
+    pub ws: Ws,
+    pub shard: u64,
+    pub connection: String,
+}
+
+impl Client {
+    pub async fn connect(server: &TestServer) -> Result<Client> {
+        Self::connect_with(server, None).await
+    }
+
+    /// Connects to `/ws`, asking for `subprotocol` if given.
+    pub async fn connect_with(server: &TestServer, subprotocol: Option<&str>) -> Result<Client> {
+        let mut request = server.url("/ws").into_client_request()?;
+        if let Some(p) = subprotocol {
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p)?);
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        let mut client = Client {
+            ws,
+            shard: 0,
+            connection: String::new(),
+        };
+        let welcome = client.recv_json().await?;
+        assert_eq!(welcome["op"], "welcome", "{welcome}");
+        assert_eq!(welcome["protocol"], 1);
+        client.shard = welcome["shard"].as_u64().context("shard")?;
+        client.connection = welcome["connection"]
+            .as_str()
+            .context("connection")?
+            .to_string();
+        Ok(client)
+    }
+
+    /// A client on `shard` (connects until the kernel's SO_REUSEPORT hash lands one there).
+    pub async fn connect_on_shard(server: &TestServer, shard: u64) -> Result<Client> {
+        for _ in 0..200 {
+            let c = Client::connect(server).await?;
+            if c.shard == shard {
+                return Ok(c);
+            }
+        }
+        bail!("no connection landed on shard {shard}")
+    }
+
+    pub async fn send(&mut self, v: Value) -> Result<()> {
+        Ok(self.ws.send(Message::text(v.to_string())).await?)
+    }
+
+    pub async fn send_raw(&mut self, m: Message) -> Result<()> {
+        Ok(self.ws.send(m).await?)
+    }
+
+    /// The next data or close message (pings and pongs skipped).
+    pub async fn recv(&mut self) -> Result<Message> {
+        loop {
+            let m = tokio::time::timeout(STEP, self.ws.next())
+                .await
+                .context("timed out waiting for a message")?;
+            match m.context("stream ended")?? {
+                Message::Ping(_) | Message::Pong(_) => continue,
+                m => return Ok(m),
+            }
+        }
+    }
+
+    pub async fn recv_json(&mut self) -> Result<Value> {
+        match self.recv().await? {
+            Message::Text(t) => Ok(serde_json::from_str(&t)?),
+            other => bail!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// Sends `request` with `ref` and expects `{"op":"ok","ref":...}`.
+    pub async fn request_ok(&mut self, mut request: Value, reference: &str) -> Result<()> {
+        request["ref"] = json!(reference);
+        self.send(request).await?;
+        let reply = self.recv_json().await?;
+        if reply != json!({"op": "ok", "ref": reference}) {
+            bail!("expected ok for {reference}, got {reply}");
+        }
+        Ok(())
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) -> Result<()> {
+        self.request_ok(json!({"op": "subscribe", "channel": channel}), "sub")
+            .await
+    }
+
+    /// Expects a close frame and returns its code and reason.
+    pub async fn expect_close(&mut self) -> Result<(u16, String)> {
+        loop {
+            match self.recv().await? {
+                Message::Close(Some(CloseFrame { code, reason })) => {
+                    return Ok((code.into(), reason.to_string()))
+                }
+                Message::Close(None) => bail!("close without a code"),
+                _ => continue,
+            }
+        }
+    }
+}
