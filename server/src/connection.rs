@@ -179,7 +179,7 @@ pub async fn run(
         next_ping: now + config.ping_interval,
         close_deadline: None,
     };
-    let end = session.run(&stream, &prefix).await;
+    let end = session.run(&stream, prefix).await;
     match &end {
         End::Io(e) => tracing::debug!(conn = conn.id, "connection error: {e}"),
         End::Abandoned(why) => tracing::debug!(conn = conn.id, "connection abandoned: {why}"),
@@ -221,10 +221,12 @@ async fn linger(shard: &Shard, stream: TcpStream, limit: Duration) {
 }
 
 impl Session<'_> {
-    async fn run(&mut self, stream: &TcpStream, prefix: &[u8]) -> End {
+    async fn run(&mut self, stream: &TcpStream, prefix: Bytes) -> End {
+        // `prefix` is a slice of hyper's whole read buffer: handle it and let it go at once.
         if !prefix.is_empty() {
-            self.on_bytes(prefix);
+            self.on_bytes(&prefix);
         }
+        drop(prefix);
         let timer = sleep_until(self.next_deadline());
         tokio::pin!(timer);
         loop {

@@ -103,15 +103,19 @@ fn upgrade(mut req: Request<Incoming>, shard: &Rc<Shard>, endpoint: Endpoint) ->
         );
         return error(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", &text);
     };
-    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
-        Ok(pair) => pair,
+    // fastwebsockets checks the handshake and computes Sec-WebSocket-Accept; the upgraded socket
+    // is taken from hyper directly, since its `UpgradeFut` would allocate a read buffer that
+    // wsedge's own decoder does not use.
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let response = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok((response, _)) => response,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_handshake", &e.to_string()),
     };
     let lz4 = protocol == Some(SUBPROTOCOL_LZ4);
     let shard = shard.clone();
     tokio::task::spawn_local(async move {
-        let upgraded = match upgrade.await {
-            Ok(ws) => ws.into_inner().into_inner(),
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!("upgrade failed: {e}"),
         };
         let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
