@@ -1,3 +1,199 @@
+//! The `loadtest` binary. Exit codes: 0 the grade meets the scenario's requirement (or compare
+//! found no FAIL), 1 it does not, 2 a usage or setup error.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use loadtest::{compare, grade, result::RunResult, run, scenario};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Graded load tests for wsedge")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a scenario and write results/<UTC time>-<scenario>/.
+    Run {
+        /// baseline, stress, spike or endurance (as in config/scenarios.toml).
+        #[arg(long)]
+        scenario: String,
+        /// The server to load, e.g. ws://127.0.0.1:8080/ws (loopback only).
+        #[arg(long, conflicts_with = "spawn_server")]
+        target: Option<String>,
+        /// Start the release wsedge binary on a free port for the run, then stop it.
+        #[arg(long)]
+        spawn_server: bool,
+        /// PID of the --target server, to record its CPU, RSS and open files.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Shards of a spawned server (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        shards: usize,
+        /// Multiplies every duration of the scenario (e.g. 0.1 for a CI run).
+        #[arg(long, default_value_t = 1.0)]
+        duration_scale: f64,
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Scenario file [default: config/scenarios.toml if present, else the built-in copy].
+        #[arg(long)]
+        scenarios: Option<PathBuf>,
+        /// Grading file [default: config/grading.toml if present, else the built-in copy].
+        #[arg(long)]
+        grading: Option<PathBuf>,
+    },
+    /// Compare results: BASE and NEW are result.json files (comma-separated for several runs).
+    Compare {
+        base: String,
+        new: String,
+        /// Largest tolerated change for the worse, in percent.
+        #[arg(long, default_value_t = 10.0)]
+        max_regression: f64,
+    },
+    /// Re-render report.md and report.html next to a result.json.
+    Report { result: PathBuf },
+}
+
 fn main() {
-    println!("loadtest: not implemented yet");
+    let cli = Cli::parse();
+    let code = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(dispatch(cli.command)),
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn read_or_default(
+    path: Option<PathBuf>,
+    default_path: &str,
+    builtin: &str,
+) -> anyhow::Result<String> {
+    match path {
+        Some(p) => std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display())),
+        None => Ok(std::fs::read_to_string(default_path).unwrap_or_else(|_| builtin.to_string())),
+    }
+}
+
+async fn dispatch(command: Command) -> i32 {
+    match command {
+        Command::Run {
+            scenario,
+            target,
+            spawn_server,
+            server_pid,
+            shards,
+            duration_scale,
+            out,
+            scenarios,
+            grading,
+        } => {
+            let setup = || -> anyhow::Result<run::Options> {
+                anyhow::ensure!(
+                    target.is_some() || spawn_server,
+                    "give --target URL or --spawn-server"
+                );
+                anyhow::ensure!(duration_scale > 0.0, "--duration-scale must be > 0");
+                let mut all = scenario::parse(&read_or_default(
+                    scenarios,
+                    "config/scenarios.toml",
+                    scenario::DEFAULT_SCENARIOS_TOML,
+                )?)?;
+                let mut grades = grade::parse(&read_or_default(
+                    grading,
+                    "config/grading.toml",
+                    grade::DEFAULT_GRADING_TOML,
+                )?)?;
+                let known: Vec<String> = all.keys().cloned().collect();
+                let s = all.remove(&scenario).ok_or_else(|| {
+                    anyhow::anyhow!("unknown scenario {scenario:?}; known: {known:?}")
+                })?;
+                let g = grades
+                    .remove(&scenario)
+                    .ok_or_else(|| anyhow::anyhow!("grading.toml has no [{scenario}] table"))?;
+                Ok(run::Options {
+                    scenario_name: scenario.clone(),
+                    scenario: s,
+                    grading: g,
+                    target: target.clone(),
+                    server_pid,
+                    duration_scale,
+                    out: out.clone(),
+                    shards,
+                })
+            };
+            let opts = match setup() {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("loadtest: {e:#}");
+                    return 2;
+                }
+            };
+            match run::run(opts).await {
+                Ok((result, dir)) => {
+                    let v = &result.verdict;
+                    println!(
+                        "loadtest: {} grade {} (required {}, set by {} = {:.6}); report {}",
+                        result.scenario,
+                        v.grade.as_str(),
+                        v.required.as_str(),
+                        v.criterion,
+                        v.value,
+                        dir.join("report.md").display()
+                    );
+                    if v.passed {
+                        0
+                    } else {
+                        1
+                    }
+                }
+                Err(e) => {
+                    eprintln!("loadtest: {e:#}");
+                    2
+                }
+            }
+        }
+        Command::Compare {
+            base,
+            new,
+            max_regression,
+        } => {
+            let load = |list: &str| -> anyhow::Result<Vec<RunResult>> {
+                list.split(',')
+                    .map(|p| RunResult::load(std::path::Path::new(p)))
+                    .collect()
+            };
+            match (load(&base), load(&new)) {
+                (Ok(b), Ok(n)) => {
+                    let rows = compare::compare(&b, &n, max_regression);
+                    print!("{}", compare::table(&rows));
+                    i32::from(rows.iter().any(|r| r.verdict == compare::Verdict::Fail))
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("loadtest: {e:#}");
+                    2
+                }
+            }
+        }
+        Command::Report { result } => match RunResult::load(&result) {
+            Ok(r) => match run::write(&r, result.parent().unwrap_or(std::path::Path::new("."))) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("loadtest: {e:#}");
+                    2
+                }
+            },
+            Err(e) => {
+                eprintln!("loadtest: {e:#}");
+                2
+            }
+        },
+    }
 }

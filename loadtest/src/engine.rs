@@ -1,0 +1,472 @@
+//! The load engine on goose 0.19: each role (echo, publisher, subscriber, churn) is a goose
+//! scenario whose users each own one WebSocket. A user's `tick` transaction sends what its
+//! open-model schedule says is due (latency counts from the *intended* send time, so a stalled
+//! server cannot hide its stall), then hands the samples its reader task collected to goose
+//! (`record_custom_request_duration`) and to the run's HdrHistograms.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use goose::prelude::*;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use crate::scenario::Scenario as Plan;
+use crate::stats::{Local, Sequence, Stats, Workload};
+use crate::wsclient::{self, Incoming, Target, Writer};
+
+/// Longest a tick runs before returning to goose (which may then stop the user).
+const TICK: Duration = Duration::from_millis(100);
+/// How long a churn cycle or a subscribe may wait for the server.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The fan-out channel.
+const CHANNEL: &str = "loadtest.fanout";
+
+/// What all users of a run share.
+pub struct Run {
+    pub target: Target,
+    pub scenario: Plan,
+    pub stats: Stats,
+    /// Sends stop at this time (µs since start); the rest of the run drains in-flight messages.
+    pub sends_until_us: u64,
+    /// Last sequence number each publisher sent.
+    pub last_seq: Mutex<HashMap<u64, u64>>,
+    pub next_publisher: AtomicU64,
+    pad: String,
+}
+
+impl Run {
+    pub fn new(target: Target, scenario: Plan, stats: Stats, sends_until_us: u64) -> Self {
+        let pad = "x".repeat(scenario.payload_bytes);
+        Run {
+            target,
+            scenario,
+            stats,
+            sends_until_us,
+            last_seq: Mutex::default(),
+            next_publisher: AtomicU64::new(0),
+            pad,
+        }
+    }
+
+    fn subprotocol(&self) -> Option<&'static str> {
+        self.scenario.lz4.then_some("wsedge.v1.lz4")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Echo,
+    Publisher,
+    Subscriber,
+    Churn,
+}
+
+/// One user's state; goose keeps it as session data.
+struct UserState {
+    writer: Option<Writer>,
+    reader: Option<JoinHandle<()>>,
+    local: Arc<Mutex<Local>>,
+    /// Subscriber sequence tracking per publisher (shared with the reader task).
+    sequences: Arc<Mutex<BTreeMap<u64, Sequence>>>,
+    /// Set before we close, so the reader does not count our own close as the server's.
+    closing: Arc<AtomicBool>,
+    /// Echo replies received over the user's life (the reader counts them).
+    replies: Arc<AtomicU64>,
+    next_due_us: u64,
+    interval_us: u64,
+    seq: u64,
+    publisher: u64,
+}
+
+#[derive(Clone)]
+struct Session(Arc<tokio::sync::Mutex<UserState>>);
+
+/// Registers one goose scenario per role with users.
+pub fn register(
+    mut attack: Box<GooseAttack>,
+    run: &Arc<Run>,
+) -> Result<Box<GooseAttack>, GooseError> {
+    let s = &run.scenario;
+    for (role, name, users) in [
+        (Role::Echo, "echo", s.echo_users),
+        (Role::Publisher, "publisher", s.publishers),
+        (Role::Subscriber, "subscriber", s.subscribers),
+        (Role::Churn, "churn", s.churn_users),
+    ] {
+        if users == 0 {
+            continue;
+        }
+        let (a, b, c) = (run.clone(), run.clone(), run.clone());
+        let start = Transaction::new(Arc::new(move |u| Box::pin(on_start(a.clone(), role, u))))
+            .set_on_start();
+        let tick = Transaction::new(Arc::new(move |u| Box::pin(tick(b.clone(), role, u))));
+        let stop = Transaction::new(Arc::new(move |u| Box::pin(on_stop(c.clone(), role, u))))
+            .set_on_stop();
+        attack = Box::new(
+            attack.register_scenario(
+                Scenario::new(name)
+                    .set_weight(users as usize)?
+                    .register_transaction(start.set_name("connect"))
+                    .register_transaction(tick.set_name(name))
+                    .register_transaction(stop.set_name("close")),
+            ),
+        );
+    }
+    Ok(attack)
+}
+
+fn custom_error(e: impl std::fmt::Display) -> Box<TransactionError> {
+    Box::new(TransactionError::Custom(e.to_string()))
+}
+
+async fn on_start(run: Arc<Run>, role: Role, user: &mut GooseUser) -> TransactionResult {
+    let rate = match role {
+        Role::Echo => run.scenario.echo_rate,
+        Role::Publisher => run.scenario.publish_rate,
+        Role::Churn => run.scenario.churn_rate,
+        Role::Subscriber => 1.0,
+    };
+    let interval_us = (1e6 / rate.max(0.001)) as u64;
+    let index = user.weighted_users_index;
+    let mut state = UserState {
+        writer: None,
+        reader: None,
+        local: Arc::default(),
+        sequences: Arc::default(),
+        closing: Arc::default(),
+        replies: Arc::default(),
+        // Spread the users' schedules over one interval so they do not send in lockstep.
+        next_due_us: run.stats.now_us() + (index as u64).wrapping_mul(7919) % interval_us.max(1),
+        interval_us,
+        seq: 0,
+        publisher: 0,
+    };
+    if role == Role::Publisher {
+        state.publisher = run.next_publisher.fetch_add(1, Ordering::Relaxed);
+    }
+    if role != Role::Churn {
+        if let Err(e) = open(&run, role, index, &mut state).await {
+            state
+                .local
+                .lock()
+                .unwrap()
+                .error(workload_of(role), &format!("connect: {e}"));
+            run.stats.merge(&mut state.local.lock().unwrap());
+        }
+    }
+    user.set_session_data(Session(Arc::new(tokio::sync::Mutex::new(state))));
+    Ok(())
+}
+
+fn workload_of(role: Role) -> Workload {
+    match role {
+        Role::Echo => Workload::Echo,
+        Role::Publisher | Role::Subscriber => Workload::Fanout,
+        Role::Churn => Workload::Churn,
+    }
+}
+
+/// Connects, subscribes subscribers, and starts the reader task.
+async fn open(
+    run: &Arc<Run>,
+    role: Role,
+    index: usize,
+    state: &mut UserState,
+) -> anyhow::Result<()> {
+    let (mut reader, writer) = wsclient::connect(&run.target, index, run.subprotocol()).await?;
+    welcome(&mut reader, &writer).await?;
+    if role == Role::Subscriber {
+        let request = format!(r#"{{"op":"subscribe","channel":"{CHANNEL}","ref":"s"}}"#);
+        wsclient::send_text(&writer, request.as_bytes()).await?;
+        expect_op(&mut reader, &writer, "ok").await?;
+    }
+    run.stats.connections.fetch_add(1, Ordering::Relaxed);
+    let shared = Shared {
+        run: run.clone(),
+        role,
+        writer: writer.clone(),
+        local: state.local.clone(),
+        sequences: state.sequences.clone(),
+        closing: state.closing.clone(),
+        replies: state.replies.clone(),
+    };
+    state.reader = Some(tokio::spawn(read_loop(shared, reader)));
+    state.writer = Some(writer);
+    Ok(())
+}
+
+async fn welcome(reader: &mut wsclient::Reader, writer: &Writer) -> anyhow::Result<()> {
+    expect_op(reader, writer, "welcome").await
+}
+
+async fn expect_op(reader: &mut wsclient::Reader, writer: &Writer, op: &str) -> anyhow::Result<()> {
+    let frame = tokio::time::timeout(REPLY_TIMEOUT, wsclient::next(reader, writer))
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out waiting for {op}"))??;
+    let Incoming::Text(text) = frame else {
+        anyhow::bail!("expected {op}, got a non-text frame")
+    };
+    let v: Value = serde_json::from_slice(&text)?;
+    anyhow::ensure!(v["op"] == op, "expected {op}, got {v}");
+    Ok(())
+}
+
+/// What a reader task shares with its user.
+struct Shared {
+    run: Arc<Run>,
+    role: Role,
+    writer: Writer,
+    local: Arc<Mutex<Local>>,
+    sequences: Arc<Mutex<BTreeMap<u64, Sequence>>>,
+    closing: Arc<AtomicBool>,
+    replies: Arc<AtomicU64>,
+}
+
+/// Reads replies and deliveries until the connection ends, recording latencies.
+async fn read_loop(shared: Shared, mut reader: wsclient::Reader) {
+    let Shared {
+        run,
+        role,
+        writer,
+        local,
+        sequences,
+        closing,
+        replies,
+    } = shared;
+    let workload = workload_of(role);
+    loop {
+        let text = match wsclient::next(&mut reader, &writer).await {
+            Ok(Incoming::Text(t)) => t,
+            Ok(Incoming::Binary(b)) => match lz4_flex::decompress_size_prepended(&b) {
+                Ok(t) => t,
+                Err(_) => {
+                    local.lock().unwrap().error(workload, "bad_lz4");
+                    continue;
+                }
+            },
+            Ok(Incoming::Closed) | Err(_) => break,
+        };
+        let now = run.stats.now_us();
+        let Ok(v) = serde_json::from_slice::<Value>(&text) else {
+            local.lock().unwrap().error(workload, "bad_json");
+            continue;
+        };
+        let mut local = local.lock().unwrap();
+        match v["op"].as_str() {
+            Some("echo") => {
+                let sent = v["data"]["t"].as_u64().unwrap_or(now);
+                local.latency(Workload::Echo, now.saturating_sub(sent));
+                local.counts(Workload::Echo).received += 1;
+                replies.fetch_add(1, Ordering::Relaxed);
+            }
+            Some("message") => {
+                let d = &v["data"];
+                let (Some(p), Some(s), Some(t)) =
+                    (d["p"].as_u64(), d["s"].as_u64(), d["t"].as_u64())
+                else {
+                    local.error(Workload::Fanout, "bad_message");
+                    continue;
+                };
+                local.latency(Workload::Fanout, now.saturating_sub(t));
+                let counts = local.counts(Workload::Fanout);
+                counts.received += 1;
+                sequences
+                    .lock()
+                    .unwrap()
+                    .entry(p)
+                    .or_default()
+                    .observe(s, counts);
+            }
+            Some("error") => {
+                let code = v["code"].as_str().unwrap_or("unknown").to_string();
+                local.error(workload, &format!("server_error:{code}"));
+            }
+            _ => {}
+        }
+    }
+    if !closing.load(Ordering::Relaxed) {
+        local.lock().unwrap().error(workload, "closed_by_server");
+    }
+}
+
+async fn tick(run: Arc<Run>, role: Role, user: &mut GooseUser) -> TransactionResult {
+    let session = user
+        .get_session_data::<Session>()
+        .ok_or_else(|| custom_error("no session"))?
+        .clone();
+    let mut state = session.0.lock().await;
+    let tick_end = run.stats.now_us() + TICK.as_micros() as u64;
+    match role {
+        Role::Subscriber => tokio::time::sleep(TICK).await,
+        Role::Echo | Role::Publisher | Role::Churn => {
+            while state.next_due_us < tick_end && state.next_due_us < run.sends_until_us {
+                let due = state.next_due_us;
+                tokio::time::sleep_until(
+                    tokio::time::Instant::from_std(run.stats.start) + Duration::from_micros(due),
+                )
+                .await;
+                let late = run.stats.now_us().saturating_sub(due) > state.interval_us;
+                send_one(&run, role, user.weighted_users_index, &mut state, due).await;
+                let mut local = state.local.lock().unwrap();
+                let counts = local.counts(workload_of(role));
+                counts.sent += 1;
+                counts.late += late as u64;
+                drop(local);
+                state.seq += 1;
+                state.next_due_us += state.interval_us;
+            }
+            let rest = tick_end.saturating_sub(run.stats.now_us());
+            tokio::time::sleep(Duration::from_micros(rest)).await;
+        }
+    }
+    let mut batch = std::mem::take(&mut *state.local.lock().unwrap());
+    drop(state);
+    report(&run, user, &mut batch).await
+}
+
+/// Sends one scheduled message (or runs one churn cycle).
+async fn send_one(run: &Arc<Run>, role: Role, index: usize, state: &mut UserState, due: u64) {
+    let (pad, seq) = (&run.pad, state.seq);
+    let text = match role {
+        Role::Echo => format!(r#"{{"op":"echo","ref":{seq},"data":{{"t":{due},"pad":"{pad}"}}}}"#),
+        Role::Publisher => {
+            let p = state.publisher;
+            format!(
+                r#"{{"op":"publish","channel":"{CHANNEL}","data":{{"p":{p},"s":{seq},"t":{due},"pad":"{pad}"}}}}"#
+            )
+        }
+        Role::Churn => return churn_cycle(run, index, state, due).await,
+        Role::Subscriber => return,
+    };
+    let Some(writer) = &state.writer else {
+        state
+            .local
+            .lock()
+            .unwrap()
+            .error(workload_of(role), "not_connected");
+        return;
+    };
+    if let Err(e) = wsclient::send_text(writer, text.as_bytes()).await {
+        state
+            .local
+            .lock()
+            .unwrap()
+            .error(workload_of(role), &format!("send: {e}"));
+        return;
+    }
+    if role == Role::Publisher {
+        run.last_seq.lock().unwrap().insert(state.publisher, seq);
+    }
+}
+
+/// Connect, read the welcome, subscribe, disconnect: the latency is intended start → welcome.
+async fn churn_cycle(run: &Arc<Run>, index: usize, state: &mut UserState, due: u64) {
+    let result = async {
+        let (mut reader, writer) = wsclient::connect(&run.target, index, None).await?;
+        welcome(&mut reader, &writer).await?;
+        let welcomed = run.stats.now_us();
+        wsclient::send_text(
+            &writer,
+            format!(r#"{{"op":"subscribe","channel":"{CHANNEL}.churn","ref":1}}"#).as_bytes(),
+        )
+        .await?;
+        expect_op(&mut reader, &writer, "ok").await?;
+        wsclient::close(&writer).await;
+        anyhow::Ok(welcomed)
+    }
+    .await;
+    let mut local = state.local.lock().unwrap();
+    match result {
+        Ok(welcomed) => {
+            local.latency(Workload::Churn, welcomed.saturating_sub(due));
+            local.counts(Workload::Churn).received += 1;
+        }
+        Err(e) => local.error(Workload::Churn, &format!("{e}")),
+    }
+}
+
+/// Feeds a batch to goose and to the run's histograms.
+async fn report(run: &Run, user: &mut GooseUser, batch: &mut Local) -> TransactionResult {
+    let n = batch.samples.len() as u64;
+    for &(w, us) in &batch.samples {
+        user.record_custom_request_duration(
+            "WS",
+            w.name(),
+            Duration::from_micros(us),
+            true,
+            None,
+            None,
+        )
+        .await?;
+    }
+    for (w, counts) in &batch.counts {
+        for (kind, &count) in &counts.errors {
+            for _ in 0..count.min(100) {
+                user.record_custom_request_duration(
+                    "WS",
+                    w.name(),
+                    Duration::ZERO,
+                    false,
+                    None,
+                    Some(kind),
+                )
+                .await?;
+            }
+        }
+    }
+    run.stats.ops.fetch_add(n, Ordering::Relaxed);
+    run.stats.merge(batch);
+    Ok(())
+}
+
+async fn on_stop(run: Arc<Run>, role: Role, user: &mut GooseUser) -> TransactionResult {
+    let Some(session) = user.get_session_data::<Session>().cloned() else {
+        return Ok(());
+    };
+    let mut state = session.0.lock().await;
+    let at_end = run.stats.now_us() >= run.sends_until_us;
+    state.closing.store(true, Ordering::Relaxed);
+    if let Some(writer) = state.writer.take() {
+        wsclient::close(&writer).await;
+        run.stats.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+    // Give the reader a moment to see the close answered, then stop it.
+    if let Some(reader) = state.reader.take() {
+        let _ = tokio::time::timeout(Duration::from_millis(200), reader).await;
+    }
+    let mut local = std::mem::take(&mut *state.local.lock().unwrap());
+    if at_end {
+        // Only users alive to the end can tell what never arrived.
+        match role {
+            Role::Subscriber => {
+                let last = run.last_seq.lock().unwrap().clone();
+                let lost: u64 = state
+                    .sequences
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(p, seq)| seq.lost(last.get(p).copied()))
+                    .sum();
+                local.counts(Workload::Fanout).lost += lost;
+            }
+            Role::Echo => {
+                let missing = state
+                    .seq
+                    .saturating_sub(state.replies.load(Ordering::Relaxed));
+                if missing > 0 {
+                    *local
+                        .counts(Workload::Echo)
+                        .errors
+                        .entry("no_reply".into())
+                        .or_default() += missing;
+                }
+            }
+            _ => {}
+        }
+    }
+    drop(state);
+    report(&run, user, &mut local).await
+}

@@ -1,0 +1,20 @@
+//! loadtest: graded load tests for wsedge, on goose.
+//!
+//! - [`scenario`]: `config/scenarios.toml`, test plans and phases.
+//! - [`grade`]: `config/grading.toml` and the A+..F grade.
+//! - [`engine`]: goose scenarios per role, paced open-model senders, readers.
+//! - [`wsclient`]: the fastwebsockets client connection.
+//! - [`stats`]: HdrHistograms, counters, per-second series, loss accounting.
+//! - [`run`]: one run end to end; [`proc`]: the server process (spawn, /proc sampling).
+//! - [`result`]: the `result.json` schema; [`report`]: Markdown and HTML; [`compare`]: the gate.
+
+pub mod compare;
+pub mod engine;
+pub mod grade;
+pub mod proc;
+pub mod report;
+pub mod result;
+pub mod run;
+pub mod scenario;
+pub mod stats;
+pub mod wsclient;

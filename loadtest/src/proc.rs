@@ -1,0 +1,124 @@
+//! The server under test: spawning the release `wsedge` for `--spawn-server`, and sampling a
+//! server process's CPU, RSS and open files from /proc.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A spawned server, stopped (SIGTERM) by [`Spawned::stop`] or on drop.
+pub struct Spawned {
+    child: Child,
+    pub url: String,
+    pub pid: u32,
+}
+
+/// The `wsedge` binary beside this one (same target directory), or `WSEDGE_BIN`.
+pub fn server_binary() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("WSEDGE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("no directory")?;
+    let dir = if dir.ends_with("deps") {
+        dir.parent().unwrap()
+    } else {
+        dir
+    };
+    let candidate = dir.join("wsedge");
+    if candidate.exists() {
+        return Ok(candidate);
+    }
+    bail!(
+        "no wsedge binary at {} (build it: cargo build --release -p wsedge, or set WSEDGE_BIN)",
+        candidate.display()
+    )
+}
+
+impl Spawned {
+    /// Starts the server on a free loopback port with `env` overrides (`WSEDGE_*`).
+    pub async fn start(env: &[(String, String)]) -> Result<Spawned> {
+        let bin = server_binary()?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .env("WSEDGE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let pid = child.id().context("no pid")?;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .context("wsedge did not start within 20 s")??
+            .context("wsedge exited before listening")?;
+        let addr = line
+            .split_whitespace()
+            .nth(3)
+            .with_context(|| format!("unexpected line {line:?}"))?;
+        Ok(Spawned {
+            child,
+            url: format!("ws://{addr}/ws"),
+            pid,
+        })
+    }
+
+    /// SIGTERM, then wait (up to 30 s) for the exit.
+    pub async fn stop(mut self) -> Result<()> {
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
+        anyhow::ensure!(status.success(), "wsedge exited with {status}");
+        Ok(())
+    }
+}
+
+/// One reading of a process's usage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub cpu_us: u64,
+    pub rss_kib: u64,
+    pub open_files: u64,
+}
+
+/// Reads /proc/PID; `None` once the process is gone.
+pub fn sample(pid: u32) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: utime is the 14th field, stime the 15th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let open_files = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
+    Some(Usage {
+        cpu_us: ticks * 1_000_000 / hz,
+        rss_kib,
+        open_files,
+    })
+}
+
+/// CPU time this process has used, in µs.
+pub fn own_cpu_us() -> u64 {
+    // SAFETY: getrusage writes only into the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(ru.ru_utime) + us(ru.ru_stime)
+}

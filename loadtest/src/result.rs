@@ -1,0 +1,159 @@
+//! `result.json`: everything a run measured, in the schema documented in `loadtest/RESULTS.md`.
+//! Reports are rendered from this file alone, so `loadtest report` can redo them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::grade::{Measured, Verdict};
+use crate::scenario::{Phase, Scenario};
+
+/// Version of this schema; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub schema: u32,
+    pub scenario: String,
+    pub started_utc: String,
+    pub duration_s: f64,
+    pub duration_scale: f64,
+    pub target: String,
+    pub spawned_server: bool,
+    pub config: Scenario,
+    pub git_commit: String,
+    pub machine: Machine,
+    pub workloads: BTreeMap<String, WorkloadResult>,
+    pub phases: Vec<PhaseResult>,
+    pub series: Vec<SecondPoint>,
+    pub server: Option<ServerUsage>,
+    pub client: ClientUsage,
+    pub measured: Measured,
+    pub verdict: Verdict,
+    pub stress: Option<StressSummary>,
+    pub spike: Option<SpikeSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub memory_kib: u64,
+    pub kernel: String,
+    pub cpu: String,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p95: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadResult {
+    pub samples: u64,
+    pub latency_us: Percentiles,
+    /// (percentile, µs) points of the whole latency distribution, for the percentile plot.
+    pub curve: Vec<(f64, u64)>,
+    /// Completed operations per second over the measured phases.
+    pub throughput_per_s: f64,
+    pub sent: u64,
+    pub received: u64,
+    pub late_sends: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    pub errors: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseResult {
+    pub phase: Phase,
+    pub connections: u64,
+    /// Per workload: p95, p99 and operations per second within the phase.
+    pub workloads: BTreeMap<String, PhaseWorkload>,
+    pub errors: u64,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PhaseWorkload {
+    pub p95_us: u64,
+    pub p99_us: u64,
+    pub per_s: f64,
+}
+
+/// One second of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecondPoint {
+    pub t: u64,
+    /// Per workload: completed operations and p99 (µs) in this second.
+    pub ops: BTreeMap<String, u64>,
+    pub p99_us: BTreeMap<String, u64>,
+    pub errors: u64,
+    pub server_rss_kib: Option<u64>,
+    pub server_cpu_pct: Option<f64>,
+    pub server_open_files: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerUsage {
+    pub pid: u32,
+    pub cpu_us: u64,
+    /// Server CPU per completed operation (echo round trip, delivery, churn cycle).
+    pub cpu_us_per_message: f64,
+    pub rss_kib_start: u64,
+    pub rss_kib_end: u64,
+    pub rss_kib_max: u64,
+    pub open_files_start: u64,
+    pub open_files_end: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientUsage {
+    pub cpu_us: u64,
+    pub cpu_us_per_message: f64,
+    /// Client CPU time / wall time, in cores.
+    pub cores_used: f64,
+    /// True when the machine was saturated and the client took a large share of it: the
+    /// figures may measure the client rather than the server.
+    pub client_bound: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StressSummary {
+    /// The last step graded at least B, if any.
+    pub max_sustained_step: Option<String>,
+    pub max_sustained_connections: u64,
+    pub max_fanout_deliveries_per_s: f64,
+    pub max_echo_round_trips_per_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpikeSummary {
+    pub pre_spike_p99_us: u64,
+    pub spike_p99_us: u64,
+    pub spike_p95_us: u64,
+    /// Seconds after the spike until a second's p99 is back to the pre-spike p99 (None: never).
+    pub recovery_s: Option<u64>,
+}
+
+impl RunResult {
+    pub fn load(path: &std::path::Path) -> anyhow::Result<RunResult> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let result: RunResult = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not a loadtest result: {e}", path.display()))?;
+        anyhow::ensure!(
+            result.schema == SCHEMA_VERSION,
+            "{}: schema {} (expected {SCHEMA_VERSION})",
+            path.display(),
+            result.schema
+        );
+        Ok(result)
+    }
+}

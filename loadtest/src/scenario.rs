@@ -1,0 +1,194 @@
+//! Scenarios from `config/scenarios.toml`: the roles' base counts and rates, and the shape of the
+//! user count over time, turned into a goose test plan and named phases for the report.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The shipped scenarios file.
+pub const DEFAULT_SCENARIOS_TOML: &str = include_str!("../../config/scenarios.toml");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    Steady,
+    Steps,
+    Spike,
+}
+
+/// One scenario table. Durations are seconds before `--duration-scale`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub description: String,
+    pub shape: Shape,
+    pub ramp_s: f64,
+    #[serde(default)]
+    pub duration_s: f64,
+    #[serde(default)]
+    pub step_s: f64,
+    #[serde(default)]
+    pub steps: Vec<u32>,
+    #[serde(default)]
+    pub before_s: f64,
+    #[serde(default)]
+    pub spike_s: f64,
+    #[serde(default)]
+    pub after_s: f64,
+    #[serde(default)]
+    pub spike_multiplier: u32,
+    pub echo_users: u32,
+    pub echo_rate: f64,
+    pub publishers: u32,
+    pub publish_rate: f64,
+    pub subscribers: u32,
+    pub churn_users: u32,
+    pub churn_rate: f64,
+    pub payload_bytes: usize,
+    pub lz4: bool,
+    pub drain_s: f64,
+}
+
+/// A named stretch of the run, for per-phase statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    pub name: String,
+    /// Multiple of the base user counts.
+    pub multiplier: u32,
+    pub start_s: f64,
+    pub end_s: f64,
+}
+
+/// Parses the scenarios file.
+pub fn parse(text: &str) -> anyhow::Result<BTreeMap<String, Scenario>> {
+    let all: BTreeMap<String, Scenario> = toml::from_str(text)?;
+    for (name, s) in &all {
+        s.validate()
+            .map_err(|e| anyhow::anyhow!("scenarios.{name}: {e}"))?;
+    }
+    Ok(all)
+}
+
+impl Scenario {
+    fn validate(&self) -> Result<(), String> {
+        let base = self.base_users();
+        if base == 0 {
+            return Err("no users in any role".into());
+        }
+        if self.publishers > 0 && self.subscribers == 0 {
+            return Err("publishers need subscribers".into());
+        }
+        match self.shape {
+            Shape::Steady if self.duration_s <= 0.0 => Err("duration_s must be > 0".into()),
+            Shape::Steps if self.steps.is_empty() || self.step_s <= 0.0 => {
+                Err("steps and step_s needed".into())
+            }
+            Shape::Spike if self.spike_multiplier < 2 || self.spike_s <= 0.0 => {
+                Err("spike_multiplier >= 2 and spike_s > 0 needed".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Users at 1x: the sum of the roles.
+    pub fn base_users(&self) -> u32 {
+        self.echo_users + self.publishers + self.subscribers + self.churn_users
+    }
+
+    /// The phases, with `scale` applied to every duration (rounded to whole seconds, at least 1:
+    /// goose test plans count in seconds).
+    pub fn phases(&self, scale: f64) -> Vec<Phase> {
+        let secs = |s: f64| (s * scale).round().max(1.0);
+        let mut phases = Vec::new();
+        let mut t = secs(self.ramp_s);
+        let mut push = |name: String, multiplier: u32, secs: f64, t: &mut f64| {
+            phases.push(Phase {
+                name,
+                multiplier,
+                start_s: *t,
+                end_s: *t + secs,
+            });
+            *t += secs;
+        };
+        match self.shape {
+            Shape::Steady => push("steady".into(), 1, secs(self.duration_s), &mut t),
+            Shape::Steps => {
+                for (i, &m) in self.steps.iter().enumerate() {
+                    // The first second of each step is the ramp to it.
+                    if i > 0 {
+                        t += 1.0;
+                    }
+                    push(format!("step{}x{m}", i + 1), m, secs(self.step_s), &mut t);
+                }
+            }
+            Shape::Spike => {
+                push("before".into(), 1, secs(self.before_s), &mut t);
+                t += 1.0;
+                push(
+                    "spike".into(),
+                    self.spike_multiplier,
+                    secs(self.spike_s),
+                    &mut t,
+                );
+                t += 1.0;
+                push("after".into(), 1, secs(self.after_s), &mut t);
+            }
+        }
+        phases
+    }
+
+    /// The goose test plan ("users,seconds;..."): ramp, the phases, a drain at the last count
+    /// (senders stop for it, so in-flight messages arrive), then a 1 s ramp down to 0. Returns
+    /// the plan and the time (s) at which the drain ends.
+    pub fn test_plan(&self, scale: f64) -> (String, f64) {
+        let base = self.base_users();
+        let phases = self.phases(scale);
+        let mut steps = vec![format!("{base},{}", phases[0].start_s)];
+        let mut previous = 1;
+        for phase in &phases {
+            if phase.multiplier != previous {
+                steps.push(format!("{},1", base * phase.multiplier));
+                previous = phase.multiplier;
+            }
+            steps.push(format!(
+                "{},{}",
+                base * phase.multiplier,
+                phase.end_s - phase.start_s
+            ));
+        }
+        let drain = self.drain_s.round().max(1.0);
+        steps.push(format!("{},{drain}", base * previous));
+        // Ending at 0 users is what makes goose stop (and run every user's on_stop).
+        steps.push("0,1".into());
+        let total = phases.last().map_or(0.0, |p| p.end_s) + drain;
+        (steps.join(";"), total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_scenarios_parse_and_have_consistent_plans() {
+        let all = parse(DEFAULT_SCENARIOS_TOML).unwrap();
+        for name in ["baseline", "stress", "spike", "endurance"] {
+            let s = &all[name];
+            let phases = s.phases(0.5);
+            assert!(!phases.is_empty(), "{name}");
+            assert!(
+                phases.windows(2).all(|w| w[0].end_s <= w[1].start_s),
+                "{name}: ordered phases"
+            );
+            let (plan, total) = s.test_plan(0.5);
+            assert!(plan.split(';').count() > phases.len(), "{name}: {plan}");
+            assert!(total > phases.last().unwrap().end_s);
+        }
+        let spike = all["spike"].phases(1.0);
+        assert_eq!(
+            spike.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["before", "spike", "after"]
+        );
+        assert_eq!(spike[1].multiplier, 10);
+    }
+}

@@ -1,0 +1,285 @@
+//! Latency truth: HdrHistograms in microseconds (3 significant digits), per workload and per
+//! second, plus counters for errors, late sends, loss, duplicates and reordering. Users record
+//! into a [`Local`] and merge it into the shared [`Stats`] once per tick.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Largest latency a histogram holds: 60 s.
+pub const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// What is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Echo round trip through the server's protocol, from the intended send time.
+    Echo,
+    /// Publish → subscriber delivery, from the intended publish time.
+    Fanout,
+    /// Connect → welcome for a churning connection.
+    Churn,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 3] = [Workload::Echo, Workload::Fanout, Workload::Churn];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Echo => "echo",
+            Workload::Fanout => "fanout",
+            Workload::Churn => "churn",
+        }
+    }
+}
+
+pub fn histogram(sigfig: u8) -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, sigfig).expect("valid bounds")
+}
+
+/// Counters that are not latencies.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Operations attempted (sends, connects).
+    pub sent: u64,
+    /// Operations completed (replies, deliveries, welcomes).
+    pub received: u64,
+    /// Sends that went out more than one interval after their intended time.
+    pub late: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Counts {
+    fn merge(&mut self, o: &Counts) {
+        self.sent += o.sent;
+        self.received += o.received;
+        self.late += o.late;
+        self.lost += o.lost;
+        self.duplicated += o.duplicated;
+        self.out_of_order += o.out_of_order;
+        for (k, v) in &o.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    pub fn error_total(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// A user's samples since its last merge.
+#[derive(Debug, Default)]
+pub struct Local {
+    pub samples: Vec<(Workload, u64)>,
+    pub counts: BTreeMap<Workload, Counts>,
+}
+
+impl Local {
+    pub fn latency(&mut self, w: Workload, us: u64) {
+        self.samples.push((w, us.clamp(1, MAX_LATENCY_US)));
+    }
+
+    pub fn counts(&mut self, w: Workload) -> &mut Counts {
+        self.counts.entry(w).or_default()
+    }
+
+    pub fn error(&mut self, w: Workload, kind: &str) {
+        *self.counts(w).errors.entry(kind.to_string()).or_default() += 1;
+    }
+}
+
+/// One second of the run.
+#[derive(Debug)]
+pub struct Second {
+    pub latency: BTreeMap<Workload, Histogram<u64>>,
+    pub counts: BTreeMap<Workload, Counts>,
+}
+
+/// Everything measured in a run, shared by all users.
+#[derive(Debug)]
+pub struct Stats {
+    pub start: Instant,
+    inner: Mutex<Inner>,
+    /// Live counters for the progress line.
+    pub ops: AtomicU64,
+    pub errors: AtomicU64,
+    pub connections: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    latency: BTreeMap<Workload, Histogram<u64>>,
+    counts: BTreeMap<Workload, Counts>,
+    seconds: Vec<Second>,
+}
+
+impl Stats {
+    pub fn new(start: Instant) -> Self {
+        Stats {
+            start,
+            inner: Mutex::new(Inner {
+                latency: BTreeMap::new(),
+                counts: BTreeMap::new(),
+                seconds: Vec::new(),
+            }),
+            ops: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+        }
+    }
+
+    /// Microseconds since the run started.
+    pub fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    /// Merges a user's samples into the totals and into the current second.
+    pub fn merge(&self, local: &mut Local) {
+        let second = self.start.elapsed().as_secs() as usize;
+        let mut inner = self.inner.lock().expect("stats lock");
+        while inner.seconds.len() <= second {
+            inner.seconds.push(Second {
+                latency: BTreeMap::new(),
+                counts: BTreeMap::new(),
+            });
+        }
+        let mut errors = 0;
+        for (w, us) in local.samples.drain(..) {
+            inner
+                .latency
+                .entry(w)
+                .or_insert_with(|| histogram(3))
+                .saturating_record(us);
+            inner.seconds[second]
+                .latency
+                .entry(w)
+                .or_insert_with(|| histogram(2))
+                .saturating_record(us);
+        }
+        for (w, c) in std::mem::take(&mut local.counts) {
+            errors += c.error_total();
+            inner.counts.entry(w).or_default().merge(&c);
+            inner.seconds[second].counts.entry(w).or_default().merge(&c);
+        }
+        self.errors.fetch_add(errors, Ordering::Relaxed);
+    }
+
+    /// Worst p99 so far over latency workloads (echo, fan-out), for the progress line.
+    pub fn p99_so_far_us(&self) -> u64 {
+        let inner = self.inner.lock().expect("stats lock");
+        [Workload::Echo, Workload::Fanout]
+            .iter()
+            .filter_map(|w| inner.latency.get(w))
+            .map(|h| h.value_at_quantile(0.99))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Takes the totals and the per-second series out.
+    pub fn finish(
+        &self,
+    ) -> (
+        BTreeMap<Workload, Histogram<u64>>,
+        BTreeMap<Workload, Counts>,
+        Vec<Second>,
+    ) {
+        let mut inner = self.inner.lock().expect("stats lock");
+        (
+            std::mem::take(&mut inner.latency),
+            std::mem::take(&mut inner.counts),
+            std::mem::take(&mut inner.seconds),
+        )
+    }
+}
+
+/// Per-publisher sequence tracking at one subscriber: counts lost, duplicated and reordered
+/// messages. Gaps are remembered (up to `MAX_GAPS`) so a late arrival is reordering, not a
+/// duplicate.
+#[derive(Debug, Default)]
+pub struct Sequence {
+    next: u64,
+    started: bool,
+    gaps: std::collections::BTreeSet<u64>,
+    gaps_forgotten: u64,
+}
+
+const MAX_GAPS: usize = 100_000;
+
+impl Sequence {
+    /// Notes `seq`; updates `counts`.
+    pub fn observe(&mut self, seq: u64, counts: &mut Counts) {
+        if !self.started {
+            self.started = true;
+            self.next = seq + 1;
+            return;
+        }
+        if seq == self.next {
+            self.next += 1;
+        } else if seq > self.next {
+            for missing in self.next..seq {
+                if self.gaps.len() < MAX_GAPS {
+                    self.gaps.insert(missing);
+                } else {
+                    self.gaps_forgotten += 1;
+                }
+            }
+            self.next = seq + 1;
+        } else if self.gaps.remove(&seq) {
+            counts.out_of_order += 1;
+        } else {
+            counts.duplicated += 1;
+        }
+    }
+
+    /// Messages never received: open gaps, plus those after the last received up to `last_sent`.
+    pub fn lost(&self, last_sent: Option<u64>) -> u64 {
+        let tail = match (self.started, last_sent) {
+            (true, Some(last)) if last >= self.next => last + 1 - self.next,
+            _ => 0,
+        };
+        self.gaps.len() as u64 + self.gaps_forgotten + tail
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_tells_loss_from_reordering_and_duplication() {
+        let mut s = Sequence::default();
+        let mut c = Counts::default();
+        for seq in [5, 6, 8, 9, 7, 7, 10] {
+            s.observe(seq, &mut c);
+        }
+        assert_eq!((c.out_of_order, c.duplicated), (1, 1));
+        assert_eq!(s.lost(Some(10)), 0);
+        assert_eq!(s.lost(Some(12)), 2, "11 and 12 never arrived");
+        s.observe(13, &mut c);
+        assert_eq!(s.lost(Some(13)), 2, "11 and 12 are gaps now");
+    }
+
+    #[test]
+    fn merge_keeps_totals_and_seconds() {
+        let stats = Stats::new(Instant::now());
+        let mut local = Local::default();
+        for us in [100, 200, 300] {
+            local.latency(Workload::Echo, us);
+        }
+        local.counts(Workload::Echo).sent = 3;
+        local.error(Workload::Echo, "timeout");
+        stats.merge(&mut local);
+        let (lat, counts, seconds) = stats.finish();
+        assert_eq!(lat[&Workload::Echo].len(), 3);
+        assert_eq!(counts[&Workload::Echo].errors["timeout"], 1);
+        assert_eq!(seconds[0].latency[&Workload::Echo].len(), 3);
+        assert!(local.samples.is_empty());
+    }
+}
