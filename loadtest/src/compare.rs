@@ -165,8 +165,8 @@ pub fn compare(base: &[RunResult], new: &[RunResult], max_regression_pct: f64) -
     let all: Vec<RunResult> = base.iter().chain(new).cloned().collect();
     let mut rows = Vec::new();
     for (metric, get, higher_better) in metrics(&all) {
-        let b: Vec<f64> = base.iter().filter_map(|r| get(r)).collect();
-        let n: Vec<f64> = new.iter().filter_map(|r| get(r)).collect();
+        let b: Vec<f64> = base.iter().filter_map(&get).collect();
+        let n: Vec<f64> = new.iter().filter_map(&get).collect();
         if b.is_empty() || n.is_empty() {
             continue;
         }

@@ -34,11 +34,19 @@ pub struct Run {
     /// Last sequence number each publisher sent.
     pub last_seq: Mutex<HashMap<u64, u64>>,
     pub next_publisher: AtomicU64,
+    /// Raw mode: bare payloads to `/echo` and `/broadcast`, no wsedge envelope (for a plain peer).
+    pub raw: bool,
     pad: String,
 }
 
 impl Run {
-    pub fn new(target: Target, scenario: Plan, stats: Stats, sends_until_us: u64) -> Self {
+    pub fn new(
+        target: Target,
+        scenario: Plan,
+        stats: Stats,
+        sends_until_us: u64,
+        raw: bool,
+    ) -> Self {
         let pad = "x".repeat(scenario.payload_bytes);
         Run {
             target,
@@ -47,12 +55,27 @@ impl Run {
             sends_until_us,
             last_seq: Mutex::default(),
             next_publisher: AtomicU64::new(0),
+            raw,
             pad,
         }
     }
 
     fn subprotocol(&self) -> Option<&'static str> {
-        self.scenario.lz4.then_some("wsedge.v1.lz4")
+        (self.scenario.lz4 && !self.raw).then_some("wsedge.v1.lz4")
+    }
+
+    /// Where a role connects: the target's path, or in raw mode `/echo` or `/broadcast`.
+    fn target_for(&self, role: Role) -> Target {
+        let mut target = self.target.clone();
+        if self.raw {
+            let path = if matches!(role, Role::Publisher | Role::Subscriber) {
+                "/broadcast"
+            } else {
+                "/echo"
+            };
+            target.path = path.into();
+        }
+        target
     }
 }
 
@@ -176,9 +199,12 @@ async fn open(
     index: usize,
     state: &mut UserState,
 ) -> anyhow::Result<()> {
-    let (mut reader, writer) = wsclient::connect(&run.target, index, run.subprotocol()).await?;
-    welcome(&mut reader, &writer).await?;
-    if role == Role::Subscriber {
+    let (mut reader, writer) =
+        wsclient::connect(&run.target_for(role), index, run.subprotocol()).await?;
+    if !run.raw {
+        welcome(&mut reader, &writer).await?;
+    }
+    if role == Role::Subscriber && !run.raw {
         let request = format!(r#"{{"op":"subscribe","channel":"{CHANNEL}","ref":"s"}}"#);
         wsclient::send_text(&writer, request.as_bytes()).await?;
         expect_op(&mut reader, &writer, "ok").await?;
@@ -255,7 +281,18 @@ async fn read_loop(shared: Shared, mut reader: wsclient::Reader) {
             continue;
         };
         let mut local = local.lock().unwrap();
-        match v["op"].as_str() {
+        let op = match (run.raw, role) {
+            (false, _) => v["op"].as_str().map(str::to_string),
+            (true, Role::Echo) => Some("echo".into()),
+            (true, Role::Subscriber) => Some("message".into()),
+            (true, _) => None,
+        };
+        let v = if run.raw {
+            serde_json::json!({ "data": v })
+        } else {
+            v
+        };
+        match op.as_deref() {
             Some("echo") => {
                 let sent = v["data"]["t"].as_u64().unwrap_or(now);
                 local.latency(Workload::Echo, now.saturating_sub(sent));
@@ -330,16 +367,20 @@ async fn tick(run: Arc<Run>, role: Role, user: &mut GooseUser) -> TransactionRes
 /// Sends one scheduled message (or runs one churn cycle).
 async fn send_one(run: &Arc<Run>, role: Role, index: usize, state: &mut UserState, due: u64) {
     let (pad, seq) = (&run.pad, state.seq);
-    let text = match role {
-        Role::Echo => format!(r#"{{"op":"echo","ref":{seq},"data":{{"t":{due},"pad":"{pad}"}}}}"#),
-        Role::Publisher => {
-            let p = state.publisher;
+    let p = state.publisher;
+    let text = match (role, run.raw) {
+        (Role::Echo, false) => {
+            format!(r#"{{"op":"echo","ref":{seq},"data":{{"t":{due},"pad":"{pad}"}}}}"#)
+        }
+        (Role::Echo, true) => format!(r#"{{"ref":{seq},"t":{due},"pad":"{pad}"}}"#),
+        (Role::Publisher, false) => {
             format!(
                 r#"{{"op":"publish","channel":"{CHANNEL}","data":{{"p":{p},"s":{seq},"t":{due},"pad":"{pad}"}}}}"#
             )
         }
-        Role::Churn => return churn_cycle(run, index, state, due).await,
-        Role::Subscriber => return,
+        (Role::Publisher, true) => format!(r#"{{"p":{p},"s":{seq},"t":{due},"pad":"{pad}"}}"#),
+        (Role::Churn, _) => return churn_cycle(run, index, state, due).await,
+        (Role::Subscriber, _) => return,
     };
     let Some(writer) = &state.writer else {
         state
@@ -365,7 +406,13 @@ async fn send_one(run: &Arc<Run>, role: Role, index: usize, state: &mut UserStat
 /// Connect, read the welcome, subscribe, disconnect: the latency is intended start → welcome.
 async fn churn_cycle(run: &Arc<Run>, index: usize, state: &mut UserState, due: u64) {
     let result = async {
-        let (mut reader, writer) = wsclient::connect(&run.target, index, None).await?;
+        let (mut reader, writer) =
+            wsclient::connect(&run.target_for(Role::Churn), index, None).await?;
+        if run.raw {
+            let connected = run.stats.now_us();
+            wsclient::close(&writer).await;
+            return anyhow::Ok(connected);
+        }
         welcome(&mut reader, &writer).await?;
         let welcomed = run.stats.now_us();
         wsclient::send_text(

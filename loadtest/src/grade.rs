@@ -96,7 +96,8 @@ pub fn parse(text: &str) -> anyhow::Result<BTreeMap<String, ScenarioGrading>> {
 impl ScenarioGrading {
     /// Grades `m`: each criterion gets the best grade whose limit it meets, the run the worst.
     pub fn grade(&self, m: &Measured) -> Verdict {
-        let criteria: [(&str, f64, fn(&Limits) -> f64); 4] = [
+        type Criterion = (&'static str, f64, fn(&Limits) -> f64);
+        let criteria: [Criterion; 4] = [
             ("p95_us", m.p95_us, |l| l.p95_us),
             ("p99_us", m.p99_us, |l| l.p99_us),
             ("error_rate", m.error_rate, |l| l.error_rate),

@@ -37,6 +37,10 @@ enum Command {
         duration_scale: f64,
         #[arg(long, default_value = "results")]
         out: PathBuf,
+        /// Raw mode, for a plain WebSocket peer: bare JSON payloads, echo on /echo and fan-out on
+        /// /broadcast, no wsedge envelope or subscribe.
+        #[arg(long)]
+        raw: bool,
         /// Scenario file [default: config/scenarios.toml if present, else the built-in copy].
         #[arg(long)]
         scenarios: Option<PathBuf>,
@@ -94,6 +98,7 @@ async fn dispatch(command: Command) -> i32 {
             out,
             scenarios,
             grading,
+            raw,
         } => {
             let setup = || -> anyhow::Result<run::Options> {
                 anyhow::ensure!(
@@ -127,6 +132,7 @@ async fn dispatch(command: Command) -> i32 {
                     duration_scale,
                     out: out.clone(),
                     shards,
+                    raw,
                 })
             };
             let opts = match setup() {

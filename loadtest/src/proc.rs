@@ -16,9 +16,9 @@ pub struct Spawned {
     pub pid: u32,
 }
 
-/// The `wsedge` binary beside this one (same target directory), or `WSEDGE_BIN`.
+/// The `wsedge` binary beside this one (same target directory), or `LOADTEST_WSEDGE_BIN`.
 pub fn server_binary() -> Result<PathBuf> {
-    if let Ok(path) = std::env::var("WSEDGE_BIN") {
+    if let Ok(path) = std::env::var("LOADTEST_WSEDGE_BIN") {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
@@ -33,7 +33,7 @@ pub fn server_binary() -> Result<PathBuf> {
         return Ok(candidate);
     }
     bail!(
-        "no wsedge binary at {} (build it: cargo build --release -p wsedge, or set WSEDGE_BIN)",
+        "no wsedge binary at {} (build it: cargo build --release -p wsedge, or set LOADTEST_WSEDGE_BIN)",
         candidate.display()
     )
 }

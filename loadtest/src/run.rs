@@ -32,6 +32,8 @@ pub struct Options {
     pub out: PathBuf,
     /// Shards for a spawned server (0: one per core).
     pub shards: usize,
+    /// Drive a plain peer: bare payloads on `/echo` and `/broadcast`.
+    pub raw: bool,
 }
 
 /// Why a run could not be set up (exit code 2).
@@ -70,6 +72,7 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
         opts.scenario.clone(),
         Stats::new(start),
         sends_until_us,
+        opts.raw,
     ));
 
     let monitor = tokio::spawn(monitor(

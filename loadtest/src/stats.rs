@@ -95,6 +95,13 @@ impl Local {
     }
 }
 
+/// What a run measured: latency and counts per workload, and the per-second series.
+pub type Totals = (
+    BTreeMap<Workload, Histogram<u64>>,
+    BTreeMap<Workload, Counts>,
+    Vec<Second>,
+);
+
 /// One second of the run.
 #[derive(Debug)]
 pub struct Second {
@@ -183,13 +190,7 @@ impl Stats {
     }
 
     /// Takes the totals and the per-second series out.
-    pub fn finish(
-        &self,
-    ) -> (
-        BTreeMap<Workload, Histogram<u64>>,
-        BTreeMap<Workload, Counts>,
-        Vec<Second>,
-    ) {
+    pub fn finish(&self) -> Totals {
         let mut inner = self.inner.lock().expect("stats lock");
         (
             std::mem::take(&mut inner.latency),

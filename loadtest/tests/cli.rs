@@ -1,0 +1,242 @@
+//! The loadtest binary end to end: a short real run against a spawned wsedge, the result.json
+//! schema, and the exit codes of run, compare and report.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn loadtest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .env("LOADTEST_WSEDGE_BIN", wsedge_bin())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running loadtest")
+}
+
+/// The debug wsedge of this workspace, built if missing.
+fn wsedge_bin() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_loadtest"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let bin = dir.join("wsedge");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "wsedge"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    bin
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("loadtest-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const TINY: &str = r#"
+[tiny]
+description = "a ~3 s run for tests"
+shape = "steady"
+ramp_s = 1
+duration_s = 3
+echo_users = 4
+echo_rate = 50
+publishers = 1
+publish_rate = 50
+subscribers = 8
+churn_users = 1
+churn_rate = 5
+payload_bytes = 64
+lz4 = true
+drain_s = 1
+"#;
+
+fn tiny_grading() -> String {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/grading.toml"
+    ))
+    .unwrap();
+    let start = shipped.find("[baseline]").unwrap();
+    let end = shipped[start + 1..]
+        .find("\n[")
+        .map_or(shipped.len(), |i| start + 1 + i);
+    // Generous limits: this test checks plumbing, not this (shared, debug-build) machine's speed.
+    shipped[start..end]
+        .replace("[baseline]", "[tiny]")
+        .replace("required = \"B\"", "required = \"D\"")
+}
+
+fn run_tiny(out: &Path) -> (Output, Value) {
+    std::fs::write(out.join("scenarios.toml"), TINY).unwrap();
+    std::fs::write(out.join("grading.toml"), tiny_grading()).unwrap();
+    let s = |p: &str| out.join(p).display().to_string();
+    let output = loadtest(&[
+        "run",
+        "--scenario",
+        "tiny",
+        "--spawn-server",
+        "--shards",
+        "2",
+        "--out",
+        &s("results"),
+        "--scenarios",
+        &s("scenarios.toml"),
+        "--grading",
+        &s("grading.toml"),
+    ]);
+    let result = std::fs::read_dir(out.join("results"))
+        .ok()
+        .and_then(|mut d| d.next())
+        .map(|e| e.unwrap().path());
+    let result = result.unwrap_or_else(|| {
+        panic!(
+            "no result dir; stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(result.join("result.json")).unwrap())
+            .unwrap();
+    assert!(result.join("report.md").exists() && result.join("report.html").exists());
+    (output, json)
+}
+
+#[test]
+fn a_short_run_measures_throughput_without_loss_and_writes_a_documented_result() {
+    let out = temp_dir("run");
+    let (output, r) = run_tiny(&out);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for w in ["echo", "fanout", "churn"] {
+        let wl = &r["workloads"][w];
+        assert!(wl["throughput_per_s"].as_f64().unwrap() > 0.0, "{w}: {wl}");
+        assert!(wl["samples"].as_u64().unwrap() > 0, "{w}");
+        let l = &wl["latency_us"];
+        let p: Vec<u64> = ["p50", "p90", "p95", "p99", "p999", "max"]
+            .iter()
+            .map(|k| l[k].as_u64().unwrap())
+            .collect();
+        assert!(
+            p.windows(2).all(|w| w[0] <= w[1]),
+            "{w}: percentiles not ordered: {p:?}"
+        );
+    }
+    let fan = &r["workloads"]["fanout"];
+    assert_eq!(
+        (
+            fan["lost"].as_u64(),
+            fan["duplicated"].as_u64(),
+            fan["out_of_order"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
+    assert_eq!(r["measured"]["loss_rate"].as_f64(), Some(0.0));
+    assert!(r["server"]["cpu_us_per_message"].as_f64().unwrap() > 0.0);
+
+    // Every top-level field is documented in RESULTS.md, and every documented one is present.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md")).unwrap();
+    let documented: Vec<&str> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .collect();
+    let mut keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    let mut documented_sorted = documented.clone();
+    documented_sorted.sort();
+    assert_eq!(keys, documented_sorted);
+
+    // The file round-trips through the typed schema, and report re-renders it.
+    let dir = std::fs::read_dir(out.join("results"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let typed = loadtest::result::RunResult::load(&dir.join("result.json")).unwrap();
+    assert_eq!(serde_json::to_value(&typed).unwrap(), r);
+    std::fs::remove_file(dir.join("report.md")).unwrap();
+    let report = loadtest(&["report", &dir.join("result.json").display().to_string()]);
+    assert_eq!(report.status.code(), Some(0));
+    assert!(std::fs::read_to_string(dir.join("report.md"))
+        .unwrap()
+        .contains("# loadtest tiny"));
+
+    // compare: identical runs pass; a much slower "new" run fails.
+    let base = dir.join("result.json").display().to_string();
+    assert_eq!(loadtest(&["compare", &base, &base]).status.code(), Some(0));
+    let mut slower = r.clone();
+    for w in ["echo", "fanout"] {
+        for p in ["p50", "p95", "p99"] {
+            let v = slower["workloads"][w]["latency_us"][p].as_u64().unwrap();
+            slower["workloads"][w]["latency_us"][p] = (v * 3 + 1000).into();
+        }
+    }
+    let slower_path = out.join("slower.json");
+    std::fs::write(&slower_path, serde_json::to_string(&slower).unwrap()).unwrap();
+    let cmp = loadtest(&["compare", &base, &slower_path.display().to_string()]);
+    assert_eq!(
+        cmp.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&cmp.stdout)
+    );
+    assert!(String::from_utf8_lossy(&cmp.stdout).contains("FAIL"));
+}
+
+#[test]
+fn usage_and_setup_errors_exit_2_with_a_reason() {
+    let out = temp_dir("errors");
+    let o = out.display().to_string();
+    let cases: [&[&str]; 5] = [
+        &["run", "--scenario", "nope", "--spawn-server", "--out", &o],
+        &[
+            "run",
+            "--scenario",
+            "baseline",
+            "--target",
+            "ws://127.0.0.1:1/ws",
+            "--out",
+            &o,
+        ],
+        &[
+            "run",
+            "--scenario",
+            "baseline",
+            "--target",
+            "ws://10.1.2.3:80/ws",
+            "--out",
+            &o,
+        ],
+        &[
+            "run",
+            "--scenario",
+            "baseline",
+            "--spawn-server",
+            "--duration-scale",
+            "0",
+            "--out",
+            &o,
+        ],
+        &["compare", "/nonexistent/a.json", "/nonexistent/b.json"],
+    ];
+    for args in cases {
+        let output = loadtest(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.lines().any(|l| l.starts_with("loadtest: ")),
+            "{args:?}: {stderr}"
+        );
+    }
+}

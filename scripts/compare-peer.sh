@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# scripts/compare-peer.sh [PAIRS] [DURATION_SCALE]
+#
+# Runs the same echo and fan-out workloads (scenarios peer_echo and peer_fanout) against wsedge
+# (protocol v1, 2 shards) and against a plain fastwebsockets server (benches/peer.rs, driven in
+# loadtest's --raw mode), interleaved A B A B ... (PAIRS pairs per workload, default 3), and
+# prints, per workload, the medians and the wsedge/peer ratios of server CPU per message and of
+# p99 latency. Everything runs on 127.0.0.1 and stops by itself. Results: target/compare-peer/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PAIRS=${1:-3}
+SCALE=${2:-1}
+OUT=target/compare-peer/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT"
+cargo build --release -q -p wsedge -p loadtest
+cargo build --release -q -p wsedge-benches --bin fws-peer
+
+for pair in $(seq "$PAIRS"); do
+    for workload in peer_echo peer_fanout; do
+        echo "compare-peer: pair $pair/$PAIRS $workload: wsedge" >&2
+        target/release/loadtest run --scenario "$workload" --spawn-server --shards 2 \
+            --duration-scale "$SCALE" --out "$OUT/wsedge" >/dev/null 2>&1 || true
+        echo "compare-peer: pair $pair/$PAIRS $workload: fastwebsockets peer" >&2
+        target/release/fws-peer > "$OUT/peer.addr" &
+        peer=$!
+        for _ in $(seq 50); do grep -q listening "$OUT/peer.addr" && break; sleep 0.1; done
+        addr=$(awk '{print $4}' "$OUT/peer.addr")
+        target/release/loadtest run --scenario "$workload" --target "ws://$addr/" --server-pid "$peer" --raw \
+            --duration-scale "$SCALE" --out "$OUT/peer" >/dev/null 2>&1 || true
+        kill "$peer" && wait "$peer" 2>/dev/null || true
+    done
+done
+
+python3 - "$OUT" <<'PY'
+import glob, json, os, statistics, sys
+out = sys.argv[1]
+def runs(server, scenario):
+    return [json.load(open(p)) for p in sorted(glob.glob(f"{out}/{server}/*-{scenario}/result.json"))]
+summary = {}
+print(f"{'workload':<12} {'metric':<22} {'wsedge':>10} {'peer':>10} {'ratio':>7}  (medians of {len(runs('wsedge', 'peer_echo'))} runs each)")
+for scenario, workload in [("peer_echo", "echo"), ("peer_fanout", "fanout")]:
+    w, p = runs("wsedge", scenario), runs("peer", scenario)
+    if not w or not p:
+        print(f"{scenario}: missing runs"); sys.exit(1)
+    rows = {}
+    for metric, get in [("server_cpu_us_per_msg", lambda r: r["server"]["cpu_us_per_message"]),
+                        ("p99_us", lambda r: r["workloads"][workload]["latency_us"]["p99"]),
+                        ("throughput_per_s", lambda r: r["workloads"][workload]["throughput_per_s"])]:
+        a, b = statistics.median(map(get, w)), statistics.median(map(get, p))
+        rows[metric] = {"wsedge": a, "peer": b, "ratio": a / b if b else None,
+                        "wsedge_runs": [get(r) for r in w], "peer_runs": [get(r) for r in p]}
+        print(f"{workload:<12} {metric:<22} {a:>10.2f} {b:>10.2f} {a / b if b else float('nan'):>7.3f}")
+    summary[workload] = rows
+json.dump(summary, open(f"{out}/summary.json", "w"), indent=2)
+print(f"compare-peer: details in {out}/summary.json")
+PY
