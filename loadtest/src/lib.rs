@@ -5,9 +5,11 @@
 //! - [`engine`]: goose scenarios per role, paced open-model senders, readers.
 //! - [`wsclient`]: the fastwebsockets client connection.
 //! - [`stats`]: HdrHistograms, counters, per-second series, loss accounting.
-//! - [`run`]: one run end to end; [`proc`]: the server process (spawn, /proc sampling).
+//! - [`run`]: one run end to end; [`analysis`]: histograms to a graded result;
+//!   [`proc`]: the server process (spawn, /proc sampling).
 //! - [`result`]: the `result.json` schema; [`report`]: Markdown and HTML; [`compare`]: the gate.
 
+pub mod analysis;
 pub mod compare;
 pub mod engine;
 pub mod grade;

@@ -78,6 +78,16 @@ async fn raw_upgrade(server: &TestServer) -> Result<TcpStream> {
     Ok(s)
 }
 
+/// Continues a raw upgraded socket as a tungstenite client.
+async fn into_client(s: TcpStream) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    tokio_tungstenite::WebSocketStream::from_raw_socket(
+        s,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await
+}
+
 fn masked_text(payload: &[u8]) -> Vec<u8> {
     wsedge::protocol::frame::encode_client(true, 1, payload, [1, 2, 3, 4])
 }
@@ -114,12 +124,7 @@ async fn a_never_reading_client_is_cut_off_and_server_memory_stays_bounded() -> 
     );
 
     // Now read: some messages (what the kernel buffered), then close 1008 "slow consumer".
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-        slow,
-        tokio_tungstenite::tungstenite::protocol::Role::Client,
-        None,
-    )
-    .await;
+    let mut ws = into_client(slow).await;
     let mut received = 0;
     let close = loop {
         match tokio::time::timeout(STEP, ws.next())
@@ -162,12 +167,7 @@ async fn low_priority_is_dropped_for_a_slow_client_without_closing_it() -> Resul
     }
     publisher.send(json!({"op": "ping", "ref": "done"})).await?;
     assert_eq!(publisher.recv_json().await?["ref"], "done");
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-        slow,
-        tokio_tungstenite::tungstenite::protocol::Role::Client,
-        None,
-    )
-    .await;
+    let mut ws = into_client(slow).await;
     use futures_util::SinkExt;
     ws.send(Message::text(r#"{"op":"ping","ref":"alive"}"#))
         .await?;

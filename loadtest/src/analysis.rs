@@ -1,0 +1,405 @@
+//! Turning a run's histograms, counters and /proc samples into a graded [`RunResult`]:
+//! percentiles, phases, the per-second series, stress and spike summaries, and the machine.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::grade::Measured;
+use crate::proc::Usage;
+use crate::result::*;
+use crate::run::Options;
+use crate::scenario::{Phase, Shape};
+use crate::stats::{self, Counts, Second, Workload};
+
+pub struct Assembly<'a> {
+    pub opts: &'a Options,
+    pub url: String,
+    pub started_utc: String,
+    pub wall: Duration,
+    pub phases: Vec<Phase>,
+    pub latency: BTreeMap<Workload, Histogram<u64>>,
+    pub counts: BTreeMap<Workload, Counts>,
+    pub seconds: Vec<Second>,
+    pub samples: Vec<Option<Usage>>,
+    pub server_pid: Option<u32>,
+    pub server_before: Option<Usage>,
+    pub server_after: Option<Usage>,
+    pub client_cpu: u64,
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    Percentiles {
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p95: h.value_at_quantile(0.95),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+    }
+}
+
+const CURVE: [f64; 12] = [
+    0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99, 99.999, 100.0,
+];
+
+pub fn assemble(a: Assembly<'_>) -> RunResult {
+    let measured_s: f64 = a
+        .phases
+        .iter()
+        .map(|p| p.end_s - p.start_s)
+        .sum::<f64>()
+        .max(0.001);
+    let mut workloads = BTreeMap::new();
+    for w in Workload::ALL {
+        let (Some(h), c) = (
+            a.latency.get(&w),
+            a.counts.get(&w).cloned().unwrap_or_default(),
+        ) else {
+            if let Some(c) = a.counts.get(&w) {
+                workloads.insert(
+                    w.name().to_string(),
+                    workload_result(None, c.clone(), measured_s),
+                );
+            }
+            continue;
+        };
+        workloads.insert(
+            w.name().to_string(),
+            workload_result(Some(h), c, measured_s),
+        );
+    }
+    let measured = measure(&a.latency, &a.counts);
+    let verdict = a.opts.grading.grade(&measured);
+
+    let phases: Vec<PhaseResult> = a
+        .phases
+        .iter()
+        .map(|p| phase_result(a.opts, p, &a.seconds))
+        .collect();
+    let series = series(&a.seconds, &a.samples);
+    let wall_us = a.wall.as_micros().max(1) as u64;
+    let completed: u64 = a.counts.values().map(|c| c.received).sum::<u64>().max(1);
+    let server = match (a.server_pid, a.server_before, a.server_after) {
+        (Some(pid), Some(before), Some(after)) => {
+            let cpu_us = after.cpu_us.saturating_sub(before.cpu_us);
+            Some(ServerUsage {
+                pid,
+                cpu_us,
+                cpu_us_per_message: cpu_us as f64 / completed as f64,
+                rss_kib_start: before.rss_kib,
+                rss_kib_end: after.rss_kib,
+                rss_kib_max: a
+                    .samples
+                    .iter()
+                    .flatten()
+                    .map(|u| u.rss_kib)
+                    .max()
+                    .unwrap_or(after.rss_kib),
+                open_files_start: before.open_files,
+                open_files_end: after.open_files,
+            })
+        }
+        _ => None,
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let client_cores = a.client_cpu as f64 / wall_us as f64;
+    let server_cores = server
+        .as_ref()
+        .map_or(0.0, |s| s.cpu_us as f64 / wall_us as f64);
+    let client = ClientUsage {
+        cpu_us: a.client_cpu,
+        cpu_us_per_message: a.client_cpu as f64 / completed as f64,
+        cores_used: client_cores,
+        client_bound: client_cores + server_cores >= 0.9 * cores as f64
+            && client_cores >= 0.4 * cores as f64,
+    };
+    let stress = (a.opts.scenario.shape == Shape::Steps).then(|| stress_summary(&phases));
+    let spike =
+        (a.opts.scenario.shape == Shape::Spike).then(|| spike_summary(&a.phases, &a.seconds));
+    RunResult {
+        schema: SCHEMA_VERSION,
+        scenario: a.opts.scenario_name.clone(),
+        started_utc: a.started_utc,
+        duration_s: a.wall.as_secs_f64(),
+        duration_scale: a.opts.duration_scale,
+        target: a.url,
+        spawned_server: a.opts.target.is_none(),
+        config: a.opts.scenario.clone(),
+        git_commit: git_commit(),
+        machine: machine(),
+        workloads,
+        phases,
+        series,
+        server,
+        client,
+        measured,
+        verdict,
+        stress,
+        spike,
+    }
+}
+
+fn workload_result(h: Option<&Histogram<u64>>, c: Counts, secs: f64) -> WorkloadResult {
+    WorkloadResult {
+        samples: h.map_or(0, |h| h.len()),
+        latency_us: h.map(percentiles).unwrap_or_default(),
+        curve: h.map_or_else(Vec::new, |h| {
+            CURVE
+                .iter()
+                .map(|&p| (p, h.value_at_percentile(p)))
+                .collect()
+        }),
+        throughput_per_s: c.received as f64 / secs,
+        sent: c.sent,
+        received: c.received,
+        late_sends: c.late,
+        lost: c.lost,
+        duplicated: c.duplicated,
+        out_of_order: c.out_of_order,
+        errors: c.errors,
+    }
+}
+
+/// Grading inputs: the worst latency workload's p95/p99, errors per operation, loss per delivery.
+fn measure(
+    latency: &BTreeMap<Workload, Histogram<u64>>,
+    counts: &BTreeMap<Workload, Counts>,
+) -> Measured {
+    let worst = |q: f64| {
+        [Workload::Echo, Workload::Fanout]
+            .iter()
+            .filter_map(|w| latency.get(w))
+            .map(|h| h.value_at_quantile(q))
+            .max()
+    };
+    let ops: u64 = counts.values().map(|c| c.sent.max(c.received)).sum();
+    let errors: u64 = counts.values().map(Counts::error_total).sum();
+    let fan = counts.get(&Workload::Fanout).cloned().unwrap_or_default();
+    let expected = fan.received + fan.lost;
+    Measured {
+        p95_us: worst(0.95).unwrap_or(0) as f64,
+        p99_us: worst(0.99).unwrap_or(0) as f64,
+        error_rate: if ops == 0 {
+            1.0
+        } else {
+            errors as f64 / ops as f64
+        },
+        loss_rate: if expected == 0 {
+            0.0
+        } else {
+            (fan.lost + fan.duplicated + fan.out_of_order) as f64 / expected as f64
+        },
+    }
+}
+
+/// The seconds a phase covers (whole seconds inside it).
+fn seconds_of<'a>(p: &Phase, seconds: &'a [Second]) -> &'a [Second] {
+    let from = (p.start_s.ceil() as usize).min(seconds.len());
+    let to = (p.end_s.floor() as usize).clamp(from, seconds.len());
+    &seconds[from..to]
+}
+
+fn merged(
+    seconds: &[Second],
+) -> (
+    BTreeMap<Workload, Histogram<u64>>,
+    BTreeMap<Workload, Counts>,
+) {
+    let mut latency: BTreeMap<Workload, Histogram<u64>> = BTreeMap::new();
+    let mut counts: BTreeMap<Workload, Counts> = BTreeMap::new();
+    for s in seconds {
+        for (w, h) in &s.latency {
+            let _ = latency
+                .entry(*w)
+                .or_insert_with(|| stats::histogram(2))
+                .add(h);
+        }
+        for (w, c) in &s.counts {
+            let total = counts.entry(*w).or_default();
+            total.sent += c.sent;
+            total.received += c.received;
+            total.duplicated += c.duplicated;
+            total.out_of_order += c.out_of_order;
+            for (k, v) in &c.errors {
+                *total.errors.entry(k.clone()).or_default() += v;
+            }
+        }
+    }
+    (latency, counts)
+}
+
+fn phase_result(opts: &Options, p: &Phase, seconds: &[Second]) -> PhaseResult {
+    let secs = seconds_of(p, seconds);
+    let (latency, counts) = merged(secs);
+    let n = secs.len().max(1) as f64;
+    let workloads = Workload::ALL
+        .iter()
+        .filter_map(|w| {
+            let h = latency.get(w)?;
+            let per_s = counts.get(w).map_or(0, |c| c.received) as f64 / n;
+            Some((
+                w.name().to_string(),
+                PhaseWorkload {
+                    p95_us: h.value_at_quantile(0.95),
+                    p99_us: h.value_at_quantile(0.99),
+                    per_s,
+                },
+            ))
+        })
+        .collect();
+    PhaseResult {
+        phase: p.clone(),
+        connections: (opts.scenario.base_users() * p.multiplier) as u64,
+        workloads,
+        errors: counts.values().map(Counts::error_total).sum(),
+        verdict: opts.grading.grade(&measure(&latency, &counts)),
+    }
+}
+
+fn series(seconds: &[Second], samples: &[Option<Usage>]) -> Vec<SecondPoint> {
+    seconds
+        .iter()
+        .enumerate()
+        .map(|(t, s)| {
+            let usage = samples.get(t).copied().flatten();
+            let previous = t
+                .checked_sub(1)
+                .and_then(|i| samples.get(i).copied().flatten());
+            SecondPoint {
+                t: t as u64,
+                ops: s
+                    .counts
+                    .iter()
+                    .map(|(w, c)| (w.name().to_string(), c.received))
+                    .collect(),
+                p99_us: s
+                    .latency
+                    .iter()
+                    .map(|(w, h)| (w.name().to_string(), h.value_at_quantile(0.99)))
+                    .collect(),
+                errors: s.counts.values().map(Counts::error_total).sum(),
+                server_rss_kib: usage.map(|u| u.rss_kib),
+                server_cpu_pct: usage
+                    .zip(previous)
+                    .map(|(u, p)| u.cpu_us.saturating_sub(p.cpu_us) as f64 / 1e4),
+                server_open_files: usage.map(|u| u.open_files),
+            }
+        })
+        .collect()
+}
+
+fn stress_summary(phases: &[PhaseResult]) -> StressSummary {
+    let sustained: Vec<&PhaseResult> = phases
+        .iter()
+        .filter(|p| p.verdict.grade.meets(crate::grade::Grade::B))
+        .collect();
+    let best = sustained.iter().max_by_key(|p| p.phase.multiplier);
+    let per_s = |p: &PhaseResult, w: &str| p.workloads.get(w).map_or(0.0, |x| x.per_s);
+    StressSummary {
+        max_sustained_step: best.map(|p| p.phase.name.clone()),
+        max_sustained_connections: best.map_or(0, |p| p.connections),
+        max_fanout_deliveries_per_s: sustained
+            .iter()
+            .map(|p| per_s(p, "fanout"))
+            .fold(0.0, f64::max),
+        max_echo_round_trips_per_s: sustained
+            .iter()
+            .map(|p| per_s(p, "echo"))
+            .fold(0.0, f64::max),
+    }
+}
+
+fn worst_p99(s: &Second) -> u64 {
+    [Workload::Echo, Workload::Fanout]
+        .iter()
+        .filter_map(|w| s.latency.get(w))
+        .map(|h| h.value_at_quantile(0.99))
+        .max()
+        .unwrap_or(0)
+}
+
+fn spike_summary(phases: &[Phase], seconds: &[Second]) -> SpikeSummary {
+    let find = |name: &str| phases.iter().find(|p| p.name == name).cloned();
+    let (before, spike) = (find("before").unwrap(), find("spike").unwrap());
+    let (pre, _) = merged(seconds_of(&before, seconds));
+    let (during, _) = merged(seconds_of(&spike, seconds));
+    let worst = |m: &BTreeMap<Workload, Histogram<u64>>, q: f64| {
+        [Workload::Echo, Workload::Fanout]
+            .iter()
+            .filter_map(|w| m.get(w))
+            .map(|h| h.value_at_quantile(q))
+            .max()
+            .unwrap_or(0)
+    };
+    let pre_p99 = worst(&pre, 0.99);
+    let end = spike.end_s.ceil() as usize;
+    let recovery_s = seconds
+        .iter()
+        .enumerate()
+        .skip(end)
+        .find(|(_, s)| !s.latency.is_empty() && worst_p99(s) <= pre_p99)
+        .map(|(t, _)| (t - end) as u64);
+    SpikeSummary {
+        pre_spike_p99_us: pre_p99,
+        spike_p99_us: worst(&during, 0.99),
+        spike_p95_us: worst(&during, 0.95),
+        recovery_s,
+    }
+}
+
+fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".into(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        )
+}
+
+fn machine() -> Machine {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    Machine {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_kib: read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0),
+        kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+        cpu: read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map_or_else(String::new, |v| {
+                v.trim_start_matches([' ', '\t', ':']).to_string()
+            }),
+    }
+}
+
+/// Now as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
