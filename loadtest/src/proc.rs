@@ -114,6 +114,21 @@ pub fn sample(pid: u32) -> Option<Usage> {
     })
 }
 
+/// Raises this process's open-file soft limit to the hard limit; returns the new soft limit.
+pub fn raise_nofile_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur
+    }
+}
+
 /// CPU time this process has used, in µs.
 pub fn own_cpu_us() -> u64 {
     // SAFETY: getrusage writes only into the struct we pass.

@@ -35,6 +35,9 @@ pub struct Options {
     pub raw: bool,
 }
 
+/// Descriptors kept free for the runtime, goose and result files.
+const FD_HEADROOM: u64 = 200;
+
 /// Why a run could not be set up (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -42,6 +45,16 @@ pub struct SetupError(pub String);
 
 /// Runs a scenario and writes `<out>/<UTC time>-<scenario>/`; returns the result and its folder.
 pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
+    // One connection per user (a churn user holds at most one at a time), plus headroom.
+    let peak = opts.scenario.peak_users() as u64;
+    let files = proc::raise_nofile_limit();
+    if peak + FD_HEADROOM > files {
+        return Err(SetupError(format!(
+            "the scenario peaks at {peak} connections but this process may open {files} files; \
+             scale it down or split the load over several loadtest processes"
+        ))
+        .into());
+    }
     let spawned = match &opts.target {
         Some(_) => None,
         None => Some(

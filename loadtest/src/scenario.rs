@@ -95,6 +95,16 @@ impl Scenario {
         self.echo_users + self.publishers + self.subscribers + self.churn_users
     }
 
+    /// Users at the busiest phase.
+    pub fn peak_users(&self) -> u32 {
+        let top = match self.shape {
+            Shape::Steady => 1,
+            Shape::Steps => self.steps.iter().copied().max().unwrap_or(1),
+            Shape::Spike => self.spike_multiplier,
+        };
+        self.base_users() * top
+    }
+
     /// The phases, with `scale` applied to every duration (rounded to whole seconds, at least 1:
     /// goose test plans count in seconds).
     pub fn phases(&self, scale: f64) -> Vec<Phase> {
