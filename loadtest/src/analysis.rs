@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::grade::Measured;
+use crate::grade::{Grade, Measured, Verdict};
 use crate::proc::Usage;
 use crate::result::*;
 use crate::run::Options;
@@ -44,6 +44,20 @@ const CURVE: [f64; 12] = [
     0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99, 99.999, 100.0,
 ];
 
+/// The run's verdict. Stress is meant to break: it is judged by its highest step that held grade
+/// B (or by its first step when none did); the other scenarios by the whole run.
+pub fn overall_verdict(shape: Shape, phases: &[PhaseResult], whole: Verdict) -> Verdict {
+    if shape != Shape::Steps {
+        return whole;
+    }
+    phases
+        .iter()
+        .filter(|p| p.verdict.grade.meets(Grade::B))
+        .max_by_key(|p| p.phase.multiplier)
+        .or(phases.first())
+        .map_or(whole, |p| p.verdict.clone())
+}
+
 pub fn assemble(a: Assembly<'_>) -> RunResult {
     let measured_s: f64 = a
         .phases
@@ -71,13 +85,16 @@ pub fn assemble(a: Assembly<'_>) -> RunResult {
         );
     }
     let measured = measure(&a.latency, &a.counts);
-    let verdict = a.opts.grading.grade(&measured);
-
     let phases: Vec<PhaseResult> = a
         .phases
         .iter()
         .map(|p| phase_result(a.opts, p, &a.seconds))
         .collect();
+    let verdict = overall_verdict(
+        a.opts.scenario.shape,
+        &phases,
+        a.opts.grading.grade(&measured),
+    );
     let series = series(&a.seconds, &a.samples);
     let wall_us = a.wall.as_micros().max(1) as u64;
     let completed: u64 = a.counts.values().map(|c| c.received).sum::<u64>().max(1);
@@ -402,4 +419,54 @@ pub fn utc_now() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(multiplier: u32, grade: Grade) -> PhaseResult {
+        let verdict = Verdict {
+            grade,
+            criterion: "p99_us".into(),
+            value: 0.0,
+            required: Grade::B,
+            passed: grade <= Grade::B,
+        };
+        PhaseResult {
+            phase: Phase {
+                name: format!("x{multiplier}"),
+                multiplier,
+                start_s: 0.0,
+                end_s: 1.0,
+            },
+            connections: 0,
+            workloads: BTreeMap::new(),
+            errors: 0,
+            verdict,
+        }
+    }
+
+    #[test]
+    fn stress_is_judged_by_its_highest_sustained_step() {
+        let whole = phase(1, Grade::F).verdict;
+        let steps = [
+            phase(1, Grade::APlus),
+            phase(2, Grade::B),
+            phase(4, Grade::F),
+        ];
+        assert_eq!(
+            overall_verdict(Shape::Steps, &steps, whole.clone()).grade,
+            Grade::B
+        );
+        let broken = [phase(1, Grade::C), phase(2, Grade::F)];
+        assert_eq!(
+            overall_verdict(Shape::Steps, &broken, whole.clone()).grade,
+            Grade::C
+        );
+        assert_eq!(
+            overall_verdict(Shape::Steady, &steps, whole).grade,
+            Grade::F
+        );
+    }
 }
