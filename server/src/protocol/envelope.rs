@@ -275,4 +275,33 @@ mod tests {
         let err = parse_str(&format!(r#"{{"op":"subscribe","channel":"{long}"}}"#)).unwrap_err();
         assert_eq!(err.1, "bad_channel");
     }
+
+    #[test]
+    fn arbitrary_bytes_are_rejected_not_panicked_on() {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let pieces: [&[u8]; 12] = [
+            b"{",
+            b"}",
+            b"\"op\"",
+            b":",
+            b",",
+            b"\"publish\"",
+            b"\"channel\"",
+            b"\"c\"",
+            b"[",
+            b"]",
+            b"\"\\u00",
+            b"\xff",
+        ];
+        for _ in 0..3000 {
+            let mut input = Vec::new();
+            for _ in 0..(state % 12) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                input.extend_from_slice(pieces[(state % 12) as usize]);
+            }
+            let _ = parse(&mut input, &mut Buffers::default());
+        }
+    }
 }

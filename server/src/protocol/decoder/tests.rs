@@ -161,3 +161,79 @@ fn close_frames_carry_their_code() {
         Err(DecodeError::InvalidUtf8)
     );
 }
+
+/// A small deterministic PRNG (xorshift64*), so the randomized tests need no dependency and
+/// replay the same cases every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> usize {
+        (self.next() % n.max(1)) as usize
+    }
+}
+
+#[test]
+fn any_chunking_of_valid_frames_decodes_the_same() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..200 {
+        let mut wire = Vec::new();
+        let mut expected = Vec::new();
+        for _ in 0..1 + rng.below(6) {
+            let text: String = (0..rng.below(300))
+                .map(|i| ['a', 'é', '€', '𝄞'][(i + rng.below(4)) % 4])
+                .collect();
+            let bytes = text.as_bytes();
+            // Split into up to three fragments at arbitrary byte positions (even mid-character).
+            let cut1 = rng.below(bytes.len() as u64 + 1);
+            let cut2 = cut1 + rng.below((bytes.len() - cut1) as u64 + 1);
+            let parts = [&bytes[..cut1], &bytes[cut1..cut2], &bytes[cut2..]];
+            for (i, part) in parts.iter().enumerate() {
+                let mask = (rng.next() as u32).to_be_bytes();
+                wire.extend(encode_client(
+                    i == 2,
+                    if i == 0 { 1 } else { 0 },
+                    part,
+                    mask,
+                ));
+            }
+            expected.push(text);
+        }
+        let mut d = Decoder::new(1 << 20);
+        let mut got = Vec::new();
+        let mut rest = &wire[..];
+        while !rest.is_empty() {
+            let take = 1 + rng.below(rest.len() as u64);
+            got.extend(decode_all(&mut d, &rest[..take]).unwrap());
+            rest = &rest[take..];
+        }
+        let texts: Vec<String> = got
+            .iter()
+            .map(|e| String::from_utf8(text(e).to_vec()).unwrap())
+            .collect();
+        assert_eq!(texts, expected);
+    }
+}
+
+#[test]
+fn random_bytes_never_panic_and_errors_map_to_close_codes() {
+    let mut rng = Rng(42);
+    for _ in 0..2000 {
+        let len = rng.below(64);
+        let mut input: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        if rng.below(2) == 0 && !input.is_empty() {
+            input[0] = 0x80 | [0, 1, 2, 8, 9, 10][rng.below(6)] as u8; // plausible first byte
+        }
+        let mut d = Decoder::new(128);
+        match decode_all(&mut d, &input) {
+            Ok(_) => {}
+            Err(e) => assert!([1002, 1007, 1009].contains(&e.close_code()), "{e}"),
+        }
+    }
+}
