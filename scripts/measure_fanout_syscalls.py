@@ -8,10 +8,9 @@ frames it receives. The server's write syscalls come from /proc/PID/io (syscw: w
 sendmsg...) read before the first publish and after the last delivery; no tracer slows the server.
 Bounded: it exits after the run (or after --timeout seconds).
 """
-import argparse, asyncio, json, os, re, subprocess, time
+import argparse, asyncio, json, time
 
-HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+from wsraw import connect, proc_field, start_server
 
 def client_frame(text):
     data = text.encode()
@@ -20,16 +19,7 @@ def client_frame(text):
     return head + b"\0\0\0\0" + data  # zero mask: payload unchanged
 
 def syscw(pid):
-    with open(f"/proc/{pid}/io") as f:
-        return int(re.search(r"syscw:\s+(\d+)", f.read()).group(1))
-
-async def connect(port, i):
-    r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.0.{1 + i % 4}", 0))
-    w.write(HANDSHAKE)
-    await r.readuntil(b"\r\n\r\n")
-    head = await r.readexactly(2)
-    await r.readexactly(head[1] & 0x7F)  # welcome
-    return r, w
+    return proc_field(pid, "io", "syscw")
 
 async def count_frames(r, want):
     """Reads server frames until `want` message frames were seen."""
@@ -66,12 +56,8 @@ async def main():
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=300)
     args = ap.parse_args()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    server = subprocess.Popen([os.path.join(root, "target/release/wsedge"), "--listen", "127.0.0.1:0",
-                               "--shards", str(args.shards)], stdout=subprocess.PIPE,
-                              env={**os.environ, "WSEDGE_LOG": "warn"})
+    server, port = start_server(args.shards)
     try:
-        port = int(server.stdout.readline().split()[3].rsplit(b":", 1)[1])
         subs = [await connect(port, i) for i in range(args.subscribers)]
         for r, w in subs:
             w.write(client_frame('{"op":"subscribe","channel":"fan","ref":1}'))

@@ -6,14 +6,12 @@ Starts target/release/wsedge on a free port, opens --warmup connections, reads i
 (each reads its welcome and then stays idle), reads VmRSS again, and prints the difference per
 connection. Client source addresses cycle over 127.0.0.1-4. Bounded: it exits after measuring.
 """
-import argparse, asyncio, os, re, subprocess, sys, time
+import argparse, asyncio, time
 
-HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+from wsraw import connect, proc_field, start_server
 
 def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+    return proc_field(pid, "status", "VmRSS")
 
 async def main():
     ap = argparse.ArgumentParser()
@@ -21,21 +19,12 @@ async def main():
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=2000, help="connections opened before the first reading")
     args = ap.parse_args()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    server = subprocess.Popen([os.path.join(root, "target/release/wsedge"), "--listen", "127.0.0.1:0",
-                               "--shards", str(args.shards)], stdout=subprocess.PIPE,
-                              env={**os.environ, "WSEDGE_LOG": "warn"})
+    server, port = start_server(args.shards)
     try:
-        port = int(server.stdout.readline().split()[3].rsplit(b":", 1)[1])
         held, sem = [], asyncio.Semaphore(200)
         async def open_one(i):
             async with sem:
-                r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.0.{1 + i % 4}", 0))
-                w.write(HANDSHAKE)
-                await r.readuntil(b"\r\n\r\n")
-                head = await r.readexactly(2)
-                await r.readexactly(head[1] & 0x7F)  # the welcome
-                held.append((r, w))
+                held.append(await connect(port, i))
         # Warm up allocator, runtime and tables with a first batch, then measure from there.
         warm = args.warmup
         await asyncio.gather(*(open_one(i) for i in range(warm)))

@@ -128,11 +128,6 @@ impl Conn {
         self.close_within.set(within);
         self.wake.notify();
     }
-
-    /// `low` frames dropped for lack of outbox room.
-    pub fn dropped_low(&self) -> u64 {
-        self.outbox.borrow().dropped_low()
-    }
 }
 
 /// How the connection task ended.

@@ -15,7 +15,6 @@ use crate::shard::{self, Shared};
 #[derive(Debug)]
 pub struct Server {
     local_addr: SocketAddr,
-    shards: usize,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -39,7 +38,6 @@ impl Server {
         }
         Ok(Server {
             local_addr,
-            shards,
             stop,
             threads,
         })
@@ -48,10 +46,6 @@ impl Server {
     /// The address the shards listen on (the real port when `listen` said 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
-    }
-
-    pub fn shards(&self) -> usize {
-        self.shards
     }
 
     /// Stops accepting, closes every connection with 1001 and waits until they have drained or

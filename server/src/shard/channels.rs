@@ -41,13 +41,4 @@ impl Channels {
             .into_iter()
             .flat_map(|subs| subs.values())
     }
-
-    /// Channels with at least one local subscriber.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }
