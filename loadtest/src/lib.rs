@@ -9,6 +9,8 @@
 //!   [`proc`]: the server process (spawn, /proc sampling).
 //! - [`result`]: the `result.json` schema; [`report`]: Markdown and HTML; [`compare`]: the gate.
 
+#![allow(clippy::disallowed_types)] // a load generator may lock; the server may not (clippy.toml)
+
 pub mod analysis;
 pub mod compare;
 pub mod engine;

@@ -1,6 +1,8 @@
 //! The `loadtest` binary. Exit codes: 0 the grade meets the scenario's requirement (or compare
 //! found no FAIL), 1 it does not, 2 a usage or setup error.
 
+#![allow(clippy::disallowed_types)]
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};

@@ -1,6 +1,8 @@
 //! The loadtest binary end to end: a short real run against a spawned wsedge, the result.json
 //! schema, and the exit codes of run, compare and report.
 
+#![allow(clippy::disallowed_types)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
