@@ -11,7 +11,7 @@ use crate::proc::Usage;
 use crate::result::*;
 use crate::run::Options;
 use crate::scenario::{Phase, Shape};
-use crate::stats::{self, Counts, Second, Workload};
+use crate::stats::{self, worst_quantile, Counts, Second, Workload};
 
 pub struct Assembly<'a> {
     pub opts: &'a Options,
@@ -184,20 +184,13 @@ fn measure(
     latency: &BTreeMap<Workload, Histogram<u64>>,
     counts: &BTreeMap<Workload, Counts>,
 ) -> Measured {
-    let worst = |q: f64| {
-        [Workload::Echo, Workload::Fanout]
-            .iter()
-            .filter_map(|w| latency.get(w))
-            .map(|h| h.value_at_quantile(q))
-            .max()
-    };
     let ops: u64 = counts.values().map(|c| c.sent.max(c.received)).sum();
     let errors: u64 = counts.values().map(Counts::error_total).sum();
     let fan = counts.get(&Workload::Fanout).cloned().unwrap_or_default();
     let expected = fan.received + fan.lost;
     Measured {
-        p95_us: worst(0.95).unwrap_or(0) as f64,
-        p99_us: worst(0.99).unwrap_or(0) as f64,
+        p95_us: worst_quantile(latency, 0.95) as f64,
+        p99_us: worst_quantile(latency, 0.99) as f64,
         error_rate: if ops == 0 {
             1.0
         } else {
@@ -328,40 +321,23 @@ fn stress_summary(phases: &[PhaseResult]) -> StressSummary {
     }
 }
 
-fn worst_p99(s: &Second) -> u64 {
-    [Workload::Echo, Workload::Fanout]
-        .iter()
-        .filter_map(|w| s.latency.get(w))
-        .map(|h| h.value_at_quantile(0.99))
-        .max()
-        .unwrap_or(0)
-}
-
 fn spike_summary(phases: &[Phase], seconds: &[Second]) -> SpikeSummary {
     let find = |name: &str| phases.iter().find(|p| p.name == name).cloned();
     let (before, spike) = (find("before").unwrap(), find("spike").unwrap());
     let (pre, _) = merged(seconds_of(&before, seconds));
     let (during, _) = merged(seconds_of(&spike, seconds));
-    let worst = |m: &BTreeMap<Workload, Histogram<u64>>, q: f64| {
-        [Workload::Echo, Workload::Fanout]
-            .iter()
-            .filter_map(|w| m.get(w))
-            .map(|h| h.value_at_quantile(q))
-            .max()
-            .unwrap_or(0)
-    };
-    let pre_p99 = worst(&pre, 0.99);
+    let pre_p99 = worst_quantile(&pre, 0.99);
     let end = spike.end_s.ceil() as usize;
     let recovery_s = seconds
         .iter()
         .enumerate()
         .skip(end)
-        .find(|(_, s)| !s.latency.is_empty() && worst_p99(s) <= pre_p99)
+        .find(|(_, s)| !s.latency.is_empty() && worst_quantile(&s.latency, 0.99) <= pre_p99)
         .map(|(t, _)| (t - end) as u64);
     SpikeSummary {
         pre_spike_p99_us: pre_p99,
-        spike_p99_us: worst(&during, 0.99),
-        spike_p95_us: worst(&during, 0.95),
+        spike_p99_us: worst_quantile(&during, 0.99),
+        spike_p95_us: worst_quantile(&during, 0.95),
         recovery_s,
     }
 }

@@ -180,13 +180,7 @@ impl Stats {
 
     /// Worst p99 so far over latency workloads (echo, fan-out), for the progress line.
     pub fn p99_so_far_us(&self) -> u64 {
-        let inner = self.inner.lock().expect("stats lock");
-        [Workload::Echo, Workload::Fanout]
-            .iter()
-            .filter_map(|w| inner.latency.get(w))
-            .map(|h| h.value_at_quantile(0.99))
-            .max()
-            .unwrap_or(0)
+        worst_quantile(&self.inner.lock().expect("stats lock").latency, 0.99)
     }
 
     /// Takes the totals and the per-second series out.
@@ -198,6 +192,17 @@ impl Stats {
             std::mem::take(&mut inner.seconds),
         )
     }
+}
+
+/// The worst `q` quantile over the latency workloads (echo round trip, fan-out delivery): what
+/// grading, the spike summary and the progress line judge. 0 when neither ran.
+pub fn worst_quantile(latency: &BTreeMap<Workload, Histogram<u64>>, q: f64) -> u64 {
+    [Workload::Echo, Workload::Fanout]
+        .iter()
+        .filter_map(|w| latency.get(w))
+        .map(|h| h.value_at_quantile(q))
+        .max()
+        .unwrap_or(0)
 }
 
 /// Per-publisher sequence tracking at one subscriber: counts lost, duplicated and reordered

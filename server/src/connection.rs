@@ -7,7 +7,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
-use std::io;
+use std::io::{self, IoSlice};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -296,13 +296,12 @@ impl Session<'_> {
         loop {
             let (written, offered) = {
                 let outbox = self.conn.outbox.borrow();
-                let mut slices = Vec::with_capacity(MAX_IOV);
                 if outbox.is_empty() {
                     return Ok(());
                 }
-                outbox.gather(batch, MAX_IOV, &mut slices);
-                let offered: usize = slices.iter().map(|s| s.len()).sum();
-                let written = match stream.try_write_vectored(&slices) {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                let (count, offered) = outbox.gather(batch, &mut slices);
+                let written = match stream.try_write_vectored(&slices[..count]) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                     Err(e) => return Err(e),

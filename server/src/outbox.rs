@@ -99,21 +99,24 @@ impl Outbox {
         self.dropped_low
     }
 
-    /// Fills `slices` with the next frames in send order, up to about `budget` bytes (at least one
-    /// frame) and `max_slices` slices. Pass what was written to [`Outbox::consume`].
-    pub fn gather<'a>(&'a self, budget: usize, max_slices: usize, slices: &mut Vec<IoSlice<'a>>) {
-        slices.clear();
-        let mut total = 0;
+    /// Fills the front of `slices` with the next frames in send order, up to about `budget` bytes
+    /// (at least one frame) and `slices.len()` slices; returns (slices filled, bytes offered).
+    /// The caller's array lives on its stack: gathering allocates nothing. Pass what was written
+    /// to [`Outbox::consume`].
+    pub fn gather<'a>(&'a self, budget: usize, slices: &mut [IoSlice<'a>]) -> (usize, usize) {
+        let (mut count, mut total) = (0, 0);
         let frames = std::iter::once(&self.partial)
             .filter(|p| !p.is_empty())
             .chain(self.lanes.iter().flatten());
         for frame in frames {
-            if slices.len() == max_slices || (total > 0 && total + frame.len() > budget) {
+            if count == slices.len() || (total > 0 && total + frame.len() > budget) {
                 break;
             }
             total += frame.len();
-            slices.push(IoSlice::new(frame));
+            slices[count] = IoSlice::new(frame);
+            count += 1;
         }
+        (count, total)
     }
 
     /// Removes `written` bytes from the front, in the order [`Outbox::gather`] produced them.
@@ -149,12 +152,11 @@ mod tests {
 
     /// The bytes `gather` offers, and in how many slices.
     fn gathered(outbox: &Outbox, budget: usize, max_slices: usize) -> (Vec<u8>, usize) {
-        let mut slices = Vec::new();
-        outbox.gather(budget, max_slices, &mut slices);
-        (
-            slices.iter().flat_map(|s| s.to_vec()).collect(),
-            slices.len(),
-        )
+        let mut slices = vec![IoSlice::new(&[]); max_slices];
+        let (count, total) = outbox.gather(budget, &mut slices);
+        let wire: Vec<u8> = slices[..count].iter().flat_map(|s| s.to_vec()).collect();
+        assert_eq!(wire.len(), total);
+        (wire, count)
     }
 
     fn drain(outbox: &mut Outbox, chunk: usize) -> Vec<u8> {

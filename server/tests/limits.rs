@@ -78,6 +78,45 @@ async fn raw_upgrade(server: &TestServer) -> Result<TcpStream> {
     Ok(s)
 }
 
+/// A one-shard server with a small outbox, a raw subscriber to `channel` that reads nothing,
+/// and a publisher; returns once the subscribe has been handled.
+async fn slow_subscriber(
+    channel: &str,
+    extra: &[(&str, &str)],
+) -> Result<(TestServer, TcpStream, Client)> {
+    let mut config = vec![
+        ("SHARDS", "1"),
+        ("MAX_MESSAGE_SIZE", "65536"),
+        ("OUTBOX_MAX_BYTES", "262144"),
+    ];
+    config.extend_from_slice(extra);
+    let server = TestServer::start(&config).await?;
+    let mut slow = raw_upgrade(&server).await?;
+    let subscribe = format!(r#"{{"op":"subscribe","channel":"{channel}"}}"#);
+    slow.write_all(&masked_text(subscribe.as_bytes())).await?;
+    let mut publisher = Client::connect(&server).await?;
+    publisher.send(json!({"op": "ping"})).await?; // one shard: the subscribe is handled before this pong
+    publisher.recv_json().await?;
+    Ok((server, slow, publisher))
+}
+
+/// Publishes `count` messages of 32 KiB to `channel`, then waits until the server handled them.
+async fn publish_many(
+    publisher: &mut Client,
+    channel: &str,
+    count: usize,
+    priority: &str,
+) -> Result<()> {
+    let payload = "x".repeat(32 * 1024);
+    for _ in 0..count {
+        let m = json!({"op": "publish", "channel": channel, "data": payload, "priority": priority});
+        publisher.send(m).await?;
+    }
+    publisher.send(json!({"op": "ping", "ref": "done"})).await?;
+    assert_eq!(publisher.recv_json().await?["ref"], "done");
+    Ok(())
+}
+
 /// Continues a raw upgraded socket as a tungstenite client.
 async fn into_client(s: TcpStream) -> tokio_tungstenite::WebSocketStream<TcpStream> {
     tokio_tungstenite::WebSocketStream::from_raw_socket(
@@ -94,29 +133,11 @@ fn masked_text(payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_never_reading_client_is_cut_off_and_server_memory_stays_bounded() -> Result<()> {
-    let server = TestServer::start(&[
-        ("SHARDS", "1"),
-        ("MAX_MESSAGE_SIZE", "65536"),
-        ("OUTBOX_MAX_BYTES", "262144"),
-        ("CLOSE_TIMEOUT_MS", "60000"),
-    ])
-    .await?;
-    let mut slow = raw_upgrade(&server).await?;
-    slow.write_all(&masked_text(br#"{"op":"subscribe","channel":"firehose"}"#))
-        .await?;
-    let mut publisher = Client::connect(&server).await?;
-    publisher.send(json!({"op": "ping"})).await?; // the subscribe is handled before this pong
-    publisher.recv_json().await?;
+    let (server, slow, mut publisher) =
+        slow_subscriber("firehose", &[("CLOSE_TIMEOUT_MS", "60000")]).await?;
     let rss_before = server.rss_kib();
-    let payload = "x".repeat(32 * 1024);
     const MESSAGES: usize = 2000; // 64 MiB towards a client that reads nothing
-    for _ in 0..MESSAGES {
-        publisher
-            .send(json!({"op": "publish", "channel": "firehose", "data": payload}))
-            .await?;
-    }
-    publisher.send(json!({"op": "ping", "ref": "done"})).await?;
-    assert_eq!(publisher.recv_json().await?["ref"], "done");
+    publish_many(&mut publisher, "firehose", MESSAGES, "normal").await?;
     let grown_kib = server.rss_kib().saturating_sub(rss_before);
     assert!(
         grown_kib < 32 * 1024,
@@ -149,24 +170,8 @@ async fn a_never_reading_client_is_cut_off_and_server_memory_stays_bounded() -> 
 
 #[tokio::test]
 async fn low_priority_is_dropped_for_a_slow_client_without_closing_it() -> Result<()> {
-    let server = TestServer::start(&[
-        ("SHARDS", "1"),
-        ("MAX_MESSAGE_SIZE", "65536"),
-        ("OUTBOX_MAX_BYTES", "262144"),
-    ])
-    .await?;
-    let mut slow = raw_upgrade(&server).await?;
-    slow.write_all(&masked_text(br#"{"op":"subscribe","channel":"low"}"#))
-        .await?;
-    let mut publisher = Client::connect(&server).await?;
-    let payload = "y".repeat(32 * 1024);
-    for _ in 0..1000 {
-        publisher
-            .send(json!({"op": "publish", "channel": "low", "data": payload, "priority": "low"}))
-            .await?;
-    }
-    publisher.send(json!({"op": "ping", "ref": "done"})).await?;
-    assert_eq!(publisher.recv_json().await?["ref"], "done");
+    let (_server, slow, mut publisher) = slow_subscriber("low", &[]).await?;
+    publish_many(&mut publisher, "low", 1000, "low").await?;
     let mut ws = into_client(slow).await;
     use futures_util::SinkExt;
     ws.send(Message::text(r#"{"op":"ping","ref":"alive"}"#))
