@@ -21,6 +21,8 @@ use crate::wsclient::{self, Incoming, Target, Writer};
 const TICK: Duration = Duration::from_millis(100);
 /// How long a churn cycle or a subscribe may wait for the server.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Failures of one kind reported to goose per tick at most (the run's counters stay exact).
+const GOOSE_ERRORS_PER_TICK: u64 = 100;
 /// The fan-out channel.
 const CHANNEL: &str = "loadtest.fanout";
 
@@ -449,9 +451,12 @@ async fn report(run: &Run, user: &mut GooseUser, batch: &mut Local) -> Transacti
         )
         .await?;
     }
+    // Failures go to goose one by one too, capped per kind and tick so that an error storm
+    // (e.g. "no_reply" for every echo of a dead server) cannot flood goose's metrics channel;
+    // our own counters keep the exact totals.
     for (w, counts) in &batch.counts {
         for (kind, &count) in &counts.errors {
-            for _ in 0..count.min(100) {
+            for _ in 0..count.min(GOOSE_ERRORS_PER_TICK) {
                 user.record_custom_request_duration(
                     "WS",
                     w.name(),
