@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/compare-peer.sh [PAIRS] [DURATION_SCALE]
 #
-# Runs the same echo and fan-out workloads (scenarios peer_echo and peer_fanout) against wsedge
+# Runs the same echo and fan-out workloads (scenarios peer_echo, peer_fanout: one busy channel,
+# peer_fanout_wide: more subscribers at a tenth of the rate) against wsedge
 # (protocol v1, 2 shards) and against a plain fastwebsockets server (benches/peer.rs, driven in
 # loadtest's --raw mode), interleaved A B A B ... (PAIRS pairs per workload, default 3), and
 # prints, per workload, the medians and the wsedge/peer ratios of server CPU per message and of
@@ -16,7 +17,7 @@ cargo build --release -q -p wsedge -p loadtest
 cargo build --release -q -p wsedge-benches --bin fws-peer
 
 for pair in $(seq "$PAIRS"); do
-    for workload in peer_echo peer_fanout; do
+    for workload in peer_echo peer_fanout peer_fanout_wide; do
         echo "compare-peer: pair $pair/$PAIRS $workload: wsedge" >&2
         target/release/loadtest run --scenario "$workload" --spawn-server --shards 2 \
             --duration-scale "$SCALE" --out "$OUT/wsedge" >/dev/null 2>&1 || true
@@ -37,20 +38,22 @@ out = sys.argv[1]
 def runs(server, scenario):
     return [json.load(open(p)) for p in sorted(glob.glob(f"{out}/{server}/*-{scenario}/result.json"))]
 summary = {}
-print(f"{'workload':<12} {'metric':<22} {'wsedge':>10} {'peer':>10} {'ratio':>7}  (medians of {len(runs('wsedge', 'peer_echo'))} runs each)")
-for scenario, workload in [("peer_echo", "echo"), ("peer_fanout", "fanout")]:
+print(f"{'scenario':<17} {'metric':<22} {'wsedge':>10} {'peer':>10} {'ratio':>7}  (medians of {len(runs('wsedge', 'peer_echo'))} runs each)")
+for scenario, workload in [("peer_echo", "echo"), ("peer_fanout", "fanout"),
+                           ("peer_fanout_wide", "fanout")]:
     w, p = runs("wsedge", scenario), runs("peer", scenario)
     if not w or not p:
         print(f"{scenario}: missing runs"); sys.exit(1)
     rows = {}
     for metric, get in [("server_cpu_us_per_msg", lambda r: r["server"]["cpu_us_per_message"]),
                         ("p99_us", lambda r: r["workloads"][workload]["latency_us"]["p99"]),
-                        ("throughput_per_s", lambda r: r["workloads"][workload]["throughput_per_s"])]:
+                        ("throughput_per_s", lambda r: r["workloads"][workload]["throughput_per_s"]),
+                        ("lost", lambda r: r["workloads"][workload]["lost"])]:
         a, b = statistics.median(map(get, w)), statistics.median(map(get, p))
         rows[metric] = {"wsedge": a, "peer": b, "ratio": a / b if b else None,
                         "wsedge_runs": [get(r) for r in w], "peer_runs": [get(r) for r in p]}
-        print(f"{workload:<12} {metric:<22} {a:>10.2f} {b:>10.2f} {a / b if b else float('nan'):>7.3f}")
-    summary[workload] = rows
+        print(f"{scenario:<17} {metric:<22} {a:>10.2f} {b:>10.2f} {a / b if b else float('nan'):>7.3f}")
+    summary[scenario] = rows
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=2)
 print(f"compare-peer: details in {out}/summary.json")
 PY

@@ -27,6 +27,8 @@ pub struct Assembly<'a> {
     pub server_before: Option<Usage>,
     pub server_after: Option<Usage>,
     pub client_cpu: u64,
+    /// Load-generating processes.
+    pub processes: usize,
 }
 
 fn percentiles(h: &Histogram<u64>) -> Percentiles {
@@ -131,6 +133,7 @@ pub fn assemble(a: Assembly<'_>) -> RunResult {
         cores_used: client_cores,
         client_bound: client_cores + server_cores >= 0.9 * cores as f64
             && client_cores >= 0.4 * cores as f64,
+        processes: a.processes,
     };
     let stress = (a.opts.scenario.shape == Shape::Steps).then(|| stress_summary(&phases));
     let spike =
@@ -240,7 +243,8 @@ fn merged(
     (latency, counts)
 }
 
-fn phase_result(opts: &Options, p: &Phase, seconds: &[Second]) -> PhaseResult {
+/// A phase's statistics and grade, from the seconds inside it.
+pub fn phase_result(opts: &Options, p: &Phase, seconds: &[Second]) -> PhaseResult {
     let secs = seconds_of(p, seconds);
     let (latency, counts) = merged(secs);
     let n = secs.len().max(1) as f64;
@@ -308,6 +312,10 @@ fn stress_summary(phases: &[PhaseResult]) -> StressSummary {
     let best = sustained.iter().max_by_key(|p| p.phase.multiplier);
     let per_s = |p: &PhaseResult, w: &str| p.workloads.get(w).map_or(0.0, |x| x.per_s);
     StressSummary {
+        broken_step: phases
+            .iter()
+            .find(|p| !p.verdict.grade.meets(crate::grade::Grade::B))
+            .map(|p| p.phase.name.clone()),
         max_sustained_step: best.map(|p| p.phase.name.clone()),
         max_sustained_connections: best.map_or(0, |p| p.connections),
         max_fanout_deliveries_per_s: sustained

@@ -4,6 +4,7 @@
 //! server cannot hide its stall), then hands the samples its reader task collected to goose
 //! (`record_custom_request_duration`) and to the run's HdrHistograms.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::scenario::Scenario as Plan;
 use crate::stats::{Local, Sequence, Stats, Workload};
+use crate::workers::Peers;
 use crate::wsclient::{self, Incoming, Target, Writer};
 
 /// Longest a tick runs before returning to goose (which may then stop the user).
@@ -32,34 +34,78 @@ pub struct Run {
     pub scenario: Plan,
     pub stats: Stats,
     /// Sends stop at this time (µs since start); the rest of the run drains in-flight messages.
-    pub sends_until_us: u64,
+    /// Moved earlier when a stress step breaks ([`Run::stop_sends`]).
+    sends_until_us: AtomicU64,
     /// Last sequence number each publisher sent.
     pub last_seq: Mutex<HashMap<u64, u64>>,
     pub next_publisher: AtomicU64,
     /// Raw mode: bare payloads to `/echo` and `/broadcast`, no wsedge envelope (for a plain peer).
     pub raw: bool,
     pad: String,
+    peers: Option<Peers>,
+    all_last_seq: tokio::sync::OnceCell<Result<HashMap<u64, u64>, String>>,
 }
 
 impl Run {
+    /// `peers`: the other processes of a run split over several (`None`: this one alone).
     pub fn new(
         target: Target,
         scenario: Plan,
         stats: Stats,
         sends_until_us: u64,
         raw: bool,
+        peers: Option<Peers>,
     ) -> Self {
         let pad = "x".repeat(scenario.payload_bytes);
+        // Publisher ids are unique across processes.
+        let first_publisher = peers.as_ref().map_or(0, |p| (p.index as u64) << 32);
         Run {
             target,
             scenario,
             stats,
-            sends_until_us,
+            sends_until_us: AtomicU64::new(sends_until_us),
             last_seq: Mutex::default(),
-            next_publisher: AtomicU64::new(0),
+            next_publisher: AtomicU64::new(first_publisher),
             raw,
             pad,
+            peers,
+            all_last_seq: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The last sequence number every publisher of the run sent (of every process: exchanged
+    /// once, after sends stopped).
+    async fn last_sent(&self) -> Result<HashMap<u64, u64>, String> {
+        let own = self.last_seq.lock().unwrap().clone();
+        let Some(peers) = &self.peers else {
+            return Ok(own);
+        };
+        self.all_last_seq
+            .get_or_init(|| async {
+                peers
+                    .exchange_last_seq(&own)
+                    .await
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .await
+            .clone()
+    }
+
+    /// When sends stop (µs since start).
+    pub fn sends_until_us(&self) -> u64 {
+        self.sends_until_us.load(Ordering::Relaxed)
+    }
+
+    /// Stops every sender now (at most one tick late); in-flight messages still count.
+    pub fn stop_sends(&self) {
+        self.sends_until_us
+            .fetch_min(self.stats.now_us(), Ordering::Relaxed);
+    }
+
+    /// [`Run::stop_sends`] here and in the run's other processes.
+    pub fn stop_sends_everywhere(&self) -> anyhow::Result<()> {
+        self.stop_sends();
+        self.peers.as_ref().map_or(Ok(()), Peers::request_stop)
     }
 
     fn subprotocol(&self) -> Option<&'static str> {
@@ -242,6 +288,24 @@ async fn expect_op(reader: &mut wsclient::Reader, writer: &Writer, op: &str) -> 
     Ok(())
 }
 
+/// A server frame as the reader needs it (other fields are skipped).
+#[derive(serde::Deserialize)]
+struct Reply<'a> {
+    #[serde(borrow)]
+    op: Option<Cow<'a, str>>,
+    data: Option<Data>,
+    #[serde(borrow)]
+    code: Option<Cow<'a, str>>,
+}
+
+/// The `data` loadtest sends: publisher, sequence number, intended send time (µs).
+#[derive(serde::Deserialize, Default)]
+struct Data {
+    p: Option<u64>,
+    s: Option<u64>,
+    t: Option<u64>,
+}
+
 /// What a reader task shares with its user.
 struct Shared {
     run: Arc<Run>,
@@ -278,34 +342,35 @@ async fn read_loop(shared: Shared, mut reader: wsclient::Reader) {
             Ok(Incoming::Closed) | Err(_) => break,
         };
         let now = run.stats.now_us();
-        let Ok(v) = serde_json::from_slice::<Value>(&text) else {
+        // Typed, borrowed parsing: a subscriber may read hundreds of thousands of messages/s.
+        let parsed = if run.raw {
+            serde_json::from_slice::<Data>(&text).map(|data| Reply {
+                // A plain peer broadcasts to publishers too: only subscribers count deliveries.
+                op: match role {
+                    Role::Echo => Some("echo".into()),
+                    Role::Subscriber => Some("message".into()),
+                    _ => None,
+                },
+                data: Some(data),
+                code: None,
+            })
+        } else {
+            serde_json::from_slice::<Reply<'_>>(&text)
+        };
+        let Ok(reply) = parsed else {
             local.lock().unwrap().error(workload, "bad_json");
             continue;
         };
         let mut local = local.lock().unwrap();
-        let op = match (run.raw, role) {
-            (false, _) => v["op"].as_str().map(str::to_string),
-            (true, Role::Echo) => Some("echo".into()),
-            (true, Role::Subscriber) => Some("message".into()),
-            (true, _) => None,
-        };
-        let v = if run.raw {
-            serde_json::json!({ "data": v })
-        } else {
-            v
-        };
-        match op.as_deref() {
+        let data = reply.data.unwrap_or_default();
+        match reply.op.as_deref() {
             Some("echo") => {
-                let sent = v["data"]["t"].as_u64().unwrap_or(now);
-                local.latency(Workload::Echo, now.saturating_sub(sent));
+                local.latency(Workload::Echo, now.saturating_sub(data.t.unwrap_or(now)));
                 local.counts(Workload::Echo).received += 1;
                 replies.fetch_add(1, Ordering::Relaxed);
             }
             Some("message") => {
-                let d = &v["data"];
-                let (Some(p), Some(s), Some(t)) =
-                    (d["p"].as_u64(), d["s"].as_u64(), d["t"].as_u64())
-                else {
+                let (Some(p), Some(s), Some(t)) = (data.p, data.s, data.t) else {
                     local.error(Workload::Fanout, "bad_message");
                     continue;
                 };
@@ -320,7 +385,7 @@ async fn read_loop(shared: Shared, mut reader: wsclient::Reader) {
                     .observe(s, counts);
             }
             Some("error") => {
-                let code = v["code"].as_str().unwrap_or("unknown").to_string();
+                let code = reply.code.as_deref().unwrap_or("unknown");
                 local.error(workload, &format!("server_error:{code}"));
             }
             _ => {}
@@ -341,7 +406,7 @@ async fn tick(run: Arc<Run>, role: Role, user: &mut GooseUser) -> TransactionRes
     match role {
         Role::Subscriber => tokio::time::sleep(TICK).await,
         Role::Echo | Role::Publisher | Role::Churn => {
-            while state.next_due_us < tick_end && state.next_due_us < run.sends_until_us {
+            while state.next_due_us < tick_end && state.next_due_us < run.sends_until_us() {
                 let due = state.next_due_us;
                 tokio::time::sleep_until(
                     tokio::time::Instant::from_std(run.stats.start) + Duration::from_micros(due),
@@ -479,7 +544,7 @@ async fn on_stop(run: Arc<Run>, role: Role, user: &mut GooseUser) -> Transaction
         return Ok(());
     };
     let mut state = session.0.lock().await;
-    let at_end = run.stats.now_us() >= run.sends_until_us;
+    let at_end = run.stats.now_us() >= run.sends_until_us();
     state.closing.store(true, Ordering::Relaxed);
     if let Some(writer) = state.writer.take() {
         wsclient::close(&writer).await;
@@ -490,11 +555,22 @@ async fn on_stop(run: Arc<Run>, role: Role, user: &mut GooseUser) -> Transaction
         let _ = tokio::time::timeout(Duration::from_millis(200), reader).await;
     }
     let mut local = std::mem::take(&mut *state.local.lock().unwrap());
-    if at_end {
+    // Every process takes part in the exchange of last sequence numbers, subscribers or not.
+    let last = match at_end {
+        true => Some(run.last_sent().await),
+        false => None,
+    };
+    if let Some(last) = last {
         // Only users alive to the end can tell what never arrived.
         match role {
             Role::Subscriber => {
-                let last = run.last_seq.lock().unwrap().clone();
+                let last = match last {
+                    Ok(last) => last,
+                    Err(e) => {
+                        local.error(Workload::Fanout, &e);
+                        HashMap::new()
+                    }
+                };
                 let lost: u64 = state
                     .sequences
                     .lock()

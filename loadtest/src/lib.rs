@@ -8,6 +8,7 @@
 //! - [`run`]: one run end to end; [`analysis`]: histograms to a graded result;
 //!   [`proc`]: the server process (spawn, /proc sampling).
 //! - [`result`]: the `result.json` schema; [`report`]: Markdown and HTML; [`compare`]: the gate.
+//! - [`workers`]: a run split over several processes (each under its open-file limit).
 
 #![allow(clippy::disallowed_types)] // a load generator may lock; the server may not (clippy.toml)
 
@@ -21,4 +22,5 @@ pub mod result;
 pub mod run;
 pub mod scenario;
 pub mod stats;
+pub mod workers;
 pub mod wsclient;

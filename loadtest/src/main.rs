@@ -49,6 +49,18 @@ enum Command {
         /// Grading file [default: config/grading.toml if present, else the built-in copy].
         #[arg(long)]
         grading: Option<PathBuf>,
+        /// Load-generating processes; the users are split evenly over them [default: as many as
+        /// the open-file limit requires, each holding at most the limit minus 200 connections].
+        #[arg(long, default_value_t = 0)]
+        processes: usize,
+    },
+    /// (internal) One share of a run split over processes; started by `run`.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        index: usize,
     },
     /// Compare results: BASE and NEW are result.json files (comma-separated for several runs).
     Compare {
@@ -101,6 +113,7 @@ async fn dispatch(command: Command) -> i32 {
             scenarios,
             grading,
             raw,
+            processes,
         } => {
             let setup = || -> anyhow::Result<run::Options> {
                 anyhow::ensure!(
@@ -135,6 +148,7 @@ async fn dispatch(command: Command) -> i32 {
                     out: out.clone(),
                     shards,
                     raw,
+                    processes,
                 })
             };
             let opts = match setup() {
@@ -168,6 +182,13 @@ async fn dispatch(command: Command) -> i32 {
                 }
             }
         }
+        Command::Worker { dir, index } => match run::worker(dir, index).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("loadtest worker {index}: {e:#}");
+                2
+            }
+        },
         Command::Compare {
             base,
             new,

@@ -89,11 +89,15 @@ pub fn markdown(r: &RunResult) -> String {
     if let Some(st) = &r.stress {
         let _ = writeln!(
             s,
-            "\n## Stress\n\nHighest step graded ≥ B: {} ({} connections); max fan-out deliveries/s {:.0}; max echo round trips/s {:.0}.",
+            "\n## Stress\n\nHighest step graded ≥ B: {} ({} connections); max fan-out deliveries/s {:.0}; max echo round trips/s {:.0}. {}",
             st.max_sustained_step.as_deref().unwrap_or("none"),
             st.max_sustained_connections,
             st.max_fanout_deliveries_per_s,
-            st.max_echo_round_trips_per_s
+            st.max_echo_round_trips_per_s,
+            st.broken_step.as_ref().map_or_else(
+                || "Every step held.".to_string(),
+                |b| format!("Stopped after {b}, the first step below B.")
+            )
         );
     }
     if let Some(sp) = &r.spike {

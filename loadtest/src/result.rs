@@ -122,10 +122,20 @@ pub struct ClientUsage {
     /// True when the machine was saturated and the client took a large share of it: the
     /// figures may measure the client rather than the server.
     pub client_bound: bool,
+    /// Load-generating processes (the run was split over them; CPU is their sum).
+    #[serde(default = "one")]
+    pub processes: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StressSummary {
+    /// The first step graded below B: the run stopped after it (`None`: every step held).
+    #[serde(default)]
+    pub broken_step: Option<String>,
     /// The last step graded at least B, if any.
     pub max_sustained_step: Option<String>,
     pub max_sustained_connections: u64,

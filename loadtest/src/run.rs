@@ -6,16 +6,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use goose::client::GooseClientBuilder;
 use goose::config::GooseConfiguration;
 use goose::prelude::*;
 
-use crate::analysis::{assemble, utc_now, Assembly};
+use crate::analysis::{assemble, phase_result, utc_now, Assembly};
 use crate::engine::{self, Run};
-use crate::grade::ScenarioGrading;
+use crate::grade::{Grade, ScenarioGrading};
 use crate::proc::{self, Spawned, Usage};
 use crate::result::RunResult;
-use crate::scenario::{Phase, Scenario};
+use crate::scenario::{Phase, Scenario, Shape};
 use crate::stats::Stats;
+use crate::workers::{self, Partial, Peers, WorkerPlan, Workers};
 use crate::wsclient::Target;
 
 /// What `loadtest run` was asked.
@@ -33,10 +35,14 @@ pub struct Options {
     pub shards: usize,
     /// Drive a plain peer: bare payloads on `/echo` and `/broadcast`.
     pub raw: bool,
+    /// Load-generating processes (0: as many as the open-file limit requires).
+    pub processes: usize,
 }
 
 /// Descriptors kept free for the runtime, goose and result files.
 const FD_HEADROOM: u64 = 200;
+/// Time the worker processes get to start before the shared clock starts (ms).
+const WORKER_STARTUP_MS: u64 = 2_000;
 
 /// Why a run could not be set up (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -48,10 +54,22 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
     // One connection per user (a churn user holds at most one at a time), plus headroom.
     let peak = opts.scenario.peak_users() as u64;
     let files = proc::raise_nofile_limit();
-    if peak + FD_HEADROOM > files {
+    let processes = match opts.processes {
+        0 => workers::processes_for(peak, files.saturating_sub(FD_HEADROOM)),
+        n => n,
+    };
+    let base = opts.scenario.base_users() as usize;
+    if processes > base {
         return Err(SetupError(format!(
-            "the scenario peaks at {peak} connections but this process may open {files} files; \
-             scale it down or split the load over several loadtest processes"
+            "{processes} processes for a scenario of {base} users: at most one process per user"
+        ))
+        .into());
+    }
+    let busiest = opts.scenario.share(0, processes).peak_users() as u64;
+    if busiest + FD_HEADROOM > files {
+        return Err(SetupError(format!(
+            "each of {processes} processes would hold up to {busiest} connections but may open \
+             only {files} files; give more --processes"
         ))
         .into());
     }
@@ -74,59 +92,79 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
 
     let started_utc = utc_now();
     let scale = opts.duration_scale;
-    let (plan, total_s) = opts.scenario.test_plan(scale);
     let phases = opts.scenario.phases(scale);
     let drain_s = opts.scenario.drain_s.max(1.0);
-    let start = Instant::now();
-    let sends_until_us = ((total_s - drain_s) * 1e6) as u64;
+    // Several processes start their clocks together, once the children are up.
+    let start_unix_ms = workers::unix_ms() + if processes > 1 { WORKER_STARTUP_MS } else { 0 };
+    let workers = match processes {
+        1 => None,
+        _ => Some(
+            Workers::spawn(&opts, &url, processes, start_unix_ms)
+                .map_err(|e| SetupError(format!("starting worker processes: {e:#}")))?,
+        ),
+    };
+    let share = opts.scenario.share(0, processes);
+    let (plan, total_s) = share.test_plan(scale);
+    let start = workers::instant_of(start_unix_ms);
     let run = Arc::new(Run::new(
         target,
-        opts.scenario.clone(),
+        share,
         Stats::new(start),
-        sends_until_us,
+        ((total_s - drain_s) * 1e6) as u64,
         opts.raw,
+        workers.as_ref().map(|w| w.peers.clone()),
     ));
 
+    let attack_over = Arc::new(tokio::sync::Notify::new());
     let monitor = tokio::spawn(monitor(
         server_pid,
         start,
         Duration::from_secs_f64(total_s + 5.0),
+        attack_over.clone(),
     ));
+    let steps = (opts.scenario.shape == Shape::Steps).then(|| {
+        tokio::spawn(watch_steps(
+            run.clone(),
+            opts.clone(),
+            phases.clone(),
+            Duration::from_secs_f64(drain_s),
+        ))
+    });
     let progress = tokio::spawn(progress(run.clone(), phases.clone(), total_s));
+    tokio::time::sleep_until(start.into()).await;
     let client_cpu_before = proc::own_cpu_us();
     let server_before = server_pid.and_then(proc::sample);
-
-    let goose_error = |e: GooseError| anyhow::anyhow!("goose: {e:?}");
-    let attack = GooseAttack::initialize_with_config(GooseConfiguration::default())
-        .map_err(goose_error)?
-        .set_default(GooseDefault::Host, url.as_str())
-        .map_err(goose_error)?
-        .set_default(GooseDefault::TestPlan, plan.as_str())
-        .map_err(goose_error)?
-        .set_default(GooseDefault::NoPrintMetrics, true)
-        .map_err(goose_error)?
-        .set_default(GooseDefault::NoErrorSummary, true)
-        .map_err(goose_error)?
-        .set_default(GooseDefault::NoTelnet, true)
-        .map_err(goose_error)?
-        .set_default(GooseDefault::Quiet, 1)
-        .map_err(goose_error)?;
-    let goose_metrics = engine::register(attack, &run)
-        .map_err(goose_error)?
-        .execute()
-        .await
-        .map_err(goose_error)?;
+    let goose_metrics = attack(&run, &url, &plan).await?;
 
     let wall = start.elapsed();
-    let client_cpu = proc::own_cpu_us().saturating_sub(client_cpu_before);
+    let mut client_cpu = proc::own_cpu_us().saturating_sub(client_cpu_before);
     let server_after = server_pid.and_then(proc::sample);
     progress.abort();
+    attack_over.notify_one();
+    // A stress run that stopped at a broken step reports the steps up to that one.
+    let broken_at = match steps {
+        Some(watch) => {
+            watch.abort();
+            watch.await.ok().flatten()
+        }
+        None => None,
+    };
+    let phases: Vec<Phase> = phases
+        .into_iter()
+        .filter(|p| broken_at.is_none_or(|end| p.end_s <= end))
+        .collect();
+    let mut totals = run.stats.finish();
+    if let Some(workers) = workers {
+        client_cpu += workers
+            .collect(&mut totals, Duration::from_secs_f64(total_s + 30.0))
+            .await?;
+    }
     let samples = monitor.await.unwrap_or_default();
     if let Some(s) = spawned {
         s.stop().await.context("stopping the spawned server")?;
     }
 
-    let (latency, counts, seconds) = run.stats.finish();
+    let (latency, counts, seconds) = totals;
     let mut result = assemble(Assembly {
         opts: &opts,
         url,
@@ -141,10 +179,12 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
         server_before,
         server_after,
         client_cpu,
+        processes,
     });
     result.duration_s = wall.as_secs_f64();
     eprintln!(
-        "loadtest: goose recorded {} request kinds over {} s with up to {} users",
+        "loadtest: goose recorded {} request kinds over {} s with up to {} users in this process \
+         ({processes} processes)",
         goose_metrics.requests.len(),
         goose_metrics.duration,
         goose_metrics.maximum_users
@@ -156,6 +196,73 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
     ));
     write(&result, &dir)?;
     Ok((result, dir))
+}
+
+/// `loadtest worker`: runs share `index` of a run whose plan the parent wrote in `dir`, then
+/// writes its measurements there.
+pub async fn worker(dir: PathBuf, index: usize) -> Result<()> {
+    let plan = WorkerPlan::read(&dir, index)?;
+    let peers = Peers {
+        dir,
+        index,
+        processes: plan.processes,
+    };
+    proc::raise_nofile_limit();
+    let (test_plan, total_s) = plan.scenario.test_plan(plan.duration_scale);
+    let drain = Duration::from_secs_f64(plan.scenario.drain_s.max(1.0));
+    let start = workers::instant_of(plan.start_unix_ms);
+    let run = Arc::new(Run::new(
+        Target::parse(&plan.url)?,
+        plan.scenario.clone(),
+        Stats::new(start),
+        ((total_s - drain.as_secs_f64()) * 1e6) as u64,
+        plan.raw,
+        Some(peers.clone()),
+    ));
+    // The parent stops a stress run at a broken step: stop here too.
+    let stopper = {
+        let (run, peers) = (run.clone(), peers.clone());
+        tokio::spawn(async move {
+            peers.stop_requested().await;
+            run.stop_sends();
+            tokio::time::sleep(drain).await;
+            goose::trigger_killswitch("the parent process stopped the run");
+        })
+    };
+    tokio::time::sleep_until(start.into()).await;
+    let cpu_before = proc::own_cpu_us();
+    attack(&run, &plan.url, &test_plan).await?;
+    stopper.abort();
+    let cpu = proc::own_cpu_us().saturating_sub(cpu_before);
+    Partial::new(&run.stats.finish(), cpu)?.write(&peers.partial_path(index))
+}
+
+/// Runs goose with the run's users over the test plan `plan`.
+async fn attack(run: &Arc<Run>, url: &str, plan: &str) -> Result<GooseMetrics> {
+    let goose_error = |e: GooseError| anyhow::anyhow!("goose: {e:?}");
+    let attack = GooseAttack::initialize_with_config(GooseConfiguration::default())
+        .map_err(goose_error)?
+        .set_default(GooseDefault::Host, url)
+        .map_err(goose_error)?
+        .set_default(GooseDefault::TestPlan, plan)
+        .map_err(goose_error)?
+        .set_default(GooseDefault::NoPrintMetrics, true)
+        .map_err(goose_error)?
+        .set_default(GooseDefault::NoErrorSummary, true)
+        .map_err(goose_error)?
+        .set_default(GooseDefault::NoTelnet, true)
+        .map_err(goose_error)?
+        .set_default(GooseDefault::Quiet, 1)
+        .map_err(goose_error)?
+        // Users talk WebSocket, not HTTP: one shared (unused) HTTP client instead of one each,
+        // which would cost thousands of users seconds of start-up (each loads the root certs).
+        .set_client_builder_without_cookies(GooseClientBuilder::new().without_cookies())
+        .map_err(goose_error)?;
+    engine::register(Box::new(attack), run)
+        .map_err(goose_error)?
+        .execute()
+        .await
+        .map_err(goose_error)
 }
 
 /// Server settings a spawned server gets for a scenario.
@@ -178,16 +285,61 @@ pub fn write(result: &RunResult, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Samples the server once a second until `limit`.
-async fn monitor(pid: Option<u32>, start: Instant, limit: Duration) -> Vec<Option<Usage>> {
+/// Samples the server once a second until `limit` or until `over` is notified.
+async fn monitor(
+    pid: Option<u32>,
+    start: Instant,
+    limit: Duration,
+    over: Arc<tokio::sync::Notify>,
+) -> Vec<Option<Usage>> {
     let mut out = Vec::new();
     let Some(pid) = pid else { return out };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     while start.elapsed() < limit {
-        tick.tick().await;
-        out.push(proc::sample(pid));
+        tokio::select! {
+            _ = tick.tick() => out.push(proc::sample(pid)),
+            () = over.notified() => break,
+        }
     }
     out
+}
+
+/// Time after a step's end for its last samples to reach the statistics (users report every
+/// tick, 100 ms).
+const STEP_SETTLE: Duration = Duration::from_millis(500);
+
+/// Stress: grades each step as soon as it is over. At the first one below B, stops the sends,
+/// waits `drain` for in-flight messages, and stops goose (its killswitch); returns that step's
+/// end time (s). `None` when every step held (or the run ended first).
+async fn watch_steps(
+    run: Arc<Run>,
+    opts: Options,
+    phases: Vec<Phase>,
+    drain: Duration,
+) -> Option<f64> {
+    // The last step ends the run anyway.
+    for phase in phases.iter().take(phases.len().saturating_sub(1)) {
+        let due = run.stats.start + Duration::from_secs_f64(phase.end_s) + STEP_SETTLE;
+        tokio::time::sleep_until(due.into()).await;
+        let verdict = run
+            .stats
+            .with_seconds(|seconds| phase_result(&opts, phase, seconds).verdict);
+        if !verdict.grade.meets(Grade::B) {
+            if let Err(e) = run.stop_sends_everywhere() {
+                eprintln!("loadtest: {e:#}");
+            }
+            tokio::time::sleep(drain).await;
+            goose::trigger_killswitch(&format!(
+                "stress step {} graded {} ({} = {})",
+                phase.name,
+                verdict.grade.as_str(),
+                verdict.criterion,
+                verdict.value
+            ));
+            return Some(phase.end_s);
+        }
+    }
+    None
 }
 
 /// The live progress line: phase, connections, msgs/s, p99 so far, errors.

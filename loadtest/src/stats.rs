@@ -57,7 +57,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn merge(&mut self, o: &Counts) {
+    pub fn merge(&mut self, o: &Counts) {
         self.sent += o.sent;
         self.received += o.received;
         self.late += o.late;
@@ -181,6 +181,11 @@ impl Stats {
     /// Worst p99 so far over latency workloads (echo, fan-out), for the progress line.
     pub fn p99_so_far_us(&self) -> u64 {
         worst_quantile(&self.inner.lock().expect("stats lock").latency, 0.99)
+    }
+
+    /// Runs `f` on the per-second series so far.
+    pub fn with_seconds<R>(&self, f: impl FnOnce(&[Second]) -> R) -> R {
+        f(&self.inner.lock().expect("stats lock").seconds)
     }
 
     /// Takes the totals and the per-second series out.

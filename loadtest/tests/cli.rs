@@ -75,24 +75,35 @@ fn tiny_grading() -> String {
         .replace("required = \"B\"", "required = \"D\"")
 }
 
-fn run_tiny(out: &Path) -> (Output, Value) {
-    std::fs::write(out.join("scenarios.toml"), TINY).unwrap();
-    std::fs::write(out.join("grading.toml"), tiny_grading()).unwrap();
+/// Runs `scenario` from `scenarios` (graded by `grading`) against a spawned server, with
+/// `extra` arguments; returns the output and the result.json.
+fn run_in(
+    out: &Path,
+    scenario: &str,
+    scenarios: &str,
+    grading: &str,
+    extra: &[&str],
+) -> (Output, Value) {
+    std::fs::write(out.join("scenarios.toml"), scenarios).unwrap();
+    std::fs::write(out.join("grading.toml"), grading).unwrap();
     let s = |p: &str| out.join(p).display().to_string();
-    let output = loadtest(&[
+    let (results, scenarios, grading) = (s("results"), s("scenarios.toml"), s("grading.toml"));
+    let mut args = vec![
         "run",
         "--scenario",
-        "tiny",
+        scenario,
         "--spawn-server",
         "--shards",
         "2",
         "--out",
-        &s("results"),
+        &results,
         "--scenarios",
-        &s("scenarios.toml"),
+        &scenarios,
         "--grading",
-        &s("grading.toml"),
-    ]);
+        &grading,
+    ];
+    args.extend(extra);
+    let output = loadtest(&args);
     let result = std::fs::read_dir(out.join("results"))
         .ok()
         .and_then(|mut d| d.next())
@@ -113,7 +124,7 @@ fn run_tiny(out: &Path) -> (Output, Value) {
 #[test]
 fn a_short_run_measures_throughput_without_loss_and_writes_a_documented_result() {
     let out = temp_dir("run");
-    let (output, r) = run_tiny(&out);
+    let (output, r) = run_in(&out, "tiny", TINY, &tiny_grading(), &[]);
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -241,4 +252,89 @@ fn usage_and_setup_errors_exit_2_with_a_reason() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+#[test]
+fn a_run_split_over_two_processes_merges_their_measurements() {
+    let out = temp_dir("processes");
+    let (output, r) = run_in(&out, "tiny", TINY, &tiny_grading(), &["--processes", "2"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(r["client"]["processes"], 2);
+    let fan = &r["workloads"]["fanout"];
+    // One publisher (in the parent) and 8 subscribers split 4 + 4: each delivery counted once,
+    // both halves merged, and the exchange of last sequence numbers found nothing missing.
+    let (sent, received) = (
+        fan["sent"].as_u64().unwrap(),
+        fan["received"].as_u64().unwrap(),
+    );
+    assert!(
+        received > 6 * sent && received <= 8 * sent,
+        "sent {sent}, received {received}"
+    );
+    assert_eq!(
+        (
+            fan["lost"].as_u64(),
+            fan["errors"].as_object().map(|e| e.len())
+        ),
+        (Some(0), Some(0))
+    );
+    for w in ["echo", "churn"] {
+        assert!(
+            r["workloads"][w]["throughput_per_s"].as_f64().unwrap() > 0.0,
+            "{w}"
+        );
+    }
+}
+
+/// Every step graded F under impossible limits: stress stops after its first step.
+#[test]
+fn stress_stops_at_the_first_step_that_breaks() {
+    let out = temp_dir("stress");
+    let scenarios = TINY.replace("[tiny]", "[tinystress]").replace(
+        "shape = \"steady\"",
+        "shape = \"steps\"\nstep_s = 2\nsteps = [1, 2, 4]",
+    );
+    let grading = tiny_grading()
+        .replace("[tiny]", "[tinystress]")
+        .replace("required = \"D\"", "required = \"B\"");
+    let impossible = regex_free_limits(&grading);
+    let (output, r) = run_in(
+        &out,
+        "tinystress",
+        &scenarios,
+        &impossible,
+        &["--processes", "2"],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(r["stress"]["broken_step"], "step1x1");
+    assert_eq!(r["phases"].as_array().unwrap().len(), 1);
+    // All three steps would take 1 + 2 + 3 + 3 + 1 + 1 s; the run ended after the first.
+    assert!(
+        r["duration_s"].as_f64().unwrap() < 9.0,
+        "{}",
+        r["duration_s"]
+    );
+    assert_eq!(r["workloads"]["fanout"]["lost"].as_u64(), Some(0));
+}
+
+/// `grading` with every latency limit set to 1 µs.
+fn regex_free_limits(grading: &str) -> String {
+    grading
+        .lines()
+        .map(|l| match l.find("p95_us") {
+            Some(i) => {
+                let rest = &l[i..];
+                let after = rest.find("error_rate").map_or("", |j| &rest[j..]);
+                format!("{}p95_us = 1, p99_us = 1, {after}", &l[..i])
+            }
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -33,6 +33,11 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
 pub const DEFAULT_OUTBOX_MAX_BYTES: usize = 4 << 20;
 /// Default `connection.write_batch_bytes`: bytes gathered into one vectored write.
 pub const DEFAULT_WRITE_BATCH_BYTES: usize = 64 << 10;
+/// Default `connection.write_coalesce_us`: deliveries to one connection are written at most
+/// once per this interval (0: each as soon as it is queued).
+pub const DEFAULT_WRITE_COALESCE_US: u64 = 1_000;
+/// Largest `connection.write_coalesce_us` accepted.
+pub const MAX_WRITE_COALESCE_US: u64 = 10_000_000;
 /// Default `connection.ping_interval_ms`.
 pub const DEFAULT_PING_INTERVAL_MS: u64 = 25_000;
 /// Default `connection.idle_timeout_ms`: close when nothing was heard for this long.
@@ -104,6 +109,7 @@ pub struct ConnectionSection {
     pub max_message_size: usize,
     pub outbox_max_bytes: usize,
     pub write_batch_bytes: usize,
+    pub write_coalesce_us: u64,
     pub ping_interval_ms: u64,
     pub idle_timeout_ms: u64,
     pub close_timeout_ms: u64,
@@ -116,6 +122,7 @@ impl Default for ConnectionSection {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             outbox_max_bytes: DEFAULT_OUTBOX_MAX_BYTES,
             write_batch_bytes: DEFAULT_WRITE_BATCH_BYTES,
+            write_coalesce_us: DEFAULT_WRITE_COALESCE_US,
             ping_interval_ms: DEFAULT_PING_INTERVAL_MS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             close_timeout_ms: DEFAULT_CLOSE_TIMEOUT_MS,
@@ -153,6 +160,8 @@ pub struct Config {
     pub max_message_size: usize,
     pub outbox_max_bytes: usize,
     pub write_batch_bytes: usize,
+    /// See `connection.write_coalesce_us`; zero disables coalescing.
+    pub write_coalesce: Duration,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
     pub close_timeout: Duration,
@@ -239,6 +248,15 @@ impl FileConfig {
                 ),
             ));
         }
+        if c.write_coalesce_us > MAX_WRITE_COALESCE_US {
+            return Err(invalid(
+                "connection.write_coalesce_us",
+                format!(
+                    "{} is over the maximum {MAX_WRITE_COALESCE_US} (10 s)",
+                    c.write_coalesce_us
+                ),
+            ));
+        }
         let ping_interval = ms("connection.ping_interval_ms", c.ping_interval_ms)?;
         let idle_timeout = ms("connection.idle_timeout_ms", c.idle_timeout_ms)?;
         if idle_timeout <= ping_interval {
@@ -262,6 +280,7 @@ impl FileConfig {
             max_message_size: c.max_message_size,
             outbox_max_bytes: c.outbox_max_bytes,
             write_batch_bytes: c.write_batch_bytes,
+            write_coalesce: Duration::from_micros(c.write_coalesce_us),
             ping_interval,
             idle_timeout,
             close_timeout: ms("connection.close_timeout_ms", c.close_timeout_ms)?,

@@ -21,6 +21,7 @@ use crate::outbox::{Outbox, Push};
 use crate::protocol::decoder::{Decoder, Event};
 use crate::protocol::frame::{self, OpCode};
 use crate::protocol::Priority;
+use crate::shard::coalesce::Hold;
 use crate::shard::Shard;
 
 /// Most slices in one vectored write.
@@ -63,6 +64,10 @@ pub struct Conn {
     outbox: RefCell<Outbox>,
     wake: LocalNotify,
     phase: Cell<Phase>,
+    /// Something queued must go out without waiting for `connection.write_coalesce_us`: a reply,
+    /// a ping or pong, a close, a critical message. Cleared once the outbox is empty.
+    urgent: Cell<bool>,
+    hold: Cell<Hold>,
     /// Time allowed for the close, set by whoever started it (default `close_timeout`).
     close_within: Cell<Option<Duration>>,
     pub subscriptions: RefCell<HashSet<Box<str>>>,
@@ -76,6 +81,8 @@ impl Conn {
             outbox: RefCell::new(Outbox::new(outbox_max_bytes)),
             wake: LocalNotify::default(),
             phase: Cell::new(Phase::Open),
+            urgent: Cell::new(false),
+            hold: Cell::default(),
             close_within: Cell::new(None),
             subscriptions: RefCell::default(),
         }
@@ -85,14 +92,30 @@ impl Conn {
         self.phase.get() == Phase::Open
     }
 
-    /// Queues `frame` in `lane`; ignored once closing. A full outbox closes the connection with
-    /// 1008 "slow consumer".
+    /// Queues `frame` in `lane` to be written at once; ignored once closing. A full outbox
+    /// closes the connection with 1008 "slow consumer".
     pub fn send(&self, lane: Priority, frame: Bytes) {
+        self.queue(lane, frame, true);
+    }
+
+    /// Queues a published message, in the lane of its priority. Unless it is critical, it may
+    /// wait up to `connection.write_coalesce_us` to share a write with the messages after it.
+    pub fn deliver(&self, message: &Published) {
+        self.queue(
+            message.priority,
+            message.frame_for(self.lz4).clone(),
+            message.priority == Priority::Critical,
+        );
+    }
+
+    fn queue(&self, lane: Priority, frame: Bytes, urgent: bool) {
         if !self.is_open() {
             return;
         }
         let mut outbox = self.outbox.borrow_mut();
-        let was_empty = outbox.is_empty();
+        // Wake the task when it may be waiting: on an empty outbox, or holding deliveries back.
+        let wake = outbox.is_empty() || (urgent && !self.urgent.get());
+        self.urgent.set(self.urgent.get() || urgent);
         match outbox.push(lane, frame) {
             Push::Overflow => {
                 let queued = outbox.queued_bytes();
@@ -100,14 +123,15 @@ impl Conn {
                 tracing::debug!(conn = self.id, queued, "outbox full: closing slow consumer");
                 self.close(Some((1008, "slow consumer")), CloseKind::Discard, None);
             }
-            Push::Queued | Push::DroppedLow if was_empty => self.wake.notify(),
+            Push::Queued | Push::DroppedLow if wake => self.wake.notify(),
             Push::Queued | Push::DroppedLow => {}
         }
     }
 
-    /// Queues a published message, in the lane of its priority.
-    pub fn deliver(&self, message: &Published) {
-        self.send(message.priority, message.frame_for(self.lz4).clone());
+    /// Lets a connection held back for coalescing write (the shard's coalescer calls it).
+    pub fn release(&self) {
+        self.hold.set(Hold::Released);
+        self.wake.notify();
     }
 
     /// Starts closing with `code`/`reason` (`None`: an empty close frame). No-op unless open.
@@ -122,6 +146,7 @@ impl Conn {
         self.outbox
             .borrow_mut()
             .push_final(frame, kind == CloseKind::Discard);
+        self.urgent.set(true);
         self.phase.set(Phase::Closing {
             await_peer: kind == CloseKind::Graceful,
         });
@@ -149,6 +174,8 @@ struct Session<'a> {
     reading: bool,
     peer_closed: bool,
     last_heard: Instant,
+    /// When a write last went out (coalescing holds deliveries until this + `write_coalesce`).
+    last_write: Instant,
     next_ping: Instant,
     close_deadline: Option<Instant>,
 }
@@ -171,6 +198,7 @@ pub async fn run(
         reading: true,
         peer_closed: false,
         last_heard: now,
+        last_write: now.checked_sub(config.write_coalesce).unwrap_or(now),
         next_ping: now + config.ping_interval,
         close_deadline: None,
     };
@@ -234,8 +262,9 @@ impl Session<'_> {
                 self.close_deadline = Some(Instant::now() + within);
                 timer.as_mut().reset(self.next_deadline());
             }
-            let want_write = !self.conn.outbox.borrow().is_empty();
-            if !want_write {
+            let pending = !self.conn.outbox.borrow().is_empty();
+            let want_write = pending && !self.hold_back();
+            if !pending {
                 if let Phase::Closing { await_peer } = self.conn.phase.get() {
                     if !await_peer || self.peer_closed || !self.reading {
                         return End::Closed;
@@ -264,6 +293,24 @@ impl Session<'_> {
                     timer.as_mut().reset(self.next_deadline());
                 }
             }
+        }
+    }
+
+    /// Whether queued deliveries wait for company: only when nothing urgent is queued and this
+    /// connection wrote less than `write_coalesce` ago; then the shard's coalescer releases it.
+    fn hold_back(&self) -> bool {
+        let conn = self.conn;
+        let coalesce = self.shard.config().write_coalesce;
+        match conn.hold.get() {
+            _ if conn.urgent.get() || coalesce.is_zero() => false,
+            Hold::Held => true,
+            Hold::Released => false,
+            Hold::Free if Instant::now() < self.last_write + coalesce => {
+                conn.hold.set(Hold::Held);
+                self.shard.coalescer.hold(conn);
+                true
+            }
+            Hold::Free => false,
         }
     }
 
@@ -308,7 +355,18 @@ impl Session<'_> {
                 };
                 (written, offered)
             };
-            self.conn.outbox.borrow_mut().consume(written);
+            if written > 0 {
+                self.last_write = Instant::now();
+                if self.conn.hold.get() == Hold::Released {
+                    self.conn.hold.set(Hold::Free);
+                }
+            }
+            let mut outbox = self.conn.outbox.borrow_mut();
+            outbox.consume(written);
+            if outbox.is_empty() {
+                self.conn.urgent.set(false);
+            }
+            drop(outbox);
             if written < offered {
                 return Ok(());
             }

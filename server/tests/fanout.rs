@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use anyhow::{ensure, Result};
 use futures_util::future::try_join_all;
 use serde_json::json;
@@ -64,5 +66,36 @@ async fn thousand_subscribers_each_get_every_message_once_in_order() -> Result<(
     for reader in readers {
         reader.await??;
     }
+    Ok(())
+}
+
+/// With a long `write_coalesce_us`, a delivery right after another write is held back, and the
+/// next urgent frame (a critical message, a reply) takes it along at once.
+#[tokio::test]
+async fn held_deliveries_leave_with_the_next_urgent_frame() -> Result<()> {
+    let server = TestServer::start(&[("WRITE_COALESCE_US", "10000000"), ("SHARDS", "1")]).await?;
+    let mut subscriber = Client::connect(&server).await?;
+    let mut publisher = Client::connect(&server).await?;
+    subscriber.subscribe("held").await?; // its `ok` reply was a write just now
+    let publish = |data: u64, priority: &str| json!({"op": "publish", "channel": "held", "data": data, "priority": priority});
+    // One shard: a publish is in the subscriber's outbox before the publisher's `ok`.
+    publisher.request_ok(publish(1, "normal"), "1").await?;
+    let quiet = tokio::time::timeout(Duration::from_millis(300), subscriber.recv_json()).await;
+    ensure!(quiet.is_err(), "a normal delivery was not held: {quiet:?}");
+    // Both arrive long before the 10 s interval ends: critical first (its lane), then the held one.
+    let prompt = Duration::from_secs(5);
+    publisher.send(publish(2, "critical")).await?;
+    let (first, second) = tokio::time::timeout(prompt, async {
+        anyhow::Ok((subscriber.recv_json().await?, subscriber.recv_json().await?))
+    })
+    .await??;
+    assert_eq!((&first["data"], &second["data"]), (&json!(2), &json!(1)));
+    publisher.request_ok(publish(3, "low"), "3").await?;
+    subscriber.send(json!({"op": "echo", "data": "e"})).await?;
+    let (first, second) = tokio::time::timeout(prompt, async {
+        anyhow::Ok((subscriber.recv_json().await?, subscriber.recv_json().await?))
+    })
+    .await??;
+    assert_eq!((&first["data"], &second["data"]), (&json!("e"), &json!(3)));
     Ok(())
 }

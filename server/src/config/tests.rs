@@ -49,6 +49,9 @@ fn errors_name_the_key() {
         err("[connection]\nidle_timeout_ms = 10\nping_interval_ms = 20")
             .contains("connection.idle_timeout_ms")
     );
+    assert!(
+        err("[connection]\nwrite_coalesce_us = 10000001").contains("connection.write_coalesce_us")
+    );
     assert!(err("[server]\nshards = -1").contains("shards"));
     assert!(err("[server]\nbogus = 1").contains("bogus"));
     let e = FileConfig::load(None, env(&[("WSEDGE_NOPE", "1")]))

@@ -3,6 +3,7 @@
 //! shards exchange published messages only through their lock-free [`mailbox::Mailbox`]es.
 
 pub mod channels;
+pub mod coalesce;
 pub mod mailbox;
 
 use std::cell::{Cell, RefCell};
@@ -19,6 +20,7 @@ use crate::connection::{CloseKind, Conn};
 use crate::message::Published;
 use crate::notify::LocalNotify;
 use channels::Channels;
+use coalesce::Coalescer;
 use mailbox::Mailbox;
 
 /// Size of each shard's read buffer, shared by its connections (a connection keeps no read
@@ -91,6 +93,8 @@ pub struct Shard {
     pub closing: Cell<bool>,
     /// Notified whenever a connection ends (shutdown waits on it).
     pub conn_ended: LocalNotify,
+    /// Connections holding deliveries back for `write_coalesce`.
+    pub coalescer: Coalescer,
 }
 
 impl Shard {
@@ -106,6 +110,7 @@ impl Shard {
             next_message: Cell::new(0),
             closing: Cell::new(false),
             conn_ended: LocalNotify::default(),
+            coalescer: Coalescer::default(),
         }
     }
 
@@ -211,6 +216,11 @@ pub fn run(
         };
         let shard = Rc::new(Shard::new(index, shared));
         let router = tokio::task::spawn_local(route(shard.clone()));
+        let coalescer = {
+            let shard = shard.clone();
+            let interval = shard.config().write_coalesce;
+            tokio::task::spawn_local(async move { shard.coalescer.run(interval).await })
+        };
         tokio::select! {
             _ = crate::listener::accept_loop(listener, shard.clone()) => {}
             _ = shutdown.wait_for(|stop| *stop) => {}
@@ -230,5 +240,6 @@ pub fn run(
             );
         }
         router.abort();
+        coalescer.abort();
     });
 }
