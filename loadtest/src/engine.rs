@@ -555,13 +555,10 @@ async fn on_stop(run: Arc<Run>, role: Role, user: &mut GooseUser) -> Transaction
         let _ = tokio::time::timeout(Duration::from_millis(200), reader).await;
     }
     let mut local = std::mem::take(&mut *state.local.lock().unwrap());
-    // Every process takes part in the exchange of last sequence numbers, subscribers or not.
-    let last = match at_end {
-        true => Some(run.last_sent().await),
-        false => None,
-    };
-    if let Some(last) = last {
-        // Only users alive to the end can tell what never arrived.
+    if at_end {
+        // Only users alive to the end can tell what never arrived. Every process takes part in
+        // the exchange of last sequence numbers, whether it has subscribers or not.
+        let last = run.last_sent().await;
         match role {
             Role::Subscriber => {
                 let last = match last {

@@ -52,7 +52,7 @@ pub struct WorkerPlan {
 
 impl WorkerPlan {
     pub fn read(dir: &Path, index: usize) -> Result<Self> {
-        let path = dir.join(format!("plan-{index}.json"));
+        let path = plan_path(dir, index);
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         Ok(serde_json::from_slice(&bytes)?)
     }
@@ -89,7 +89,7 @@ impl Workers {
                 processes,
                 start_unix_ms,
             };
-            write_atomic(&peers.plan_path(index), &serde_json::to_vec(&plan)?)?;
+            write_atomic(&plan_path(&peers.dir, index), &serde_json::to_vec(&plan)?)?;
             let child = tokio::process::Command::new(&exe)
                 .arg("worker")
                 .arg("--dir")
@@ -139,10 +139,6 @@ pub struct Peers {
 }
 
 impl Peers {
-    pub fn plan_path(&self, index: usize) -> PathBuf {
-        self.dir.join(format!("plan-{index}.json"))
-    }
-
     pub fn partial_path(&self, index: usize) -> PathBuf {
         self.dir.join(format!("partial-{index}.json"))
     }
@@ -187,6 +183,10 @@ impl Peers {
         }
         Ok(all)
     }
+}
+
+fn plan_path(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("plan-{index}.json"))
 }
 
 /// Writes `bytes` to `path` so that readers see all of it or nothing.
