@@ -1,5 +1,7 @@
-//! `loadtest run`: prepare the target, drive goose, watch the server, then turn the histograms
-//! into a graded [`RunResult`] and write the reports.
+//! `loadtest run`: prepare the target, drive goose (in this process and, past the open-file
+//! limit, in `loadtest worker` children: [`crate::workers`]), watch the server, stop a stress run
+//! at its first broken step, then turn the histograms into a graded [`RunResult`] and write the
+//! reports.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
