@@ -220,25 +220,10 @@ fn merged(
     BTreeMap<Workload, Histogram<u64>>,
     BTreeMap<Workload, Counts>,
 ) {
-    let mut latency: BTreeMap<Workload, Histogram<u64>> = BTreeMap::new();
-    let mut counts: BTreeMap<Workload, Counts> = BTreeMap::new();
+    let (mut latency, mut counts) = (BTreeMap::new(), BTreeMap::new());
     for s in seconds {
-        for (w, h) in &s.latency {
-            let _ = latency
-                .entry(*w)
-                .or_insert_with(|| stats::histogram(2))
-                .add(h);
-        }
-        for (w, c) in &s.counts {
-            let total = counts.entry(*w).or_default();
-            total.sent += c.sent;
-            total.received += c.received;
-            total.duplicated += c.duplicated;
-            total.out_of_order += c.out_of_order;
-            for (k, v) in &c.errors {
-                *total.errors.entry(k.clone()).or_default() += v;
-            }
-        }
+        stats::add_latency(&mut latency, &s.latency);
+        stats::add_counts(&mut counts, &s.counts);
     }
     (latency, counts)
 }

@@ -41,6 +41,29 @@ pub fn histogram(sigfig: u8) -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, sigfig).expect("valid bounds")
 }
 
+/// Adds the histograms of `from` into `into`, workload by workload.
+pub fn add_latency(
+    into: &mut BTreeMap<Workload, Histogram<u64>>,
+    from: &BTreeMap<Workload, Histogram<u64>>,
+) {
+    for (w, h) in from {
+        match into.get_mut(w) {
+            // Every histogram has the bounds of `histogram()`, so adding cannot overflow them.
+            Some(mine) => mine.add(h).expect("histograms share their bounds"),
+            None => {
+                into.insert(*w, h.clone());
+            }
+        }
+    }
+}
+
+/// Adds the counters of `from` into `into`, workload by workload.
+pub fn add_counts(into: &mut BTreeMap<Workload, Counts>, from: &BTreeMap<Workload, Counts>) {
+    for (w, c) in from {
+        into.entry(*w).or_default().merge(c);
+    }
+}
+
 /// Counters that are not latencies.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Counts {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::run::Options;
 use crate::scenario::Scenario;
-use crate::stats::{Counts, Second, Totals, Workload};
+use crate::stats::{add_counts, add_latency, Counts, Second, Totals, Workload};
 
 /// How long a process waits for the others' `last-seq` files before counting them missing.
 const LAST_SEQ_WAIT: Duration = Duration::from_secs(5);
@@ -285,8 +285,8 @@ impl Partial {
     /// per-second series aligned on the shared start).
     pub fn merge_into(self, totals: &mut Totals) -> Result<()> {
         let (latency, counts, seconds) = totals;
-        merge_histograms(latency, decode(self.latency)?)?;
-        merge_counts(counts, &self.counts);
+        add_latency(latency, &decode(self.latency)?);
+        add_counts(counts, &self.counts);
         for (t, s) in self.seconds.into_iter().enumerate() {
             while seconds.len() <= t {
                 seconds.push(Second {
@@ -294,33 +294,10 @@ impl Partial {
                     counts: BTreeMap::new(),
                 });
             }
-            merge_histograms(&mut seconds[t].latency, decode(s.latency)?)?;
-            merge_counts(&mut seconds[t].counts, &s.counts);
+            add_latency(&mut seconds[t].latency, &decode(s.latency)?);
+            add_counts(&mut seconds[t].counts, &s.counts);
         }
         Ok(())
-    }
-}
-
-fn merge_histograms(
-    into: &mut BTreeMap<Workload, Histogram<u64>>,
-    from: BTreeMap<Workload, Histogram<u64>>,
-) -> Result<()> {
-    for (w, h) in from {
-        match into.get_mut(&w) {
-            Some(mine) => mine
-                .add(&h)
-                .map_err(|e| anyhow::anyhow!("merging histograms: {e:?}"))?,
-            None => {
-                into.insert(w, h);
-            }
-        }
-    }
-    Ok(())
-}
-
-fn merge_counts(into: &mut BTreeMap<Workload, Counts>, from: &BTreeMap<Workload, Counts>) {
-    for (w, c) in from {
-        into.entry(*w).or_default().merge(c);
     }
 }
 
