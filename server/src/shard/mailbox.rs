@@ -2,19 +2,24 @@
 //! `AtomicWaker` so the owning shard sleeps until another shard pushes.
 
 use std::future::poll_fn;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
+use std::thread::Thread;
 
 use atomic_waker::AtomicWaker;
 use crossbeam_queue::ArrayQueue;
 
 use crate::message::Published;
+use crate::protocol::Priority;
 
 /// One shard's inbound messages from other shards.
 #[derive(Debug)]
 pub struct Mailbox {
     queue: ArrayQueue<Arc<Published>>,
     waker: AtomicWaker,
+    /// The owning shard's thread, unparked for `critical` messages: a busy shard may be asleep
+    /// until its next coalescing release (see [`crate::shard::coalesce::park_until_release`]).
+    owner: OnceLock<Thread>,
 }
 
 impl Mailbox {
@@ -23,13 +28,24 @@ impl Mailbox {
         Mailbox {
             queue: ArrayQueue::new(capacity),
             waker: AtomicWaker::new(),
+            owner: OnceLock::new(),
         }
     }
 
-    /// Queues a message and wakes the owner; gives it back when the queue is full.
+    /// Records the calling thread as the owner (once, when the shard starts).
+    pub fn set_owner(&self) {
+        let _ = self.owner.set(std::thread::current());
+    }
+
+    /// Queues a message and wakes the owner, also from a moderated sleep when the message is
+    /// critical; gives it back when the queue is full.
     pub fn push(&self, message: Arc<Published>) -> Result<(), Arc<Published>> {
+        let critical = message.priority == Priority::Critical;
         self.queue.push(message)?;
         self.waker.wake();
+        if let Some(owner) = self.owner.get().filter(|_| critical) {
+            owner.unpark();
+        }
         Ok(())
     }
 

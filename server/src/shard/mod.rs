@@ -195,8 +195,10 @@ pub fn run(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    shared.mailboxes[index].set_owner();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(coalesce::park_until_release)
         .build()
     {
         Ok(rt) => rt,
