@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use futures_util::future::try_join_all;
+use futures_util::SinkExt;
 use serde_json::json;
 use support::{Client, TestServer};
+use tokio_tungstenite::tungstenite::Message;
 
 const SUBSCRIBERS: usize = 1000;
 const PER_PUBLISHER: u64 = 100;
@@ -97,5 +99,54 @@ async fn held_deliveries_leave_with_the_next_urgent_frame() -> Result<()> {
     })
     .await??;
     assert_eq!((&first["data"], &second["data"]), (&json!("e"), &json!(3)));
+    Ok(())
+}
+
+/// A shard busy enough to moderate its wake-ups (thousands of frames per second, deliveries held
+/// for a 10 s interval) still reads every frame within milliseconds: an echo is answered and a
+/// critical message brings out every held delivery, in order, long before the interval ends.
+#[tokio::test]
+async fn a_busy_shard_still_reads_and_loses_nothing_while_deliveries_wait() -> Result<()> {
+    const WARM: u64 = 20_000;
+    const HELD: u64 = 2_000;
+    let server = TestServer::start(&[("WRITE_COALESCE_US", "10000000"), ("SHARDS", "1")]).await?;
+    let mut subscriber = Client::connect(&server).await?;
+    let mut publisher = Client::connect(&server).await?;
+    let mut echoer = Client::connect(&server).await?;
+    subscriber.subscribe("busy").await?;
+    let publish = |channel: &str, data: u64| {
+        Message::text(json!({"op": "publish", "channel": channel, "data": data}).to_string())
+    };
+    // Frames to nobody make the shard busy; then deliveries to the subscriber start a round.
+    for i in 0..WARM {
+        publisher.ws.feed(publish("idle", i)).await?;
+    }
+    for i in 0..HELD {
+        publisher.ws.feed(publish("busy", i)).await?;
+    }
+    publisher.ws.flush().await?;
+    // Its pong means the shard has read every publish before it.
+    publisher.send(json!({"op": "ping", "ref": "sync"})).await?;
+    assert_eq!(
+        publisher.recv_json().await?,
+        json!({"op": "pong", "ref": "sync"})
+    );
+
+    let prompt = Duration::from_secs(5);
+    echoer.send(json!({"op": "echo", "data": "e"})).await?;
+    let echo = tokio::time::timeout(prompt, echoer.recv_json()).await??;
+    assert_eq!(echo["data"], "e");
+    publisher
+        .send(json!({"op": "publish", "channel": "busy", "data": "c", "priority": "critical"}))
+        .await?;
+    tokio::time::timeout(prompt, async {
+        ensure!(subscriber.recv_json().await?["data"] == "c");
+        for i in 0..HELD {
+            let m = subscriber.recv_json().await?;
+            ensure!(m["data"] == i, "expected {i}, got {m}");
+        }
+        anyhow::Ok(())
+    })
+    .await??;
     Ok(())
 }

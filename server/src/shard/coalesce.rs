@@ -1,11 +1,12 @@
 //! Write coalescing: connections holding deliveries back (see `connection.write_coalesce_us`)
 //! wait here, and one timer per shard releases them all together, instead of a timer each.
 //!
-//! While a release is pending the shard is busy by definition, so it also stops waking for each
-//! frame that arrives: its runtime's park hook, [`park_until_release`], sleeps until the release
-//! (at most [`MAX_MODERATED_SLEEP`]) and the shard then handles everything that arrived at once,
-//! as a network card's interrupt moderation does. Another shard wakes it early only for a
-//! `critical` message (see [`crate::shard::mailbox::Mailbox::push`]).
+//! A shard that handled more than [`MODERATE_ABOVE_FRAMES_PER_S`] since the previous round is
+//! busy, so for this round it stops waking for each frame that arrives: its runtime's park hook,
+//! [`park_until_release`], sleeps until the release (at most [`MAX_MODERATED_SLEEP`]) and the
+//! shard handles everything that arrived meanwhile at once, as a network card's adaptive
+//! interrupt moderation does. A lightly loaded shard never sleeps. Another shard wakes a sleeping
+//! one early only for a `critical` message (see [`crate::shard::mailbox::Mailbox::push`]).
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -20,6 +21,10 @@ use crate::notify::LocalNotify;
 /// interval: bounds the delay moderation adds to reading a frame.
 pub const MAX_MODERATED_SLEEP: Duration = Duration::from_millis(5);
 
+/// Inbound frames and forwarded messages per second (counted from one round's start to the
+/// next) above which a shard is busy and moderates its wake-ups during the next round.
+pub const MODERATE_ABOVE_FRAMES_PER_S: u64 = 4_000;
+
 /// Where a connection stands with coalescing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Hold {
@@ -33,11 +38,22 @@ pub enum Hold {
 }
 
 /// A shard's held connections.
-#[derive(Default)]
 pub struct Coalescer {
     held: RefCell<Vec<Rc<Conn>>>,
     /// Notified when the first connection of a round is held.
     armed: LocalNotify,
+    /// When the current (or last) round began.
+    round_start: Cell<Instant>,
+}
+
+impl Default for Coalescer {
+    fn default() -> Self {
+        Coalescer {
+            held: RefCell::default(),
+            armed: LocalNotify::default(),
+            round_start: Cell::new(Instant::now()),
+        }
+    }
 }
 
 impl Coalescer {
@@ -56,7 +72,10 @@ impl Coalescer {
     pub async fn run(&self, interval: Duration) {
         loop {
             self.armed.notified().await;
-            let due = Instant::now() + interval;
+            let now = Instant::now();
+            let since = now - self.round_start.replace(now);
+            BUSY.set(is_busy(FRAMES.replace(0), since));
+            let due = now + interval;
             tokio::select! {
                 () = tokio::time::sleep_until(due.into()) => {}
                 () = poll_fn(|cx| {
@@ -78,14 +97,31 @@ impl Coalescer {
 thread_local! {
     /// This shard thread's pending release: when it is due, and the coalescer task to wake then.
     static RELEASE: Cell<Option<(Instant, Waker)>> = const { Cell::new(None) };
+    /// Inbound frames and forwarded messages this shard thread handled since the round began.
+    static FRAMES: Cell<u64> = const { Cell::new(0) };
+    /// Whether this shard thread moderates its wake-ups during the pending release's round.
+    static BUSY: Cell<bool> = const { Cell::new(false) };
 }
 
-/// The shard runtime's `on_thread_park` hook: with a release pending, sleeps until it is due
-/// (at most [`MAX_MODERATED_SLEEP`]; [`std::thread::Thread::unpark`] ends the sleep early) and
-/// wakes the coalescer when it is; the runtime then polls its sockets once and runs everything
-/// that became ready. Without a pending release it returns at once and the runtime parks as
-/// usual, waking for each event.
+/// Counts `n` inbound frames or forwarded messages handled by this shard thread.
+pub fn count_frames(n: u64) {
+    FRAMES.set(FRAMES.get().saturating_add(n));
+}
+
+/// Whether `frames` handled over `since` is more than [`MODERATE_ABOVE_FRAMES_PER_S`].
+fn is_busy(frames: u64, since: Duration) -> bool {
+    u128::from(frames) * 1_000_000 > u128::from(MODERATE_ABOVE_FRAMES_PER_S) * since.as_micros()
+}
+
+/// The shard runtime's `on_thread_park` hook: with a release pending and the shard busy (see
+/// [`MODERATE_ABOVE_FRAMES_PER_S`]), sleeps until the release is due (at most
+/// [`MAX_MODERATED_SLEEP`]; [`std::thread::Thread::unpark`] ends the sleep early) and wakes the
+/// coalescer when it is; the runtime then polls its sockets once and runs everything that became
+/// ready. Otherwise it returns at once and the runtime parks as usual, waking for each event.
 pub fn park_until_release() {
+    if !BUSY.get() {
+        return;
+    }
     let Some((due, waker)) = RELEASE.take() else {
         return;
     };
@@ -116,39 +152,38 @@ mod tests {
         }
     }
 
-    /// Runs the hook on this test's thread with a release due `after` from now. Returns
-    /// (coalescer woken, release still pending, time spent in the hook).
-    fn hook_with_release_in(after: Duration) -> (bool, bool, Duration) {
+    #[test]
+    fn a_busy_shard_sleeps_until_the_release_and_wakes_the_coalescer() {
         let flag = Arc::new(Flag::default());
-        RELEASE.set(Some((Instant::now() + after, Waker::from(flag.clone()))));
         let start = Instant::now();
+        RELEASE.set(Some((
+            start + Duration::from_millis(2),
+            Waker::from(flag.clone()),
+        )));
+        BUSY.set(true);
         park_until_release();
-        let spent = start.elapsed();
-        let pending = RELEASE.take().is_some();
-        (flag.0.load(Ordering::SeqCst), pending, spent)
+        assert!(start.elapsed() >= Duration::from_millis(2));
+        assert!(flag.0.load(Ordering::SeqCst) && RELEASE.take().is_none());
     }
 
     #[test]
-    fn a_due_release_wakes_the_coalescer() {
-        let (woken, pending, spent) = hook_with_release_in(Duration::from_millis(2));
-        assert!(woken && !pending);
-        assert!(
-            spent >= Duration::from_millis(2),
-            "returned after {spent:?}"
-        );
+    fn busy_means_more_frames_per_second_than_the_bound() {
+        let second = Duration::from_secs(1);
+        assert!(!is_busy(MODERATE_ABOVE_FRAMES_PER_S, second));
+        assert!(is_busy(MODERATE_ABOVE_FRAMES_PER_S + 1, second));
+        // The same frames are busy over a short round, not after a long quiet spell.
+        assert!(!is_busy(100, Duration::from_millis(100)));
+        assert!(is_busy(100, Duration::from_millis(2)));
     }
 
     #[test]
-    fn a_distant_release_sleeps_at_most_the_moderation_bound() {
-        let (woken, pending, spent) = hook_with_release_in(Duration::from_secs(60));
-        assert!(!woken && pending);
-        assert!(spent < Duration::from_secs(30), "slept {spent:?}");
-    }
-
-    #[test]
-    fn without_a_release_the_hook_returns_at_once() {
-        let start = Instant::now();
+    fn a_quiet_shard_does_not_sleep() {
+        let flag = Arc::new(Flag::default());
+        let due = Instant::now() + Duration::from_millis(2);
+        RELEASE.set(Some((due, Waker::from(flag.clone()))));
+        BUSY.set(false);
         park_until_release();
-        assert!(start.elapsed() < Duration::from_secs(30));
+        // Had it slept until the release, it would have woken the coalescer.
+        assert!(RELEASE.take().is_some() && !flag.0.load(Ordering::SeqCst));
     }
 }

@@ -177,12 +177,15 @@ pub async fn route(shard: Rc<Shard>) {
     loop {
         let first = mailbox.pop().await;
         shard.deliver_local(&first);
-        for _ in 1..ROUTER_BATCH {
+        let mut routed = 1;
+        while routed < ROUTER_BATCH {
             match mailbox.try_pop() {
                 Some(m) => shard.deliver_local(&m),
                 None => break,
             }
+            routed += 1;
         }
+        coalesce::count_frames(routed as u64);
         tokio::task::yield_now().await;
     }
 }
