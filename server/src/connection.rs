@@ -407,7 +407,7 @@ impl Session<'_> {
     }
 
     fn on_event(&mut self, event: Event) {
-        crate::shard::coalesce::count_frames(1);
+        crate::shard::coalesce::count_frame();
         let conn = self.conn;
         match event {
             Event::Close(code) => {

@@ -1,8 +1,8 @@
 //! Write coalescing: connections holding deliveries back (see `connection.write_coalesce_us`)
 //! wait here, and one timer per shard releases them all together, instead of a timer each.
 //!
-//! A shard that handled more than [`MODERATE_ABOVE_FRAMES_PER_S`] since the previous round is
-//! busy, so for this round it stops waking for each frame that arrives: its runtime's park hook,
+//! A shard that handled more than [`MODERATE_ABOVE_FRAMES_PER_S`] frames per second since the
+//! previous round began is busy, so for this round it stops waking for each frame that arrives: its runtime's park hook,
 //! [`park_until_release`], sleeps until the release (at most [`MAX_MODERATED_SLEEP`]) and the
 //! shard handles everything that arrived meanwhile at once, as a network card's adaptive
 //! interrupt moderation does. A lightly loaded shard never sleeps. Another shard wakes a sleeping
@@ -103,9 +103,9 @@ thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Counts `n` inbound frames or forwarded messages handled by this shard thread.
-pub fn count_frames(n: u64) {
-    FRAMES.set(FRAMES.get().saturating_add(n));
+/// Counts one inbound frame or forwarded message handled by this shard thread.
+pub fn count_frame() {
+    FRAMES.set(FRAMES.get().saturating_add(1));
 }
 
 /// Whether `frames` handled over `since` is more than [`MODERATE_ABOVE_FRAMES_PER_S`].

@@ -176,16 +176,11 @@ pub async fn route(shard: Rc<Shard>) {
     let mailbox = &shard.shared.mailboxes[shard.index];
     loop {
         let first = mailbox.pop().await;
-        shard.deliver_local(&first);
-        let mut routed = 1;
-        while routed < ROUTER_BATCH {
-            match mailbox.try_pop() {
-                Some(m) => shard.deliver_local(&m),
-                None => break,
-            }
-            routed += 1;
+        let batch = std::iter::once(first).chain(std::iter::from_fn(|| mailbox.try_pop()));
+        for message in batch.take(ROUTER_BATCH) {
+            shard.deliver_local(&message);
+            coalesce::count_frame();
         }
-        coalesce::count_frames(routed as u64);
         tokio::task::yield_now().await;
     }
 }
