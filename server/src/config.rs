@@ -34,9 +34,10 @@ pub const DEFAULT_OUTBOX_MAX_BYTES: usize = 4 << 20;
 /// Default `connection.write_batch_bytes`: bytes gathered into one vectored write.
 pub const DEFAULT_WRITE_BATCH_BYTES: usize = 64 << 10;
 /// Default `connection.write_coalesce_us`: deliveries to one connection are written at most
-/// once per this interval, and a busy shard holding deliveries back reads its sockets once per
-/// interval too (0: each delivery as soon as it is queued; see `shard::coalesce`).
-pub const DEFAULT_WRITE_COALESCE_US: u64 = 2_000;
+/// once per this interval, and a busy shard reads its sockets and releases its channel batches
+/// once per interval too (0: each delivery as soon as it is queued; see `shard::coalesce` and
+/// `shard::batch`).
+pub const DEFAULT_WRITE_COALESCE_US: u64 = 3_000;
 /// Largest `connection.write_coalesce_us` accepted.
 pub const MAX_WRITE_COALESCE_US: u64 = 10_000_000;
 /// Default `connection.ping_interval_ms`.

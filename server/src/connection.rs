@@ -108,6 +108,13 @@ impl Conn {
         );
     }
 
+    /// Queues a channel batch's frames in `lane` (see [`crate::shard::batch`]); they go out
+    /// with the round they waited for, so the connection is released at once.
+    pub fn deliver_batch(&self, lane: Priority, frames: Bytes) {
+        self.queue(lane, frames, false);
+        self.release();
+    }
+
     fn queue(&self, lane: Priority, frame: Bytes, urgent: bool) {
         if !self.is_open() {
             return;

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::ops::Range;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
@@ -148,5 +149,153 @@ async fn a_busy_shard_still_reads_and_loses_nothing_while_deliveries_wait() -> R
         anyhow::Ok(())
     })
     .await??;
+    Ok(())
+}
+
+/// A one-shard server with a 10 s coalescing interval (plus `overrides`), clients subscribed
+/// to "ch" (one per subprotocol in `members`), a publisher and a probe. The shard is made busy
+/// and message 0 published: the round that begins finds it busy, so later messages are batched.
+struct Batching {
+    server: TestServer,
+    members: Vec<Client>,
+    publisher: Client,
+    probe: Client,
+}
+
+async fn batching(overrides: &[(&str, &str)], members: &[Option<&str>]) -> Result<Batching> {
+    let mut all = vec![("WRITE_COALESCE_US", "10000000"), ("SHARDS", "1")];
+    all.extend_from_slice(overrides);
+    let server = TestServer::start(&all).await?;
+    let mut subscribed = Vec::new();
+    for subprotocol in members {
+        let mut member = Client::connect_with(&server, *subprotocol).await?;
+        member.subscribe("ch").await?;
+        subscribed.push(member);
+    }
+    let mut publisher = Client::connect(&server).await?;
+    let mut probe = Client::connect(&server).await?;
+    // Frames to a channel nobody reads: enough for the shard to count as busy.
+    for i in 0..20_000 {
+        let publish = json!({"op": "publish", "channel": "idle", "data": i});
+        publisher
+            .ws
+            .feed(Message::text(publish.to_string()))
+            .await?;
+    }
+    publish_range(&mut publisher, &mut probe, 0..1).await?;
+    Ok(Batching {
+        server,
+        members: subscribed,
+        publisher,
+        probe,
+    })
+}
+
+/// Publishes to "ch" a message whose data's `i` is each of `range` (every tenth over 2 kB, so
+/// lz4-compressed; the others about 100 bytes), then waits for a pong on `probe`: the shard has
+/// read them all, and what they woke has run.
+async fn publish_range(
+    publisher: &mut Client,
+    probe: &mut Client,
+    range: Range<u64>,
+) -> Result<()> {
+    for i in range {
+        let pad = if i % 10 == 0 {
+            "x".repeat(2000)
+        } else {
+            String::new()
+        };
+        let publish = json!({"op": "publish", "channel": "ch", "data": {"i": i, "pad": pad}});
+        publisher
+            .ws
+            .feed(Message::text(publish.to_string()))
+            .await?;
+    }
+    ping(publisher).await?;
+    ping(probe).await
+}
+
+/// A ping answered: the shard has read what `client` sent before it.
+async fn ping(client: &mut Client) -> Result<()> {
+    client.send(json!({"op": "ping", "ref": "sync"})).await?;
+    ensure!(client.recv_json().await? == json!({"op": "pong", "ref": "sync"}));
+    Ok(())
+}
+
+/// The next delivery's JSON, from a text frame or (`wsedge.v1.lz4`) a compressed binary one.
+async fn next_delivery(client: &mut Client) -> Result<serde_json::Value> {
+    Ok(match client.recv().await? {
+        Message::Text(text) => serde_json::from_str(&text)?,
+        Message::Binary(block) => {
+            serde_json::from_slice(&lz4_flex::decompress_size_prepended(&block)?)?
+        }
+        other => anyhow::bail!("expected a delivery, got {other:?}"),
+    })
+}
+
+/// Expects deliveries `range` (the `i` of their data), in order.
+async fn expect_range(client: &mut Client, range: Range<u64>) -> Result<()> {
+    for i in range {
+        let m = next_delivery(client).await?;
+        ensure!(m["data"]["i"] == i, "expected {i}, got {m}");
+    }
+    Ok(())
+}
+
+/// On a busy shard a channel's messages wait in its batch for the release (10 s here), yet each
+/// reaches exactly the subscribers the channel had when it was published: a subscribe sends the
+/// waiting batch out first (to the members before it), a critical message takes it along, and
+/// lz4 clients get their compressed frames from the batch too.
+#[tokio::test]
+async fn channel_batches_reach_exactly_the_members_of_their_time() -> Result<()> {
+    let lz4 = [("LZ4_THRESHOLD", "1024")];
+    let mut b = batching(&lz4, &[None, Some("wsedge.v1.lz4")]).await?;
+    publish_range(&mut b.publisher, &mut b.probe, 1..100).await?;
+    b.probe.subscribe("ch").await?;
+    let prompt = Duration::from_secs(5);
+    for member in &mut b.members {
+        tokio::time::timeout(prompt, expect_range(member, 0..100)).await??;
+    }
+    publish_range(&mut b.publisher, &mut b.probe, 100..150).await?;
+    let critical = json!({"op": "publish", "channel": "ch", "data": "c", "priority": "critical"});
+    b.publisher.send(critical).await?;
+    b.members.push(b.probe);
+    for member in &mut b.members {
+        tokio::time::timeout(prompt, async {
+            let first = next_delivery(member).await?;
+            ensure!(
+                first["data"] == "c",
+                "expected the critical one, got {first}"
+            );
+            expect_range(member, 100..150).await
+        })
+        .await??;
+    }
+    Ok(())
+}
+
+/// Shutting down sends the waiting batches before the 1001 close: nothing published is lost.
+#[tokio::test]
+async fn shutdown_sends_waiting_batches_first() -> Result<()> {
+    let mut b = batching(&[], &[None]).await?;
+    publish_range(&mut b.publisher, &mut b.probe, 1..100).await?;
+    let exit = tokio::spawn(b.server.terminate());
+    expect_range(&mut b.members[0], 0..100).await?;
+    let (code, _) = b.members[0].expect_close().await?;
+    assert_eq!(code, 1001);
+    drop((b.members, b.publisher, b.probe));
+    assert!(exit.await??.success());
+    Ok(())
+}
+
+/// A batch that reaches `write_batch_bytes` goes out at once instead of waiting for the release
+/// (10 s here): a flooded channel holds no more than that per shard.
+#[tokio::test]
+async fn a_full_batch_goes_out_without_waiting_for_the_release() -> Result<()> {
+    let mut b = batching(&[("WRITE_BATCH_BYTES", "8192")], &[None]).await?;
+    // The batch passes 8 kB with message 30 (not before 20), and goes out.
+    publish_range(&mut b.publisher, &mut b.probe, 1..100).await?;
+    let prompt = Duration::from_secs(5);
+    tokio::time::timeout(prompt, expect_range(&mut b.members[0], 0..20)).await??;
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! Write coalescing: connections holding deliveries back (see `connection.write_coalesce_us`)
-//! wait here, and one timer per shard releases them all together, instead of a timer each.
+//! wait here, and one timer per shard releases them all together, instead of a timer each. A
+//! release first sends out the channel batches of the round (see [`crate::shard::batch`]).
 //!
 //! A shard that handled more than [`MODERATE_ABOVE_FRAMES_PER_S`] frames per second since the
-//! previous round began is busy, so for this round it stops waking for each frame that arrives: its runtime's park hook,
-//! [`park_until_release`], sleeps until the release (at most [`MAX_MODERATED_SLEEP`]) and the
-//! shard handles everything that arrived meanwhile at once, as a network card's adaptive
-//! interrupt moderation does. A lightly loaded shard never sleeps. Another shard wakes a sleeping
+//! previous round began is busy, so for this round it stops waking for each frame that arrives:
+//! its runtime's park hook, [`park_until_release`], sleeps until the release (at most
+//! [`MAX_MODERATED_SLEEP`]) and the shard handles everything that arrived meanwhile at once, as
+//! a network card's adaptive interrupt moderation does; what it reads then goes out with that
+//! release. A lightly loaded shard never sleeps. Another shard wakes a sleeping
 //! one early only for a `critical` message (see [`crate::shard::mailbox::Mailbox::push`]).
 
 use std::cell::{Cell, RefCell};
@@ -40,8 +42,10 @@ pub enum Hold {
 /// A shard's held connections.
 pub struct Coalescer {
     held: RefCell<Vec<Rc<Conn>>>,
-    /// Notified when the first connection of a round is held.
+    /// Notified when a round begins: its first connection is held or message batched.
     armed: LocalNotify,
+    /// A round has begun and is not released yet.
+    pending: Cell<bool>,
     /// When the current (or last) round began.
     round_start: Cell<Instant>,
 }
@@ -51,6 +55,7 @@ impl Default for Coalescer {
         Coalescer {
             held: RefCell::default(),
             armed: LocalNotify::default(),
+            pending: Cell::new(false),
             round_start: Cell::new(Instant::now()),
         }
     }
@@ -59,22 +64,27 @@ impl Default for Coalescer {
 impl Coalescer {
     /// Holds `conn` until the next release (at most one interval away).
     pub fn hold(&self, conn: &Rc<Conn>) {
-        let mut held = self.held.borrow_mut();
-        if held.is_empty() {
-            self.armed.notify();
-        }
-        held.push(conn.clone());
+        self.held.borrow_mut().push(conn.clone());
+        self.arm();
     }
 
-    /// Releases the held connections one `interval` after the first of each round was held.
-    /// The release is due at an exact instant: the park hook wakes the task then, and the tokio
-    /// timer (whole milliseconds) is the fallback when the hook is not installed.
-    pub async fn run(&self, interval: Duration) {
+    /// Begins a round unless one is pending: the next release is at most one interval away.
+    pub fn arm(&self) {
+        if !self.pending.replace(true) {
+            self.armed.notify();
+        }
+    }
+
+    /// Releases the held connections, after `deliver_batches` has queued the channel batches,
+    /// one `interval` after each round began. The release is due at an exact instant: the park
+    /// hook wakes the task then, and the tokio timer (whole milliseconds) is the fallback when
+    /// the hook is not installed.
+    pub async fn run(&self, interval: Duration, deliver_batches: impl Fn()) {
         loop {
             self.armed.notified().await;
             let now = Instant::now();
             let since = now - self.round_start.replace(now);
-            BUSY.set(is_busy(FRAMES.replace(0), since));
+            BUSY.set(is_busy_rate(FRAMES.replace(0), since));
             let due = now + interval;
             tokio::select! {
                 () = tokio::time::sleep_until(due.into()) => {}
@@ -87,6 +97,11 @@ impl Coalescer {
                 }) => {}
             }
             RELEASE.take();
+            // What became ready meanwhile (the sockets a moderated shard did not read while it
+            // slept, forwarded messages) runs first, so that it goes out with this release.
+            tokio::task::yield_now().await;
+            self.pending.set(false);
+            deliver_batches();
             for conn in self.held.take() {
                 conn.release();
             }
@@ -108,8 +123,14 @@ pub fn count_frame() {
     FRAMES.set(FRAMES.get().saturating_add(1));
 }
 
+/// Whether this shard thread is busy: it moderates its wake-ups, and batches channel messages
+/// (see [`crate::shard::batch`]), during the pending round.
+pub fn is_busy() -> bool {
+    BUSY.get()
+}
+
 /// Whether `frames` handled over `since` is more than [`MODERATE_ABOVE_FRAMES_PER_S`].
-fn is_busy(frames: u64, since: Duration) -> bool {
+fn is_busy_rate(frames: u64, since: Duration) -> bool {
     u128::from(frames) * 1_000_000 > u128::from(MODERATE_ABOVE_FRAMES_PER_S) * since.as_micros()
 }
 
@@ -169,11 +190,11 @@ mod tests {
     #[test]
     fn busy_means_more_frames_per_second_than_the_bound() {
         let second = Duration::from_secs(1);
-        assert!(!is_busy(MODERATE_ABOVE_FRAMES_PER_S, second));
-        assert!(is_busy(MODERATE_ABOVE_FRAMES_PER_S + 1, second));
+        assert!(!is_busy_rate(MODERATE_ABOVE_FRAMES_PER_S, second));
+        assert!(is_busy_rate(MODERATE_ABOVE_FRAMES_PER_S + 1, second));
         // The same frames are busy over a short round, not after a long quiet spell.
-        assert!(!is_busy(100, Duration::from_millis(100)));
-        assert!(is_busy(100, Duration::from_millis(2)));
+        assert!(!is_busy_rate(100, Duration::from_millis(100)));
+        assert!(is_busy_rate(100, Duration::from_millis(2)));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! SO_REUSEPORT listener. Connection state never leaves its shard (it is `Rc`/`RefCell`, `!Send`);
 //! shards exchange published messages only through their lock-free [`mailbox::Mailbox`]es.
 
+pub mod batch;
 pub mod channels;
 pub mod coalesce;
 pub mod mailbox;
@@ -132,10 +133,18 @@ impl Shard {
         format!("{:x}-{:x}-{:x}", self.shared.boot, self.index, n)
     }
 
-    /// Delivers `message` to this shard's subscribers of its channel.
-    pub fn deliver_local(&self, message: &Published) {
-        for conn in self.channels.borrow().subscribers(&message.channel) {
-            conn.deliver(message);
+    /// Delivers `message` to this shard's subscribers of its channel; while the shard is busy,
+    /// through the channel's batch at the next release (see [`batch`]).
+    pub fn deliver_local(&self, message: &Arc<Published>) {
+        let config = self.config();
+        let batch = !config.write_coalesce.is_zero() && coalesce::is_busy();
+        let max_bytes = config.write_batch_bytes;
+        if self
+            .channels
+            .borrow_mut()
+            .publish(message, batch, max_bytes)
+        {
+            self.coalescer.arm();
         }
     }
 
@@ -153,6 +162,7 @@ impl Shard {
     /// Starts closing every connection with 1001 and marks the shard closing.
     pub fn begin_shutdown(&self) {
         self.closing.set(true);
+        self.channels.borrow_mut().deliver_batches();
         let grace = self.config().shutdown_grace;
         for conn in self.conns.borrow().values() {
             conn.close(
@@ -219,7 +229,10 @@ pub fn run(
         let coalescer = {
             let shard = shard.clone();
             let interval = shard.config().write_coalesce;
-            tokio::task::spawn_local(async move { shard.coalescer.run(interval).await })
+            tokio::task::spawn_local(async move {
+                let batches = || shard.channels.borrow_mut().deliver_batches();
+                shard.coalescer.run(interval, batches).await
+            })
         };
         tokio::select! {
             _ = crate::listener::accept_loop(listener, shard.clone()) => {}
