@@ -7,10 +7,13 @@
 //! A batch that reaches `connection.write_batch_bytes` (one vectored write) goes out at once, so
 //! a flooded channel holds at most that much per shard until the release.
 //!
-//! Order within a lane is kept. A channel's batch goes out before its membership changes (see
-//! [`crate::shard::channels::Channels`]), so every message reaches exactly the subscribers the
-//! channel had when it was published, as it would unbatched.
+//! Order within a lane is kept, and every message reaches exactly the subscribers the channel had
+//! when it was published, as it would unbatched: a subscriber that joins while messages wait gets
+//! only the later ones, and one that leaves gets the waiting ones it was there for at once.
+//! Neither sends the batch out early for the others, so subscription churn on a busy channel
+//! costs no extra writes to its other subscribers.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -26,6 +29,9 @@ pub struct Batch {
     messages: Vec<Arc<Published>>,
     /// The plain frames' bytes.
     bytes: usize,
+    /// Subscribers that joined while messages waited: connection id → index of their first
+    /// message.
+    joined: HashMap<u64, usize>,
 }
 
 impl Batch {
@@ -40,29 +46,58 @@ impl Batch {
         self.messages.is_empty()
     }
 
+    /// Notes that `conn_id` subscribed now: it gets only the messages added from here on.
+    pub fn join(&mut self, conn_id: u64) {
+        if !self.messages.is_empty() {
+            self.joined.insert(conn_id, self.messages.len());
+        }
+    }
+
+    /// Queues to `conn`, which is unsubscribing, the waiting messages published while it was
+    /// subscribed; the others still wait for the release.
+    pub fn leave(&mut self, conn: &Rc<Conn>) {
+        let first = self.joined.remove(&conn.id).unwrap_or(0);
+        if conn.is_open() {
+            self.queue(std::iter::once(conn), |_| first);
+        }
+    }
+
     /// Queues the waiting messages to `subscribers` (per lane, one entry of all their frames, the
     /// lz4 variants for `wsedge.v1.lz4` clients) and empties the batch.
     pub fn deliver<'a>(&mut self, subscribers: impl Iterator<Item = &'a Rc<Conn>> + Clone) {
-        if self.messages.is_empty() {
-            return;
-        }
-        for lane in Priority::ALL {
-            let in_lane = || self.messages.iter().filter(move |m| m.priority == lane);
-            if in_lane().next().is_none() {
-                continue;
-            }
-            let plain = frames(in_lane(), false);
-            let mut lz4 = None;
-            for conn in subscribers.clone() {
-                let frames = match conn.lz4 {
-                    true => lz4.get_or_insert_with(|| frames(in_lane(), true)),
-                    false => &plain,
-                };
-                conn.deliver_batch(lane, frames.clone());
-            }
-        }
+        let joined = std::mem::take(&mut self.joined);
+        self.queue(subscribers, |id| joined.get(&id).copied().unwrap_or(0));
         self.messages.clear();
         self.bytes = 0;
+    }
+
+    /// Queues to each of `subscribers` the messages from `first(its id)` on; the frames of the
+    /// whole batch are built once per lane and variant, and shared.
+    fn queue<'a>(
+        &self,
+        subscribers: impl Iterator<Item = &'a Rc<Conn>> + Clone,
+        first: impl Fn(u64) -> usize,
+    ) {
+        for lane in Priority::ALL {
+            let in_lane = |from: usize| {
+                let messages = self.messages.get(from..).unwrap_or_default();
+                messages.iter().filter(move |m| m.priority == lane)
+            };
+            if in_lane(0).next().is_none() {
+                continue;
+            }
+            let mut whole = [None, None];
+            for conn in subscribers.clone() {
+                let frames = match first(conn.id) {
+                    0 => whole[conn.lz4 as usize]
+                        .get_or_insert_with(|| frames(in_lane(0), conn.lz4))
+                        .clone(),
+                    from if in_lane(from).next().is_some() => frames(in_lane(from), conn.lz4),
+                    _ => continue,
+                };
+                conn.deliver_batch(lane, frames);
+            }
+        }
     }
 }
 

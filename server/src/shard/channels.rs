@@ -34,29 +34,34 @@ pub struct Channels {
 }
 
 impl Channels {
-    /// Adds `conn` to `channel`; false if it was already subscribed. The channel's waiting batch
-    /// goes out first: it was published before `conn` joined.
+    /// Adds `conn` to `channel`; false if it was already subscribed. It will not get the
+    /// messages already waiting in the channel's batch.
     pub fn subscribe(&mut self, channel: &str, conn: &Rc<Conn>) -> bool {
         let entry = match self.map.get_mut(channel) {
             Some(entry) => entry,
             None => self.map.entry(channel.into()).or_default(),
         };
-        entry.deliver_batch();
-        entry.subs.insert(conn.id, conn.clone()).is_none()
+        let added = entry.subs.insert(conn.id, conn.clone()).is_none();
+        if added {
+            entry.batch.join(conn.id);
+        }
+        added
     }
 
-    /// Removes `conn_id` from `channel`; false if it was not subscribed. The channel's waiting
-    /// batch goes out first: it was published while `conn_id` was a member.
+    /// Removes `conn_id` from `channel`; false if it was not subscribed. It gets the messages
+    /// waiting in the channel's batch that were published while it was subscribed, at once.
     pub fn unsubscribe(&mut self, channel: &str, conn_id: u64) -> bool {
         let Some(entry) = self.map.get_mut(channel) else {
             return false;
         };
-        entry.deliver_batch();
-        let removed = entry.subs.remove(&conn_id).is_some();
+        let Some(conn) = entry.subs.remove(&conn_id) else {
+            return false;
+        };
+        entry.batch.leave(&conn);
         if entry.subs.is_empty() {
             self.map.remove(channel);
         }
-        removed
+        true
     }
 
     /// Delivers `message` to the channel's subscribers, or adds it to the channel's batch when
