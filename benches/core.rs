@@ -24,7 +24,7 @@ fn envelope_parse(c: &mut Criterion) {
         b.iter_batched_ref(
             || PUBLISH.as_bytes().to_vec(),
             |buf| {
-                let request = envelope::parse(buf, &mut buffers).unwrap();
+                let request = envelope::parse(buf, &mut buffers, 128).unwrap();
                 black_box(request.op);
             },
             BatchSize::SmallInput,
@@ -40,7 +40,7 @@ fn frame_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("decoder");
     g.throughput(Throughput::Bytes(wire.len() as u64));
     g.bench_function("64_text_frames", |b| {
-        let mut decoder = Decoder::new(1 << 20);
+        let mut decoder = Decoder::new(1 << 20, 16_384);
         b.iter(|| {
             let mut input = &wire[..];
             while !input.is_empty() {
@@ -108,7 +108,7 @@ fn outbox(c: &mut Criterion) {
 /// `writev` of ~2 µs on loopback), it is why wsedge forwards every publish to every shard
 /// instead of tracking which shards subscribe.
 fn forward_to_idle_shard(c: &mut Criterion) {
-    let mailbox = Mailbox::new(1024);
+    let mailbox = Mailbox::new(1024, 1 << 30);
     let mut channels = Channels::default();
     let frame = frame::encode(frame::OpCode::Text, PUBLISH.as_bytes());
     let message = Arc::new(Published::new(
@@ -119,7 +119,8 @@ fn forward_to_idle_shard(c: &mut Criterion) {
     ));
     c.bench_function("shard/forward_to_idle_shard", |b| {
         b.iter(|| {
-            mailbox.push(message.clone()).unwrap();
+            assert!(mailbox.reserve(message.frame.len()));
+            mailbox.push_reserved(message.clone());
             let m = mailbox.try_pop().unwrap();
             black_box(channels.publish(&m, false, usize::MAX))
         })

@@ -109,8 +109,10 @@ PINS
 
 # ---------------------------------------------------------------- server
 cargo build --release -q -p wsedge --manifest-path "$ROOT/Cargo.toml"
-# 9.* sends messages up to 16 MiB: raise the size limits for this run only.
-WSEDGE_MAX_MESSAGE_SIZE=20000000 WSEDGE_OUTBOX_MAX_BYTES=48000000 WSEDGE_ECHO_ENDPOINT=true WSEDGE_LOG=warn \
+# 9.* sends messages up to 16 MiB, and 4 MiB in 64-byte fragments (65,536 frames): raise the
+# size limits for this run only, the fragment limit in step (max_message_size / 64).
+WSEDGE_MAX_MESSAGE_SIZE=20000000 WSEDGE_MAX_FRAGMENTS=312500 WSEDGE_OUTBOX_MAX_BYTES=48000000 \
+WSEDGE_ECHO_ENDPOINT=true WSEDGE_LOG=warn \
     "$ROOT/target/release/wsedge" --listen 127.0.0.1:0 --shards 2 --config "$ROOT/config/wsedge.toml" > "$OUT/server.out" &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT

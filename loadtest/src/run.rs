@@ -269,10 +269,8 @@ async fn attack(run: &Arc<Run>, url: &str, plan: &str) -> Result<GooseMetrics> {
 
 /// Server settings a spawned server gets for a scenario.
 fn server_env(opts: &Options) -> Vec<(String, String)> {
-    let mut env = vec![("WSEDGE_SHARDS".to_string(), opts.shards.to_string())];
-    // Each churn cycle opens a connection; keep the default limits otherwise.
-    env.push(("WSEDGE_MAX_CONNECTIONS".into(), "100000".into()));
-    env
+    // The default limits otherwise: max_connections follows the open-file limit.
+    vec![("WSEDGE_SHARDS".to_string(), opts.shards.to_string())]
 }
 
 /// Writes result.json, report.md and report.html into `dir`.

@@ -17,14 +17,26 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_SHARDS: usize = 0;
 /// Default `server.listen_backlog`.
 pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
-/// Default `server.max_connections` (WebSocket connections, all shards together).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Default `server.max_connections` (WebSocket connections, all shards together): 0 means as
+/// many as the open-file limit allows, less [`FD_RESERVE`] (see [`Config::socket_budget`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 0;
+/// Descriptors kept free of client sockets: listeners, the runtime's own, logs, a store later,
+/// and room to accept a connection only to answer it 503.
+pub const FD_RESERVE: usize = 64;
+/// Default `server.max_request_bytes`: the largest HTTP request head (request line and headers);
+/// larger gets 431. hyper's minimum is 8192.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 << 10;
+/// Default `server.handshake_budget_bytes`: what all connections still in the HTTP phase may
+/// hold together, as `max_request_bytes` each; a connection past it is answered 503 at once.
+pub const DEFAULT_HANDSHAKE_BUDGET_BYTES: usize = 64 << 20;
 /// Default `server.handshake_timeout_ms`: time for a new TCP connection to finish its HTTP request.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// Default `server.shutdown_grace_ms`: how long shutdown waits for outboxes to drain.
 pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 /// Default `server.shard_queue_capacity`: messages waiting in one shard's inbound queue.
 pub const DEFAULT_SHARD_QUEUE_CAPACITY: usize = 65_536;
+/// Default `server.shard_queue_max_bytes`: frame bytes waiting in one shard's inbound queue.
+pub const DEFAULT_SHARD_QUEUE_MAX_BYTES: usize = 64 << 20;
 /// Default `server.echo_endpoint`: serve `GET /echo` (raw echo, for conformance tests).
 pub const DEFAULT_ECHO_ENDPOINT: bool = true;
 /// Default `connection.max_message_size`: 1 MiB.
@@ -49,8 +61,29 @@ pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_CLOSE_TIMEOUT_MS: u64 = 5_000;
 /// Default `connection.max_subscriptions` per connection.
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1024;
+/// Default `connection.max_fragments`: frames one message may arrive in (1 MiB in Autobahn's
+/// smallest, 64-byte fragments); more: close 1008.
+pub const DEFAULT_MAX_FRAGMENTS: usize = 16_384;
 /// Default `protocol.lz4_threshold`: smallest message payload sent lz4-compressed.
 pub const DEFAULT_LZ4_THRESHOLD: usize = 1024;
+/// Default `protocol.max_json_depth`: nesting of arrays and objects in a request.
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 128;
+/// Largest `protocol.max_json_depth` accepted (values are built recursively on a shard's stack).
+pub const MAX_JSON_DEPTH: usize = 1024;
+/// Default `limits.messages_per_s`: data messages one connection may send per second, sustained.
+pub const DEFAULT_MESSAGES_PER_S: u64 = 10_000;
+/// Default `limits.messages_burst`: messages one connection may send at once.
+pub const DEFAULT_MESSAGES_BURST: u64 = 20_000;
+/// Default `limits.publish_bytes_per_s`: published `data` bytes per connection per second.
+pub const DEFAULT_PUBLISH_BYTES_PER_S: u64 = 16 << 20;
+/// Default `limits.publish_burst_bytes`: published bytes at once (at least `max_message_size`).
+pub const DEFAULT_PUBLISH_BURST_BYTES: u64 = 32 << 20;
+/// Default `limits.control_frames_per_s`: pings and pongs a client may send per second.
+pub const DEFAULT_CONTROL_FRAMES_PER_S: u64 = 50;
+/// Default `limits.control_frames_burst`.
+pub const DEFAULT_CONTROL_FRAMES_BURST: u64 = 100;
+/// Default `limits.violations_before_close`: requests refused `rate_limited` before close 1008.
+pub const DEFAULT_VIOLATIONS_BEFORE_CLOSE: u32 = 10;
 
 /// A configuration that cannot be used; the message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +108,7 @@ pub struct FileConfig {
     pub server: ServerSection,
     pub connection: ConnectionSection,
     pub protocol: ProtocolSection,
+    pub limits: LimitsSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +121,9 @@ pub struct ServerSection {
     pub handshake_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
     pub shard_queue_capacity: usize,
+    pub shard_queue_max_bytes: usize,
+    pub max_request_bytes: usize,
+    pub handshake_budget_bytes: usize,
     pub echo_endpoint: bool,
 }
 
@@ -100,6 +137,9 @@ impl Default for ServerSection {
             handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             shard_queue_capacity: DEFAULT_SHARD_QUEUE_CAPACITY,
+            shard_queue_max_bytes: DEFAULT_SHARD_QUEUE_MAX_BYTES,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            handshake_budget_bytes: DEFAULT_HANDSHAKE_BUDGET_BYTES,
             echo_endpoint: DEFAULT_ECHO_ENDPOINT,
         }
     }
@@ -116,6 +156,7 @@ pub struct ConnectionSection {
     pub idle_timeout_ms: u64,
     pub close_timeout_ms: u64,
     pub max_subscriptions: usize,
+    pub max_fragments: usize,
 }
 
 impl Default for ConnectionSection {
@@ -129,6 +170,7 @@ impl Default for ConnectionSection {
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
             close_timeout_ms: DEFAULT_CLOSE_TIMEOUT_MS,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            max_fragments: DEFAULT_MAX_FRAGMENTS,
         }
     }
 }
@@ -137,14 +179,58 @@ impl Default for ConnectionSection {
 #[serde(default, deny_unknown_fields)]
 pub struct ProtocolSection {
     pub lz4_threshold: usize,
+    pub max_json_depth: usize,
 }
 
 impl Default for ProtocolSection {
     fn default() -> Self {
         ProtocolSection {
             lz4_threshold: DEFAULT_LZ4_THRESHOLD,
+            max_json_depth: DEFAULT_MAX_JSON_DEPTH,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    pub messages_per_s: u64,
+    pub messages_burst: u64,
+    pub publish_bytes_per_s: u64,
+    pub publish_burst_bytes: u64,
+    pub control_frames_per_s: u64,
+    pub control_frames_burst: u64,
+    pub violations_before_close: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            messages_per_s: DEFAULT_MESSAGES_PER_S,
+            messages_burst: DEFAULT_MESSAGES_BURST,
+            publish_bytes_per_s: DEFAULT_PUBLISH_BYTES_PER_S,
+            publish_burst_bytes: DEFAULT_PUBLISH_BURST_BYTES,
+            control_frames_per_s: DEFAULT_CONTROL_FRAMES_PER_S,
+            control_frames_burst: DEFAULT_CONTROL_FRAMES_BURST,
+            violations_before_close: DEFAULT_VIOLATIONS_BEFORE_CLOSE,
+        }
+    }
+}
+
+/// Per-connection rate limits (`[limits]`): token buckets, each a sustained rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub messages: Rate,
+    pub publish_bytes: Rate,
+    pub control_frames: Rate,
+    pub violations_before_close: u32,
+}
+
+/// A token bucket's refill rate per second and capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_s: u64,
+    pub burst: u64,
 }
 
 /// The validated configuration.
@@ -154,10 +240,15 @@ pub struct Config {
     /// Resolved: never 0.
     pub shards: usize,
     pub listen_backlog: u32,
+    /// As configured: 0 means "what the open-file limit allows" (see [`Config::socket_budget`]).
     pub max_connections: usize,
     pub handshake_timeout: Duration,
     pub shutdown_grace: Duration,
     pub shard_queue_capacity: usize,
+    pub shard_queue_max_bytes: usize,
+    pub max_request_bytes: usize,
+    /// Connections allowed in the HTTP phase at once: `handshake_budget_bytes / max_request_bytes`.
+    pub max_pending_handshakes: usize,
     pub echo_endpoint: bool,
     pub max_message_size: usize,
     pub outbox_max_bytes: usize,
@@ -168,7 +259,36 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub close_timeout: Duration,
     pub max_subscriptions: usize,
+    pub max_fragments: usize,
     pub lz4_threshold: usize,
+    pub max_json_depth: usize,
+    pub rate_limits: RateLimits,
+}
+
+/// How many client sockets the server keeps at once, resolved against the open-file limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketBudget {
+    /// WebSocket connections, all shards together (503 beyond).
+    pub max_connections: usize,
+    /// TCP sockets, upgraded or not; past it a new one is answered 503 and closed at once.
+    pub max_sockets: usize,
+}
+
+impl Config {
+    /// Resolves `max_connections` against `nofile`, the process's open-file limit: with 0, all
+    /// descriptors but [`FD_RESERVE`]; a larger configured value is lowered to that, so that the
+    /// server answers 503 rather than failing `accept` with EMFILE.
+    pub fn socket_budget(&self, nofile: u64) -> SocketBudget {
+        let max_sockets = (nofile as usize).saturating_sub(FD_RESERVE).max(1);
+        let max_connections = match self.max_connections {
+            0 => max_sockets,
+            n => n.min(max_sockets),
+        };
+        SocketBudget {
+            max_connections,
+            max_sockets,
+        }
+    }
 }
 
 /// Largest frame header, so an outbox always holds one max-size message.
@@ -211,7 +331,7 @@ impl FileConfig {
 
     /// Checks every value and resolves defaults that depend on the machine.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let (s, c, p) = (self.server, self.connection, self.protocol);
+        let (s, c, p, l) = (self.server, self.connection, self.protocol, self.limits);
         let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
         let listen = s.listen.parse().map_err(|e| {
             invalid(
@@ -234,9 +354,76 @@ impl FileConfig {
             }
         };
         let ms = |key, v| positive(key, v).map(Duration::from_millis);
-        positive("server.max_connections", s.max_connections as u64)?;
         positive("server.listen_backlog", s.listen_backlog as u64)?;
         positive("server.shard_queue_capacity", s.shard_queue_capacity as u64)?;
+        positive("connection.max_fragments", c.max_fragments as u64)?;
+        if s.max_request_bytes < 8192 {
+            return Err(invalid(
+                "server.max_request_bytes",
+                format!("{} is under hyper's minimum, 8192", s.max_request_bytes),
+            ));
+        }
+        if s.handshake_budget_bytes < s.max_request_bytes {
+            return Err(invalid(
+                "server.handshake_budget_bytes",
+                format!(
+                    "{} must be at least server.max_request_bytes ({})",
+                    s.handshake_budget_bytes, s.max_request_bytes
+                ),
+            ));
+        }
+        if s.shard_queue_max_bytes < c.max_message_size + 2 * FRAME_OVERHEAD + 256 {
+            return Err(invalid(
+                "server.shard_queue_max_bytes",
+                format!(
+                    "{} must hold one message of connection.max_message_size ({})",
+                    s.shard_queue_max_bytes, c.max_message_size
+                ),
+            ));
+        }
+        if !(1..=MAX_JSON_DEPTH).contains(&p.max_json_depth) {
+            return Err(invalid(
+                "protocol.max_json_depth",
+                format!("{} is not within 1-{MAX_JSON_DEPTH}", p.max_json_depth),
+            ));
+        }
+        let rate = |key_rate, per_s: u64, key_burst, burst: u64, at_least: u64| {
+            positive(key_rate, per_s)?;
+            if burst < at_least.max(1) {
+                return Err(invalid(
+                    key_burst,
+                    format!("{burst} must be at least {}", at_least.max(1)),
+                ));
+            }
+            Ok(Rate { per_s, burst })
+        };
+        let rate_limits = RateLimits {
+            messages: rate(
+                "limits.messages_per_s",
+                l.messages_per_s,
+                "limits.messages_burst",
+                l.messages_burst,
+                1,
+            )?,
+            publish_bytes: rate(
+                "limits.publish_bytes_per_s",
+                l.publish_bytes_per_s,
+                "limits.publish_burst_bytes",
+                l.publish_burst_bytes,
+                c.max_message_size as u64,
+            )?,
+            control_frames: rate(
+                "limits.control_frames_per_s",
+                l.control_frames_per_s,
+                "limits.control_frames_burst",
+                l.control_frames_burst,
+                1,
+            )?,
+            violations_before_close: positive(
+                "limits.violations_before_close",
+                l.violations_before_close.into(),
+            )? as u32,
+        };
         positive("connection.max_message_size", c.max_message_size as u64)?;
         positive("connection.write_batch_bytes", c.write_batch_bytes as u64)?;
         positive("connection.max_subscriptions", c.max_subscriptions as u64)?;
@@ -278,6 +465,9 @@ impl FileConfig {
             handshake_timeout: ms("server.handshake_timeout_ms", s.handshake_timeout_ms)?,
             shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
             shard_queue_capacity: s.shard_queue_capacity,
+            shard_queue_max_bytes: s.shard_queue_max_bytes,
+            max_request_bytes: s.max_request_bytes,
+            max_pending_handshakes: s.handshake_budget_bytes / s.max_request_bytes,
             echo_endpoint: s.echo_endpoint,
             max_message_size: c.max_message_size,
             outbox_max_bytes: c.outbox_max_bytes,
@@ -287,7 +477,10 @@ impl FileConfig {
             idle_timeout,
             close_timeout: ms("connection.close_timeout_ms", c.close_timeout_ms)?,
             max_subscriptions: c.max_subscriptions,
+            max_fragments: c.max_fragments,
             lz4_threshold: p.lz4_threshold,
+            max_json_depth: p.max_json_depth,
+            rate_limits,
         })
     }
 }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
+use crate::limits::{ConnLimits, Verdict};
 use crate::message::Published;
 use crate::notify::LocalNotify;
 use crate::outbox::{Outbox, Push};
@@ -26,6 +27,13 @@ use crate::shard::Shard;
 
 /// Most slices in one vectored write.
 const MAX_IOV: usize = 256;
+/// Fairness: a read that holds more frames than this is followed by a yield to the shard's other
+/// tasks, and the connection's next read takes at most [`FLOOD_READ_BYTES`], until a read holds
+/// fewer; a read that fills the whole buffer yields too. A client flooding tiny frames so gets a
+/// slice of the shard, not all of it.
+const FRAMES_PER_TURN: u64 = 256;
+/// The most a flooding connection reads per turn (see [`FRAMES_PER_TURN`]).
+const FLOOD_READ_BYTES: usize = 4 << 10;
 /// Longest wait for the peer to close after our final close frame and FIN.
 const MAX_LINGER: Duration = Duration::from_secs(2);
 
@@ -162,6 +170,17 @@ impl Conn {
     }
 }
 
+/// What one read found.
+enum Read {
+    /// Bytes, handled; `full` when they filled the read (more are likely waiting).
+    Some {
+        full: bool,
+    },
+    /// Nothing yet.
+    None,
+    Eof,
+}
+
 /// How the connection task ended.
 #[derive(Debug)]
 enum End {
@@ -178,6 +197,9 @@ struct Session<'a> {
     conn: &'a Rc<Conn>,
     endpoint: Endpoint,
     decoder: Decoder,
+    limits: ConnLimits,
+    /// The most the next read may take (see [`FRAMES_PER_TURN`]).
+    read_limit: usize,
     reading: bool,
     peer_closed: bool,
     last_heard: Instant,
@@ -201,7 +223,9 @@ pub async fn run(
         shard: &shard,
         conn: &conn,
         endpoint,
-        decoder: Decoder::new(config.max_message_size),
+        decoder: Decoder::new(config.max_message_size, config.max_fragments),
+        limits: ConnLimits::new(&config.rate_limits, now.into_std()),
+        read_limit: usize::MAX,
         reading: true,
         peer_closed: false,
         last_heard: now,
@@ -286,9 +310,17 @@ impl Session<'_> {
                     }
                 }
                 ready = stream.readable(), if self.reading => {
+                    let frames = self.decoder.frames();
                     match ready.and_then(|()| self.read(stream)) {
-                        Ok(true) => {}
-                        Ok(false) => return End::Abandoned("peer closed the TCP connection"),
+                        Ok(Read::Eof) => return End::Abandoned("peer closed the TCP connection"),
+                        Ok(Read::Some { full }) => {
+                            let flood = self.decoder.frames() - frames > FRAMES_PER_TURN;
+                            self.read_limit = if flood { FLOOD_READ_BYTES } else { usize::MAX };
+                            if flood || full {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                        Ok(Read::None) => {}
                         Err(e) => return End::Io(e),
                     }
                 }
@@ -380,19 +412,48 @@ impl Session<'_> {
         }
     }
 
-    /// Reads what the socket has into the shard's buffer and handles it; false on EOF.
-    fn read(&mut self, stream: &TcpStream) -> io::Result<bool> {
+    /// Reads what the socket has (at most `read_limit` bytes) into the shard's buffer and handles
+    /// it.
+    fn read(&mut self, stream: &TcpStream) -> io::Result<Read> {
         let mut buffer = self.shard.read_buffer.borrow_mut();
-        match stream.try_read(&mut buffer) {
-            Ok(0) => Ok(false),
+        let limit = self.read_limit.min(buffer.len());
+        match stream.try_read(&mut buffer[..limit]) {
+            Ok(0) => Ok(Read::Eof),
             Ok(n) => {
                 self.last_heard = Instant::now();
                 self.on_bytes(&buffer[..n]);
-                Ok(true)
+                Ok(Read::Some { full: n == limit })
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Checks a data message against `limits.messages_per_s`: over it, refused (on `/ws` with
+    /// `rate_limited`), or the connection closed after `violations_before_close` refusals.
+    fn allow_message(&mut self, now: std::time::Instant) -> bool {
+        match self.limits.message(now) {
+            Verdict::Allow => true,
+            Verdict::Refuse => {
+                if self.endpoint == Endpoint::Protocol {
+                    crate::handler::refuse_rate_limited(self.conn, None, "messages_per_s");
+                }
+                false
+            }
+            Verdict::Close => {
+                self.reading = false;
+                crate::handler::close_rate_limited(self.conn);
+                false
+            }
+        }
+    }
+
+    /// Stops reading and closes with `code` after what is queued.
+    fn fail(&mut self, code: u16, reason: &str) {
+        tracing::debug!(conn = self.conn.id, "closing with {code}: {reason}");
+        self.reading = false;
+        self.conn
+            .close(Some((code, reason)), CloseKind::Final, None);
     }
 
     fn on_bytes(&mut self, mut input: &[u8]) {
@@ -400,15 +461,7 @@ impl Session<'_> {
             match self.decoder.decode(&mut input) {
                 Ok(Some(event)) => self.on_event(event),
                 Ok(None) => {}
-                Err(e) => {
-                    tracing::debug!(conn = self.conn.id, "protocol error: {e}");
-                    self.reading = false;
-                    self.conn.close(
-                        Some((e.close_code(), &e.to_string())),
-                        CloseKind::Final,
-                        None,
-                    );
-                }
+                Err(e) => self.fail(e.close_code(), &e.to_string()),
             }
         }
     }
@@ -416,23 +469,30 @@ impl Session<'_> {
     fn on_event(&mut self, event: Event) {
         crate::shard::coalesce::count_frame();
         let conn = self.conn;
+        let now = self.last_heard.into_std();
         match event {
             Event::Close(code) => {
                 self.peer_closed = true;
                 self.reading = false;
                 conn.close(code.map(|c| (c, "")), CloseKind::Final, None);
             }
+            Event::Ping(_) | Event::Pong if !self.limits.control_frame(now) => {
+                self.fail(1008, "too many pings");
+            }
             Event::Ping(payload) => {
                 conn.send(Priority::Critical, frame::encode(OpCode::Pong, &payload))
             }
             Event::Pong => {}
             _ if !conn.is_open() => {}
+            _ if !self.allow_message(now) => {}
             Event::Text(message) => match self.endpoint {
                 Endpoint::Echo => conn.send(
                     Priority::Normal,
                     frame::finish(message.into_frame_buffer(), OpCode::Text),
                 ),
-                Endpoint::Protocol => crate::handler::handle_text(self.shard, conn, message),
+                Endpoint::Protocol => {
+                    crate::handler::handle_text(self.shard, conn, message, &mut self.limits, now)
+                }
             },
             Event::Binary(message) => match self.endpoint {
                 Endpoint::Echo => conn.send(

@@ -4,18 +4,30 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::connection::Conn;
+use crate::connection::{CloseKind, Conn};
+use crate::limits::{ConnLimits, Verdict};
 use crate::message::Published;
 use crate::protocol::decoder::Message;
-use crate::protocol::envelope::{self, ErrorCode, Op};
+use crate::protocol::envelope::{self, ErrorCode, Json, Op};
 use crate::protocol::{reply, Priority};
 use crate::shard::Shard;
 
-/// Handles one text message.
-pub fn handle_text(shard: &Shard, conn: &Rc<Conn>, mut message: Message) {
+/// Handles one text message; `limits` and `now` decide whether a publish may go out.
+pub fn handle_text(
+    shard: &Shard,
+    conn: &Rc<Conn>,
+    mut message: Message,
+    limits: &mut ConnLimits,
+    now: Instant,
+) {
     let size = message.payload().len();
-    let parsed = envelope::parse(message.payload_mut(), &mut shard.json_buffers.borrow_mut());
+    let parsed = envelope::parse(
+        message.payload_mut(),
+        &mut shard.json_buffers.borrow_mut(),
+        shard.config().max_json_depth,
+    );
     let request = match parsed {
         Ok(request) => request,
         Err(rejection) => {
@@ -38,21 +50,30 @@ pub fn handle_text(shard: &Shard, conn: &Rc<Conn>, mut message: Message) {
         } => {
             let id = shard.next_message_id();
             let frame = reply::message(&channel, &id, priority, &data, size);
+            match limits.publish(frame.len(), now) {
+                Verdict::Allow => {}
+                Verdict::Refuse => {
+                    return refuse_rate_limited(conn, reference, "publish_bytes_per_s");
+                }
+                Verdict::Close => return close_rate_limited(conn),
+            }
             let message = Arc::new(Published::new(
                 &channel,
                 priority,
                 frame,
                 shard.config().lz4_threshold,
             ));
-            let full = shard.forward(&message);
-            shard.deliver_local(&message);
-            if full.is_empty() {
-                Ok(())
-            } else {
-                Err((
+            match shard.forward(&message) {
+                Ok(()) => {
+                    shard.deliver_local(&message);
+                    Ok(())
+                }
+                Err(full) => Err((
                     ErrorCode::Overloaded,
-                    format!("message {id} not delivered on shard(s) {full:?}: inbound queue full"),
-                ))
+                    format!(
+                        "not published: shard {full}'s inbound queue is full; delivered nowhere, retry later"
+                    ),
+                )),
             }
         }
         Op::Ping => return conn.send(Priority::Critical, reply::pong(reference)),
@@ -67,6 +88,20 @@ pub fn handle_text(shard: &Shard, conn: &Rc<Conn>, mut message: Message) {
             conn.send(Priority::Critical, reply::error(reference, code, &text))
         }
     }
+}
+
+/// Answers a request refused by the rate limit named `limit` (see [`crate::limits`]).
+pub fn refuse_rate_limited(conn: &Conn, reference: Option<&Json<'_>>, limit: &str) {
+    let text = format!("over limits.{limit}; request not carried out");
+    conn.send(
+        Priority::Critical,
+        reply::error(reference, ErrorCode::RateLimited, &text),
+    );
+}
+
+/// Closes a connection over its rate limits `violations_before_close` times.
+pub fn close_rate_limited(conn: &Conn) {
+    conn.close(Some((1008, "rate limit exceeded")), CloseKind::Final, None);
 }
 
 /// Answers a binary frame on `/ws`, where protocol v1 expects JSON text.

@@ -1,5 +1,9 @@
 //! HTTP on the WebSocket port, through hyper: `GET /ws` and `GET /echo` upgrade, `GET /health`
 //! reports, anything else is 404. Errors are JSON `{"error":..., "message":...}` with a status.
+//!
+//! Upgrades follow RFC 6455 §4.2.1 strictly: HTTP/1.1 or later, a `Host` header, and a
+//! `Sec-WebSocket-Key` that decodes to 16 bytes, else 400. A request head over
+//! `server.max_request_bytes` gets 431 from hyper.
 
 use std::convert::Infallible;
 use std::rc::Rc;
@@ -8,15 +12,15 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::connection::{self, Conn, Endpoint};
 use crate::protocol::reply::{self, write_json_string};
 use crate::protocol::Priority;
-use crate::shard::{Shard, Slot};
+use crate::shard::{Pending, Shard, Slot};
 
 /// Subprotocol for plain JSON text frames (the default).
 pub const SUBPROTOCOL: &str = "wsedge.v1";
@@ -26,14 +30,16 @@ pub const SUBPROTOCOL_LZ4: &str = "wsedge.v1.lz4";
 type Body = Full<Bytes>;
 
 /// Serves one TCP connection's HTTP requests until it upgrades, closes, or runs out of
-/// `handshake_timeout`.
-pub async fn serve(stream: TcpStream, shard: Rc<Shard>) {
+/// `handshake_timeout`. `pending` counts it against `server.handshake_budget_bytes` meanwhile.
+pub async fn serve(stream: TcpStream, shard: Rc<Shard>, pending: Pending) {
     let timeout = shard.config().handshake_timeout;
+    let max_request_bytes = shard.config().max_request_bytes;
     let service = hyper::service::service_fn(move |req| {
         let response = route(req, &shard);
         async move { Ok::<_, Infallible>(response) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(max_request_bytes)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     match tokio::time::timeout(timeout, conn).await {
@@ -41,7 +47,15 @@ pub async fn serve(stream: TcpStream, shard: Rc<Shard>) {
         Ok(Err(e)) => tracing::debug!("http: {e}"),
         Err(_) => tracing::debug!("http: handshake_timeout passed"),
     }
+    drop(pending);
 }
+
+/// What a refused TCP connection is told before it is closed (see `server.max_connections`
+/// and `server.handshake_budget_bytes`); it fits any socket's send buffer, so one non-blocking
+/// write sends it.
+pub const AT_CAPACITY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 69\r\n\r\n\
+{\"error\":\"at_capacity\",\"message\":\"server is at its connection limit\"}";
 
 fn route(req: Request<Incoming>, shard: &Rc<Shard>) -> Response<Body> {
     let path = req.uri().path();
@@ -76,7 +90,7 @@ fn health(shard: &Shard) -> Response<Body> {
         r#"{{"status":"ok","shards":{},"connections":{},"max_connections":{}}}"#,
         shared.config.shards,
         shared.connections.load(Ordering::Relaxed),
-        shared.config.max_connections
+        shared.budget.max_connections
     );
     json(StatusCode::OK, body)
 }
@@ -85,6 +99,9 @@ fn upgrade(mut req: Request<Incoming>, shard: &Rc<Shard>, endpoint: Endpoint) ->
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         let text = "this endpoint is a WebSocket: send Connection: Upgrade and Upgrade: websocket";
         return error(StatusCode::UPGRADE_REQUIRED, "upgrade_required", text);
+    }
+    if let Err(text) = check_handshake(&req) {
+        return error(StatusCode::BAD_REQUEST, "bad_handshake", text);
     }
     let protocol = match (endpoint, negotiate(&req)) {
         (Endpoint::Echo, _) => None,
@@ -99,7 +116,7 @@ fn upgrade(mut req: Request<Incoming>, shard: &Rc<Shard>, endpoint: Endpoint) ->
     let Some(slot) = Slot::acquire(&shard.shared) else {
         let text = format!(
             "server is at max_connections ({})",
-            shard.config().max_connections
+            shard.shared.budget.max_connections
         );
         return error(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", &text);
     };
@@ -153,6 +170,33 @@ fn upgrade(mut req: Request<Incoming>, shard: &Rc<Shard>, endpoint: Endpoint) ->
     Response::from_parts(parts, Body::default())
 }
 
+/// RFC 6455 §4.2.1 checks that fastwebsockets leaves out.
+fn check_handshake<B>(req: &Request<B>) -> Result<(), &'static str> {
+    if req.version() < Version::HTTP_11 {
+        return Err("a WebSocket upgrade needs HTTP/1.1 or later");
+    }
+    if !req.headers().contains_key(HOST) {
+        return Err("missing Host header");
+    }
+    let key = req
+        .headers()
+        .get(SEC_WEBSOCKET_KEY)
+        .map(HeaderValue::as_bytes);
+    if !key.is_some_and(is_websocket_key) {
+        return Err("Sec-WebSocket-Key must be 16 bytes in base64 (24 characters)");
+    }
+    Ok(())
+}
+
+/// Whether `key` is base64 for 16 bytes: 22 base64 digits, then `==`.
+fn is_websocket_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
 /// The client-visible connection id: `<shard>-<sequence>`.
 pub fn connection_name(id: u64) -> String {
     format!("{}-{}", id >> 48, id & ((1 << 48) - 1))
@@ -197,4 +241,32 @@ fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_at_capacity_response_has_the_length_it_announces() {
+        let text = std::str::from_utf8(AT_CAPACITY_RESPONSE).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let length = format!("content-length: {}\r\n", body.len());
+        assert!(format!("{head}\r\n").contains(&length), "{head}");
+        assert!(head.starts_with("HTTP/1.1 503 "));
+    }
+
+    #[test]
+    fn a_websocket_key_is_16_bytes_of_base64() {
+        assert!(is_websocket_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(is_websocket_key(b"AAAAAAAAAAAAAAAAAAAA+/=="));
+        for bad in [
+            &b""[..],
+            b"dGhlIHNhbXBsZSBub25jZQ=",
+            b"dGhlIHNhbXBsZSBub25jZQ=x",
+            b"dGhlIHNhbXBsZSBub25j!Q==",
+        ] {
+            assert!(!is_websocket_key(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 }

@@ -9,6 +9,7 @@
 //! - [`http`]: `/ws`, `/echo`, `/health` on hyper; the upgrade and subprotocol choice.
 //! - [`connection`]: a connection's handle and its read/write/timer task.
 //! - [`handler`]: what each protocol v1 request does.
+//! - [`limits`]: per-connection token buckets (`[limits]`), pure.
 //! - [`outbox`]: the four priority lanes under a byte budget, drained into vectored writes.
 //! - [`message`]: a published message, encoded once and shared by every recipient.
 //! - [`notify`]: a lock-free shard-local wake-up.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod connection;
 pub mod handler;
 pub mod http;
+pub mod limits;
 pub mod listener;
 pub mod message;
 pub mod notify;

@@ -1,17 +1,22 @@
 //! Listening sockets: one per shard on the same address with SO_REUSEPORT (the kernel spreads
-//! new connections across shards), and the accept loop, which backs off when out of descriptors.
+//! new connections across shards), and the accept loop. The loop answers 503 at once to a
+//! connection past the socket or handshake budget (so the open-file limit is not reached in the
+//! first place), and backs off when out of descriptors all the same, logging that at most once
+//! per [`EXHAUSTION_LOG_INTERVAL`] with a count.
 
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::shard::Shard;
+use crate::shard::{Pending, Shard};
 
 /// Pause after an accept error caused by resource exhaustion (EMFILE, ENFILE, ENOBUFS, ENOMEM).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Accept errors and refused connections are logged at most once per this interval.
+const EXHAUSTION_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Binds `count` listeners on `addr`. With port 0 the first picks the port, the rest share it.
 pub fn bind(
@@ -40,21 +45,59 @@ fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener>
 
 /// Accepts connections forever, serving each on this shard.
 pub async fn accept_loop(listener: tokio::net::TcpListener, shard: Rc<Shard>) {
+    let mut refused = RateLog::new("connections answered 503 (socket or handshake budget full)");
+    let mut exhausted = RateLog::new("accept failed for lack of resources");
     loop {
         match listener.accept().await {
-            Ok((stream, _peer)) => {
-                let _ = stream.set_nodelay(true);
-                tokio::task::spawn_local(crate::http::serve(stream, shard.clone()));
-            }
+            Ok((stream, _peer)) => match Pending::acquire(&shard.shared) {
+                Some(pending) => {
+                    let _ = stream.set_nodelay(true);
+                    tokio::task::spawn_local(crate::http::serve(stream, shard.clone(), pending));
+                }
+                None => {
+                    let _ = stream.try_write(crate::http::AT_CAPACITY_RESPONSE);
+                    refused.count(shard.index, None);
+                }
+            },
             Err(e) if is_exhaustion(&e) => {
-                tracing::warn!(
-                    shard = shard.index,
-                    "accept: {e}; pausing {ACCEPT_BACKOFF:?}"
-                );
+                exhausted.count(shard.index, Some(&e));
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
             Err(e) => tracing::debug!(shard = shard.index, "accept: {e}"),
         }
+    }
+}
+
+/// A warning that repeats at most once per [`EXHAUSTION_LOG_INTERVAL`], with how many times it
+/// happened since it was last logged.
+struct RateLog {
+    what: &'static str,
+    count: u64,
+    last: Option<Instant>,
+}
+
+impl RateLog {
+    fn new(what: &'static str) -> Self {
+        RateLog {
+            what,
+            count: 0,
+            last: None,
+        }
+    }
+
+    fn count(&mut self, shard: usize, error: Option<&io::Error>) {
+        self.count += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now < last + EXHAUSTION_LOG_INTERVAL)
+        {
+            return;
+        }
+        let error = error.map(|e| format!(": {e}")).unwrap_or_default();
+        tracing::warn!(shard, count = self.count, "{}{error}", self.what);
+        self.count = 0;
+        self.last = Some(now);
     }
 }
 

@@ -25,7 +25,13 @@ impl Server {
         let shards = config.shards;
         let listeners = crate::listener::bind(config.listen, config.listen_backlog, shards)?;
         let local_addr = listeners[0].local_addr()?;
-        let shared = Arc::new(Shared::new(config));
+        let budget = config.socket_budget(nofile_limit()?);
+        tracing::info!(
+            max_connections = budget.max_connections,
+            max_sockets = budget.max_sockets,
+            "connection limits"
+        );
+        let shared = Arc::new(Shared::new(config, budget));
         let (stop, stopped) = watch::channel(false);
         let mut threads = Vec::with_capacity(shards);
         for (index, listener) in listeners.into_iter().enumerate() {
@@ -58,6 +64,19 @@ impl Server {
             }
         }
     }
+}
+
+/// The open-file soft limit in force.
+fn nofile_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(limit.rlim_cur)
 }
 
 /// Raises the soft open-file limit to the hard limit; returns (soft before, hard).

@@ -110,7 +110,13 @@ async fn held_deliveries_leave_with_the_next_urgent_frame() -> Result<()> {
 async fn a_busy_shard_still_reads_and_loses_nothing_while_deliveries_wait() -> Result<()> {
     const WARM: u64 = 20_000;
     const HELD: u64 = 2_000;
-    let server = TestServer::start(&[("WRITE_COALESCE_US", "10000000"), ("SHARDS", "1")]).await?;
+    // Batches large enough that the held deliveries do not go out early on their own.
+    let server = TestServer::start(&[
+        ("WRITE_COALESCE_US", "10000000"),
+        ("SHARDS", "1"),
+        ("WRITE_BATCH_BYTES", "1048576"),
+    ])
+    .await?;
     let mut subscriber = Client::connect(&server).await?;
     let mut publisher = Client::connect(&server).await?;
     let mut echoer = Client::connect(&server).await?;

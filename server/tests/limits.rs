@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 use futures_util::StreamExt;
 use serde_json::json;
-use support::{Client, TestServer, STEP};
+use support::{masked_text, raw_upgrade, read_until_close, Client, TestServer, STEP};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -60,24 +60,6 @@ async fn sigterm_sends_1001_and_exits_zero() -> Result<()> {
     Ok(())
 }
 
-/// Opens a raw WebSocket on `/ws` and returns the socket after the 101 response.
-async fn raw_upgrade(server: &TestServer) -> Result<TcpStream> {
-    let mut s = TcpStream::connect(server.addr).await?;
-    let request = "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-                   Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-    s.write_all(request.as_bytes()).await?;
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(s.read_u8().await?);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    Ok(s)
-}
-
 /// A one-shard server with a small outbox, a raw subscriber to `channel` that reads nothing,
 /// and a publisher; returns once the subscribe has been handled.
 async fn slow_subscriber(
@@ -125,10 +107,6 @@ async fn into_client(s: TcpStream) -> tokio_tungstenite::WebSocketStream<TcpStre
         None,
     )
     .await
-}
-
-fn masked_text(payload: &[u8]) -> Vec<u8> {
-    wsedge::protocol::frame::encode_client(true, 1, payload, [1, 2, 3, 4])
 }
 
 #[tokio::test]
@@ -225,25 +203,6 @@ async fn idle_clients_are_pinged_then_closed() -> Result<()> {
         "pinged before being closed"
     );
     Ok(())
-}
-
-/// Reads server frames from a raw socket until a close frame: (opcode, payload) each.
-async fn read_until_close(mut s: TcpStream) -> Result<Vec<(u8, Vec<u8>)>> {
-    let mut frames = Vec::new();
-    loop {
-        let (b0, b1) = (s.read_u8().await?, s.read_u8().await?);
-        let len = match b1 & 0x7f {
-            126 => s.read_u16().await? as usize,
-            127 => s.read_u64().await? as usize,
-            n => n as usize,
-        };
-        let mut payload = vec![0; len];
-        s.read_exact(&mut payload).await?;
-        frames.push((b0 & 0x0f, payload));
-        if b0 & 0x0f == 0x8 {
-            return Ok(frames);
-        }
-    }
 }
 
 #[tokio::test]

@@ -3,8 +3,11 @@
 //! Bytes in, [`Event`]s out. It validates as bytes arrive rather than per whole frame: a text
 //! message is checked for UTF-8 incrementally (an invalid byte fails the connection at once, even
 //! mid-frame), the running size of a fragmented message is held to `max_message_size` from the
-//! frame header on, and it keeps no read buffer of its own between events (only a partial header
-//! of at most 14 bytes and the message being assembled), so an idle connection costs nothing here.
+//! frame header on and its frames to `max_fragments`, and it keeps no read buffer of its own
+//! between events (only a partial header of at most 14 bytes and the message being assembled), so
+//! an idle connection costs nothing here. A message's buffer grows with the bytes that arrive,
+//! never by the length a header announces: a peer that announces 1 MiB and sends one byte holds
+//! one byte.
 
 use super::frame::HEADROOM;
 
@@ -76,14 +79,18 @@ pub enum DecodeError {
     InvalidUtf8,
     #[error("message of {size} bytes exceeds max_message_size ({limit})")]
     TooBig { size: u64, limit: usize },
+    #[error("message in more than max_fragments ({limit}) frames")]
+    TooManyFragments { limit: usize },
 }
 
 impl DecodeError {
-    /// The close code that answers this error: 1007 for bad UTF-8, 1009 for size, else 1002.
+    /// The close code that answers this error: 1007 for bad UTF-8, 1009 for size, 1008 for too
+    /// many fragments (a policy, not a protocol violation), else 1002.
     pub fn close_code(&self) -> u16 {
         match self {
             DecodeError::InvalidUtf8 => 1007,
             DecodeError::TooBig { .. } => 1009,
+            DecodeError::TooManyFragments { .. } => 1008,
             _ => 1002,
         }
     }
@@ -103,6 +110,11 @@ struct FrameHead {
 #[derive(Debug)]
 pub struct Decoder {
     max_message_size: usize,
+    max_fragments: usize,
+    /// Frames of the message being assembled so far.
+    fragments: usize,
+    /// Frame headers parsed since the decoder was made.
+    frames: u64,
     header: [u8; MAX_HEADER],
     header_len: usize,
     frame: Option<FrameHead>,
@@ -115,10 +127,14 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// A decoder that rejects messages (all fragments together) larger than `max_message_size`.
-    pub fn new(max_message_size: usize) -> Self {
+    /// A decoder that rejects messages (all fragments together) larger than `max_message_size`
+    /// or in more than `max_fragments` frames.
+    pub fn new(max_message_size: usize, max_fragments: usize) -> Self {
         Decoder {
             max_message_size,
+            max_fragments,
+            fragments: 0,
+            frames: 0,
             header: [0; MAX_HEADER],
             header_len: 0,
             frame: None,
@@ -170,6 +186,11 @@ impl Decoder {
         }
     }
 
+    /// Frame headers parsed so far (a measure of the work a peer's input costs, events or not).
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
     /// Accumulates header bytes; returns true once a whole header is parsed and checked.
     fn read_header(&mut self, input: &mut &[u8]) -> Result<bool, DecodeError> {
         let needed = |h: &[u8]| -> usize {
@@ -198,6 +219,7 @@ impl Decoder {
         }
         let h = &self.header[..self.header_len];
         self.header_len = 0;
+        self.frames += 1;
         let (fin, opcode) = (h[0] & 0x80 != 0, h[0] & 0x0f);
         if h[0] & 0x70 != 0 {
             return Err(DecodeError::ReservedBits);
@@ -225,13 +247,22 @@ impl Decoder {
                         limit: self.max_message_size,
                     });
                 }
+                // Room for what has arrived, not for what the header announces.
+                let arrived = len.min(input.len() as u64) as usize;
                 if opcode != 0 {
                     self.message_opcode = Some(opcode);
                     self.utf8_valid = 0;
-                    self.message = Vec::with_capacity(HEADROOM + len as usize);
+                    self.fragments = 1;
+                    self.message = Vec::with_capacity(HEADROOM + arrived);
                     self.message.extend_from_slice(&[0; HEADROOM]);
                 } else {
-                    self.message.reserve(len as usize);
+                    self.fragments += 1;
+                    if self.fragments > self.max_fragments {
+                        return Err(DecodeError::TooManyFragments {
+                            limit: self.max_fragments,
+                        });
+                    }
+                    self.message.reserve(arrived);
                 }
             }
             8..=10 => {

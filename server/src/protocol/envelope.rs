@@ -9,7 +9,7 @@ use simd_json::borrowed::Value;
 use simd_json::prelude::*;
 use simd_json::Buffers;
 
-use super::{is_valid_channel, Priority, MAX_CHANNEL_LEN};
+use super::{is_valid_channel, json_check, Priority, MAX_CHANNEL_LEN};
 
 /// A JSON value borrowed from the request buffer.
 pub type Json<'a> = Value<'a>;
@@ -54,6 +54,7 @@ pub enum ErrorCode {
     TooManySubscriptions,
     NotSubscribed,
     Overloaded,
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -70,6 +71,7 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::NotSubscribed => "not_subscribed",
             ErrorCode::Overloaded => "overloaded",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }
@@ -92,8 +94,21 @@ impl<'a> Rejection<'a> {
     }
 }
 
-/// Parses one text message. `buffers` are simd-json's scratch buffers, reused across calls.
-pub fn parse<'a>(input: &'a mut [u8], buffers: &mut Buffers) -> Result<Request<'a>, Rejection<'a>> {
+/// Parses one text message. `buffers` are simd-json's scratch buffers, reused across calls; JSON
+/// nested deeper than `max_depth` or holding a lone surrogate escape is `invalid_json` (see
+/// [`super::json_check`]).
+pub fn parse<'a>(
+    input: &'a mut [u8],
+    buffers: &mut Buffers,
+    max_depth: usize,
+) -> Result<Request<'a>, Rejection<'a>> {
+    if let Err(problem) = json_check::check(input, max_depth) {
+        return Err(Rejection::new(
+            None,
+            ErrorCode::InvalidJson,
+            format!("invalid JSON: {problem}"),
+        ));
+    }
     let value = simd_json::to_borrowed_value_with_buffers(input, buffers)
         .map_err(|e| Rejection::new(None, ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
     let Value::Object(mut object) = value else {
@@ -203,7 +218,7 @@ mod tests {
 
     fn parse_str(s: &str) -> Result<String, (Option<String>, &'static str)> {
         let mut buf = s.as_bytes().to_vec();
-        let result = match parse(&mut buf, &mut Buffers::default()) {
+        let result = match parse(&mut buf, &mut Buffers::default(), 128) {
             Ok(r) => Ok(format!(
                 "{:?} ref={:?}",
                 r.op,
@@ -301,7 +316,7 @@ mod tests {
                 state ^= state << 17;
                 input.extend_from_slice(pieces[(state % 12) as usize]);
             }
-            let _ = parse(&mut input, &mut Buffers::default());
+            let _ = parse(&mut input, &mut Buffers::default(), 128);
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod compress;
 pub mod decoder;
 pub mod envelope;
 pub mod frame;
+pub mod json_check;
 pub mod reply;
 
 /// Delivery priority: the four outbox lanes, drained highest first.

@@ -1,7 +1,13 @@
 //! A shard's inbound queue: a bounded lock-free MPMC queue (crossbeam `ArrayQueue`) plus an
 //! `AtomicWaker` so the owning shard sleeps until another shard pushes.
+//!
+//! It is bounded twice: in messages (`server.shard_queue_capacity`) and in frame bytes
+//! (`server.shard_queue_max_bytes`). A publisher first [`Mailbox::reserve`]s room in every
+//! mailbox the message goes to and pushes only when all had room, so a message is either queued
+//! on every shard or on none (see [`crate::shard::Shard::forward`]).
 
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::thread::Thread;
@@ -16,6 +22,11 @@ use crate::protocol::Priority;
 #[derive(Debug)]
 pub struct Mailbox {
     queue: ArrayQueue<Arc<Published>>,
+    /// Messages queued or reserved (never more than the queue's capacity, so a reserved push
+    /// always finds room), and their frame bytes; both released when a message is popped.
+    reserved: AtomicUsize,
+    bytes: AtomicUsize,
+    max_bytes: usize,
     waker: AtomicWaker,
     /// The owning shard's thread, unparked for `critical` messages: a busy shard may be asleep
     /// until its next coalescing release (see [`crate::shard::coalesce::park_until_release`]).
@@ -23,10 +34,13 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    /// A mailbox holding at most `capacity` messages.
-    pub fn new(capacity: usize) -> Self {
+    /// A mailbox holding at most `capacity` messages and `max_bytes` of their frames.
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Mailbox {
             queue: ArrayQueue::new(capacity),
+            reserved: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            max_bytes,
             waker: AtomicWaker::new(),
             owner: OnceLock::new(),
         }
@@ -37,35 +51,92 @@ impl Mailbox {
         let _ = self.owner.set(std::thread::current());
     }
 
-    /// Queues a message and wakes the owner, also from a moderated sleep when the message is
-    /// critical; gives it back when the queue is full.
-    pub fn push(&self, message: Arc<Published>) -> Result<(), Arc<Published>> {
+    /// Reserves room for one message of `bytes` frame bytes; false when the queue is full in
+    /// messages or in bytes. Follow with [`Mailbox::push_reserved`] or [`Mailbox::cancel`].
+    pub fn reserve(&self, bytes: usize) -> bool {
+        if self.reserved.fetch_add(1, Ordering::AcqRel) >= self.queue.capacity() {
+            self.reserved.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        if self.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes > self.max_bytes {
+            self.cancel(bytes);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a reservation that will not be pushed.
+    pub fn cancel(&self, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.reserved.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Queues a message room was reserved for and wakes the owner, also from a moderated sleep
+    /// when the message is critical.
+    pub fn push_reserved(&self, message: Arc<Published>) {
         let critical = message.priority == Priority::Critical;
-        self.queue.push(message)?;
+        if let Err(message) = self.queue.push(message) {
+            // Unreachable: reservations never exceed the capacity.
+            debug_assert!(false, "a reserved push found the queue full");
+            return self.cancel(message.frame.len());
+        }
         self.waker.wake();
         if let Some(owner) = self.owner.get().filter(|_| critical) {
             owner.unpark();
         }
-        Ok(())
     }
 
     /// Takes a message without waiting.
     pub fn try_pop(&self) -> Option<Arc<Published>> {
-        self.queue.pop()
+        let message = self.queue.pop()?;
+        self.cancel(message.frame.len());
+        Some(message)
+    }
+
+    /// Frame bytes queued or reserved.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Waits for a message. Only the owning shard calls this.
     pub async fn pop(&self) -> Arc<Published> {
         poll_fn(|cx| {
-            if let Some(m) = self.queue.pop() {
+            if let Some(m) = self.try_pop() {
                 return Poll::Ready(m);
             }
             self.waker.register(cx.waker());
-            match self.queue.pop() {
+            match self.try_pop() {
                 Some(m) => Poll::Ready(m),
                 None => Poll::Pending,
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn message(bytes: usize) -> Arc<Published> {
+        let frame = Bytes::from(vec![0; bytes]);
+        Arc::new(Published::new("c", Priority::Normal, frame, usize::MAX))
+    }
+
+    #[test]
+    fn room_is_bounded_in_messages_and_in_bytes_and_freed_by_pops() {
+        let mailbox = Mailbox::new(3, 100);
+        assert!(mailbox.reserve(60));
+        mailbox.push_reserved(message(60));
+        assert!(!mailbox.reserve(41), "bytes");
+        assert!(mailbox.reserve(20) && mailbox.reserve(20));
+        assert!(!mailbox.reserve(0), "messages");
+        mailbox.cancel(20);
+        mailbox.push_reserved(message(20));
+        assert_eq!(mailbox.queued_bytes(), 80);
+        assert_eq!(mailbox.try_pop().map(|m| m.frame.len()), Some(60));
+        assert_eq!(mailbox.queued_bytes(), 20);
+        assert!(mailbox.reserve(80));
     }
 }

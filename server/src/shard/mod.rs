@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, SocketBudget};
 use crate::connection::{CloseKind, Conn};
 use crate::message::Published;
 use crate::notify::LocalNotify;
@@ -31,31 +31,48 @@ pub const READ_BUFFER_BYTES: usize = 64 << 10;
 /// Messages a shard's router delivers before yielding to its connections.
 const ROUTER_BATCH: usize = 1024;
 
-/// What all shards share: read-only config, the connection count, the mailboxes.
+/// What all shards share: read-only config, the socket counts, the mailboxes.
 #[derive(Debug)]
 pub struct Shared {
     pub config: Config,
+    /// `max_connections` resolved against the open-file limit.
+    pub budget: SocketBudget,
+    /// WebSocket connections (see [`Slot`]).
     pub connections: AtomicUsize,
+    /// TCP connections still in the HTTP phase (see [`Pending`]).
+    pub pending: AtomicUsize,
     pub mailboxes: Box<[Mailbox]>,
-    /// Start time (unix seconds), making message ids unique across restarts.
+    /// Start time in unix microseconds: no two starts share it, so message ids stay unique
+    /// across restarts, however quick.
     pub boot: u64,
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: Config, budget: SocketBudget) -> Self {
         let mailboxes = (0..config.shards)
-            .map(|_| Mailbox::new(config.shard_queue_capacity))
+            .map(|_| Mailbox::new(config.shard_queue_capacity, config.shard_queue_max_bytes))
             .collect();
         let boot = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+            .map_or(0, |d| d.as_micros() as u64);
         Shared {
             config,
+            budget,
             connections: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
             mailboxes,
             boot,
         }
     }
+}
+
+/// Adds one to `counter` unless it is at `max`; the caller gives it back on drop.
+fn try_increment(counter: &AtomicUsize, max: usize) -> bool {
+    if counter.fetch_add(1, Ordering::AcqRel) >= max {
+        counter.fetch_sub(1, Ordering::AcqRel);
+        return false;
+    }
+    true
 }
 
 /// A reserved place under `max_connections`, released on drop.
@@ -65,18 +82,37 @@ pub struct Slot(Arc<Shared>);
 impl Slot {
     /// Reserves a connection slot, or `None` at `max_connections`.
     pub fn acquire(shared: &Arc<Shared>) -> Option<Slot> {
-        let before = shared.connections.fetch_add(1, Ordering::AcqRel);
-        if before >= shared.config.max_connections {
-            shared.connections.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Slot(shared.clone()))
+        try_increment(&shared.connections, shared.budget.max_connections)
+            .then(|| Slot(shared.clone()))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A TCP connection in the HTTP phase, counted against `server.handshake_budget_bytes` and,
+/// with the WebSocket connections, against the sockets the open-file limit allows.
+#[derive(Debug)]
+pub struct Pending(Arc<Shared>);
+
+impl Pending {
+    /// Admits a newly accepted connection, or `None` when it must be answered 503.
+    pub fn acquire(shared: &Arc<Shared>) -> Option<Pending> {
+        let open = shared.connections.load(Ordering::Acquire);
+        let max = shared
+            .config
+            .max_pending_handshakes
+            .min(shared.budget.max_sockets.saturating_sub(open));
+        try_increment(&shared.pending, max).then(|| Pending(shared.clone()))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -148,15 +184,26 @@ impl Shard {
         }
     }
 
-    /// Sends `message` to every other shard. Returns the shards whose queue was full.
-    pub fn forward(&self, message: &Arc<Published>) -> Vec<usize> {
-        let mut full = Vec::new();
-        for (i, mailbox) in self.shared.mailboxes.iter().enumerate() {
-            if i != self.index && mailbox.push(message.clone()).is_err() {
-                full.push(i);
-            }
+    /// Sends `message` to every other shard, or to none: when one shard's queue has no room,
+    /// nothing is queued anywhere and that shard's index is returned.
+    pub fn forward(&self, message: &Arc<Published>) -> Result<(), usize> {
+        let bytes = message.frame.len();
+        let others = || {
+            let index = self.index;
+            self.shared
+                .mailboxes
+                .iter()
+                .enumerate()
+                .filter(move |(i, _)| *i != index)
+        };
+        if let Some((full, _)) = others().find(|(_, mailbox)| !mailbox.reserve(bytes)) {
+            others()
+                .take_while(|(i, _)| *i != full)
+                .for_each(|(_, mailbox)| mailbox.cancel(bytes));
+            return Err(full);
         }
-        full
+        others().for_each(|(_, mailbox)| mailbox.push_reserved(message.clone()));
+        Ok(())
     }
 
     /// Starts closing every connection with 1001 and marks the shard closing.

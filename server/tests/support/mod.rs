@@ -29,12 +29,44 @@ pub struct TestServer {
 impl TestServer {
     /// Starts the binary with `WSEDGE_*` overrides (e.g. `("SHARDS", "2")`).
     pub async fn start(overrides: &[(&str, &str)]) -> Result<TestServer> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsedge"));
+        Self::start_with_nofile(overrides, None).await
+    }
+
+    /// As [`TestServer::start`], with the open-file limit (soft and hard) set to `nofile`.
+    pub async fn start_with_nofile(
+        overrides: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Result<TestServer> {
+        // WSEDGE_TEST_BINARY runs the tests against another build, with its own embedded config
+        // (e.g. to see a test fail without the code it covers).
+        let mut cmd = match std::env::var_os("WSEDGE_TEST_BINARY") {
+            Some(binary) => Command::new(binary),
+            None => {
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsedge"));
+                cmd.env(
+                    "WSEDGE_CONFIG",
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/../config/wsedge.toml"),
+                );
+                cmd
+            }
+        };
+        cmd.env_remove("WSEDGE_TEST_BINARY");
+        if let Some(n) = nofile {
+            // SAFETY: the closure only calls setrlimit, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         cmd.args(["--listen", "127.0.0.1:0"])
-            .env(
-                "WSEDGE_CONFIG",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../config/wsedge.toml"),
-            )
             .env("WSEDGE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -103,6 +135,77 @@ impl TestServer {
 
     pub async fn health(&self) -> Result<Value> {
         Ok(serde_json::from_str(&self.get("/health").await?.1)?)
+    }
+}
+
+/// A WebSocket upgrade request for `path`, as raw bytes.
+pub fn upgrade_request(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+}
+
+/// Sends `request` on a new socket and reads the response head (up to the blank line).
+pub async fn raw_request(server: &TestServer, request: &[u8]) -> Result<(TcpStream, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(server.addr).await?;
+    s.write_all(request).await?;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(
+            tokio::time::timeout(STEP, s.read_u8())
+                .await
+                .context("no response")??,
+        );
+    }
+    Ok((s, String::from_utf8_lossy(&head).into_owned()))
+}
+
+/// Opens a raw WebSocket on `/ws` and returns the socket after the 101 response (the welcome
+/// frame is still unread).
+pub async fn raw_upgrade(server: &TestServer) -> Result<TcpStream> {
+    let (s, head) = raw_request(server, upgrade_request("/ws").as_bytes()).await?;
+    if !head.starts_with("HTTP/1.1 101") {
+        bail!("expected 101, got {head}");
+    }
+    Ok(s)
+}
+
+/// A masked client frame.
+pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    wsedge::protocol::frame::encode_client(fin, opcode, payload, [1, 2, 3, 4])
+}
+
+/// A masked client text frame holding a whole message.
+pub fn masked_text(payload: &[u8]) -> Vec<u8> {
+    client_frame(true, 1, payload)
+}
+
+/// Reads one server frame from a raw socket: (opcode, payload).
+pub async fn read_frame(s: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let (b0, b1) = (s.read_u8().await?, s.read_u8().await?);
+    let len = match b1 & 0x7f {
+        126 => s.read_u16().await? as usize,
+        127 => s.read_u64().await? as usize,
+        n => n as usize,
+    };
+    let mut payload = vec![0; len];
+    s.read_exact(&mut payload).await?;
+    Ok((b0 & 0x0f, payload))
+}
+
+/// Reads server frames from a raw socket until a close frame: (opcode, payload) each.
+pub async fn read_until_close(mut s: TcpStream) -> Result<Vec<(u8, Vec<u8>)>> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = read_frame(&mut s).await?;
+        let close = frame.0 == 0x8;
+        frames.push(frame);
+        if close {
+            return Ok(frames);
+        }
     }
 }
 

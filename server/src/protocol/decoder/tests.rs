@@ -23,7 +23,7 @@ fn text(e: &Event) -> &[u8] {
 #[test]
 fn decodes_a_frame_fed_one_byte_at_a_time() {
     let wire = encode_client(true, 1, "héllo wörld".as_bytes(), MASK);
-    let mut d = Decoder::new(1024);
+    let mut d = Decoder::new(1024, 16_384);
     let mut events = Vec::new();
     for b in &wire {
         events.extend(decode_all(&mut d, std::slice::from_ref(b)).unwrap());
@@ -38,7 +38,7 @@ fn decodes_every_length_encoding_and_back_to_back_frames() {
     for len in [0, 125, 126, 65535, 65536] {
         wire.extend(encode_client(true, 2, &vec![9; len], MASK));
     }
-    let events = decode_all(&mut Decoder::new(1 << 20), &wire).unwrap();
+    let events = decode_all(&mut Decoder::new(1 << 20, 16_384), &wire).unwrap();
     let lens: Vec<usize> = events
         .iter()
         .map(|e| match e {
@@ -55,7 +55,7 @@ fn reassembles_fragments_with_utf8_split_across_them_and_control_frames_between(
     let mut wire = encode_client(false, 1, &s[..2], MASK);
     wire.extend(encode_client(true, 9, b"p", MASK));
     wire.extend(encode_client(true, 0, &s[2..], MASK));
-    let events = decode_all(&mut Decoder::new(64), &wire).unwrap();
+    let events = decode_all(&mut Decoder::new(64, 16_384), &wire).unwrap();
     assert_eq!(events[0], Event::Ping(b"p".to_vec()));
     assert_eq!(text(&events[1]), s);
 }
@@ -66,7 +66,7 @@ fn invalid_utf8_fails_before_the_frame_is_complete() {
     payload.extend([0xff, 0xfe]);
     payload.extend(vec![b'x'; 100]);
     let wire = encode_client(true, 1, &payload, MASK);
-    let mut d = Decoder::new(1024);
+    let mut d = Decoder::new(1024, 16_384);
     let mut partial = &wire[..2 + 4 + 8]; // header + the first 8 payload bytes
     assert_eq!(d.decode(&mut partial), Err(DecodeError::InvalidUtf8));
 }
@@ -75,14 +75,14 @@ fn invalid_utf8_fails_before_the_frame_is_complete() {
 fn truncated_utf8_at_message_end_is_invalid() {
     let wire = encode_client(true, 1, &"€".as_bytes()[..2], MASK);
     assert_eq!(
-        decode_all(&mut Decoder::new(64), &wire),
+        decode_all(&mut Decoder::new(64, 16_384), &wire),
         Err(DecodeError::InvalidUtf8)
     );
 }
 
 #[test]
 fn size_limit_counts_all_fragments_and_fails_at_the_header() {
-    let mut d = Decoder::new(100);
+    let mut d = Decoder::new(100, 16_384);
     let mut wire = encode_client(false, 2, &[0; 60], MASK);
     wire.extend(&encode_client(true, 0, &[0; 60], MASK)[..8]); // only the header of frame 2
     assert_eq!(
@@ -133,14 +133,14 @@ fn protocol_violations_map_to_1002() {
         ),
     ];
     for (wire, want) in cases {
-        let got = decode_all(&mut Decoder::new(1024), &wire);
+        let got = decode_all(&mut Decoder::new(1024, 16_384), &wire);
         assert_eq!(got, Err(want.clone()), "{wire:x?}");
         assert_eq!(want.close_code(), 1002);
     }
     let mut wire = encode_client(false, 1, b"a", MASK);
     wire.extend(encode_client(true, 1, b"b", MASK));
     assert_eq!(
-        decode_all(&mut Decoder::new(64), &wire),
+        decode_all(&mut Decoder::new(64, 16_384), &wire),
         Err(DecodeError::ExpectedContinuation)
     );
 }
@@ -151,13 +151,13 @@ fn close_frames_carry_their_code() {
     let mut payload = 4000u16.to_be_bytes().to_vec();
     payload.extend(b"bye");
     wire.extend(encode_client(true, 8, &payload, MASK));
-    let events = decode_all(&mut Decoder::new(64), &wire).unwrap();
+    let events = decode_all(&mut Decoder::new(64, 16_384), &wire).unwrap();
     assert_eq!(events, [Event::Close(None), Event::Close(Some(4000))]);
     let mut bad = 1000u16.to_be_bytes().to_vec();
     bad.push(0xff);
     let wire = encode_client(true, 8, &bad, MASK);
     assert_eq!(
-        decode_all(&mut Decoder::new(64), &wire),
+        decode_all(&mut Decoder::new(64, 16_384), &wire),
         Err(DecodeError::InvalidUtf8)
     );
 }
@@ -205,7 +205,7 @@ fn any_chunking_of_valid_frames_decodes_the_same() {
             }
             expected.push(text);
         }
-        let mut d = Decoder::new(1 << 20);
+        let mut d = Decoder::new(1 << 20, 16_384);
         let mut got = Vec::new();
         let mut rest = &wire[..];
         while !rest.is_empty() {
@@ -230,10 +230,43 @@ fn random_bytes_never_panic_and_errors_map_to_close_codes() {
         if rng.below(2) == 0 && !input.is_empty() {
             input[0] = 0x80 | [0, 1, 2, 8, 9, 10][rng.below(6)] as u8; // plausible first byte
         }
-        let mut d = Decoder::new(128);
+        let mut d = Decoder::new(128, 16_384);
         match decode_all(&mut d, &input) {
             Ok(_) => {}
             Err(e) => assert!([1002, 1007, 1009].contains(&e.close_code()), "{e}"),
         }
     }
+}
+
+#[test]
+fn a_partial_frame_holds_what_arrived_not_what_it_announced() {
+    let mut wire = encode_client(true, 2, &vec![7; (1 << 20) - 1], MASK);
+    wire.truncate(14 + 1);
+    let mut d = Decoder::new(1 << 20, 16_384);
+    assert_eq!(decode_all(&mut d, &wire).unwrap(), vec![]);
+    assert!(d.message.capacity() < 1024, "{}", d.message.capacity());
+    // The rest, arriving in pieces, still makes the whole message.
+    let whole = encode_client(true, 2, &vec![7; (1 << 20) - 1], MASK);
+    let events = whole[15..]
+        .chunks(5000)
+        .flat_map(|chunk| decode_all(&mut d, chunk).unwrap())
+        .collect::<Vec<_>>();
+    assert!(matches!(&events[..], [Event::Binary(m)] if m.payload().len() == (1 << 20) - 1));
+}
+
+#[test]
+fn more_fragments_than_max_fragments_is_closed_with_1008() {
+    let mut wire = encode_client(false, 1, b"a", MASK);
+    for _ in 0..4 {
+        wire.extend(encode_client(false, 0, b"", MASK));
+    }
+    let mut within = wire.clone();
+    within.extend(encode_client(true, 0, b"", MASK));
+    let events = decode_all(&mut Decoder::new(64, 6), &within).unwrap();
+    assert_eq!(text(&events[0]), b"a");
+    wire.extend(encode_client(false, 0, b"", MASK));
+    wire.extend(encode_client(true, 0, b"", MASK));
+    let err = decode_all(&mut Decoder::new(64, 6), &wire).unwrap_err();
+    assert_eq!(err, DecodeError::TooManyFragments { limit: 6 });
+    assert_eq!(err.close_code(), 1008);
 }
