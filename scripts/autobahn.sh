@@ -11,7 +11,9 @@
 #     bullseye's python2.7 packages unpacked into the prefix with a private apt state;
 #   - virtualenv 20.21.1 (the last that creates 2.7 environments) in a Python 3 venv;
 #   - autobahntestsuite 25.10.1 with its Python 2.7 dependencies pinned below.
-# Reports: OUTDIR (default target/autobahn-report)/index.html, summary.json.
+# It runs twice: over plain TCP (ws://) and over TLS (wss://, a throwaway self-signed certificate
+# from openssl). Reports: OUTDIR (default target/autobahn-report)/index.html and summary.json,
+# and the same under OUTDIR/wss.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -107,28 +109,45 @@ PINS
 }
 [ -f "$PREFIX/.installed-25.10.1" ] && [ -x "$PREFIX/wstest" ] || install_wstest
 
-# ---------------------------------------------------------------- server
+# ---------------------------------------------------------------- server and run
 cargo build --release -q -p wsedge --manifest-path "$ROOT/Cargo.toml"
-# 9.* sends messages up to 16 MiB, and 4 MiB in 64-byte fragments (65,536 frames): raise the
-# size limits for this run only, the fragment limit in step (max_message_size / 64).
-WSEDGE_MAX_MESSAGE_SIZE=20000000 WSEDGE_MAX_FRAGMENTS=312500 WSEDGE_OUTBOX_MAX_BYTES=48000000 \
-WSEDGE_ECHO_ENDPOINT=true WSEDGE_LOG=warn \
-    "$ROOT/target/release/wsedge" --listen 127.0.0.1:0 --shards 2 --config "$ROOT/config/wsedge.toml" > "$OUT/server.out" &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q listening "$OUT/server.out" 2>/dev/null && break; sleep 0.1; done
-ADDR=$(awk '/listening/ {print $4}' "$OUT/server.out")
-[ -n "$ADDR" ] || { log "wsedge did not start"; exit 2; }
 
-# ---------------------------------------------------------------- run
-cat > "$OUT/fuzzingclient.json" <<SPEC
-{"outdir": "$OUT", "servers": [{"agent": "wsedge", "url": "ws://$ADDR/echo"}],
+# run_suite SCHEME DIR [WSEDGE_VAR=value ...]: one server, one full wstest run against it.
+run_suite() {
+    local scheme=$1 dir=$2 addr
+    shift 2
+    mkdir -p "$dir"
+    # 9.* sends messages up to 16 MiB, and 4 MiB in 64-byte fragments (65,536 frames): raise the
+    # size limits for this run only, the fragment limit in step (max_message_size / 64).
+    env "$@" WSEDGE_MAX_MESSAGE_SIZE=20000000 WSEDGE_MAX_FRAGMENTS=312500 \
+        WSEDGE_OUTBOX_MAX_BYTES=48000000 WSEDGE_ECHO_ENDPOINT=true WSEDGE_LOG=warn \
+        "$ROOT/target/release/wsedge" --listen 127.0.0.1:0 --shards 2 --config "$ROOT/config/wsedge.toml" \
+        > "$dir/server.out" &
+    server=$!
+    trap 'kill "$server" 2>/dev/null || true' EXIT
+    for _ in $(seq 100); do grep -q listening "$dir/server.out" 2>/dev/null && break; sleep 0.1; done
+    addr=$(awk '/listening/ {print $4}' "$dir/server.out")
+    [ -n "$addr" ] || { log "wsedge did not start"; kill "$server" 2>/dev/null; exit 2; }
+    cat > "$dir/fuzzingclient.json" <<SPEC
+{"outdir": "$dir", "servers": [{"agent": "wsedge", "url": "$scheme://$addr/echo"}],
  "cases": ["*"], "exclude-cases": $CASES_EXCLUDED, "exclude-agent-cases": {}, "options": {}}
 SPEC
-log "wstest fuzzingclient -> ws://$ADDR/echo"
-(cd "$OUT" && timeout 900 "$PREFIX/wstest" -m fuzzingclient -s "$OUT/fuzzingclient.json") > "$OUT/wstest.log" 2>&1 || true
+    log "wstest fuzzingclient -> $scheme://$addr/echo"
+    (cd "$dir" && timeout 900 "$PREFIX/wstest" -m fuzzingclient -s "$dir/fuzzingclient.json") > "$dir/wstest.log" 2>&1 || true
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+}
 
-python3 - "$OUT" <<'PY'
+run_suite ws "$OUT"
+# The same over TLS, with a throwaway self-signed certificate.
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+    -keyout "$OUT/wss-key.pem" -out "$OUT/wss-cert.pem" 2>/dev/null
+run_suite wss "$OUT/wss" WSEDGE_CERT_FILE="$OUT/wss-cert.pem" WSEDGE_KEY_FILE="$OUT/wss-key.pem"
+
+# ---------------------------------------------------------------- verdict
+status=0
+for dir in "$OUT" "$OUT/wss"; do
+    python3 - "$dir" <<'PY' || status=1
 import collections, json, os, sys
 out = sys.argv[1]
 cases = json.load(open(os.path.join(out, "index.json")))["wsedge"]
@@ -150,6 +169,8 @@ json.dump({"counts": counts, "failed": sorted(verdicts["failed"]), "non_strict":
 for k in ("failed", "non-strict"):
     if verdicts[k]:
         print("autobahn: %s: %s" % (k, ", ".join(sorted(verdicts[k]))))
-print("autobahn: %(passed)d passed, %(failed)d failed, %(non-strict)d non-strict, %(unimplemented)d unimplemented" % counts)
+print(("autobahn (wss): " if out.endswith("/wss") else "autobahn (ws): ") + "%(passed)d passed, %(failed)d failed, %(non-strict)d non-strict, %(unimplemented)d unimplemented" % counts)
 sys.exit(0 if cases and not verdicts["failed"] and not verdicts["non-strict"] and not verdicts["unimplemented"] else 1)
 PY
+done
+exit $status

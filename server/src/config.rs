@@ -3,7 +3,7 @@
 //! into the [`Config`] the server uses, or fails naming the offending key.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -109,6 +109,7 @@ pub struct FileConfig {
     pub connection: ConnectionSection,
     pub protocol: ProtocolSection,
     pub limits: LimitsSection,
+    pub tls: TlsSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +126,9 @@ pub struct ServerSection {
     pub max_request_bytes: usize,
     pub handshake_budget_bytes: usize,
     pub echo_endpoint: bool,
+    pub allowed_origins: Vec<String>,
+    pub max_connections_per_ip: u32,
+    pub new_connections_per_ip_per_s: u32,
 }
 
 impl Default for ServerSection {
@@ -141,6 +145,9 @@ impl Default for ServerSection {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             handshake_budget_bytes: DEFAULT_HANDSHAKE_BUDGET_BYTES,
             echo_endpoint: DEFAULT_ECHO_ENDPOINT,
+            allowed_origins: Vec::new(),
+            max_connections_per_ip: 0,
+            new_connections_per_ip_per_s: 0,
         }
     }
 }
@@ -217,6 +224,21 @@ impl Default for LimitsSection {
     }
 }
 
+/// `[tls]`: both files, or neither (plain TCP).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+/// The certificate chain and private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 /// Per-connection rate limits (`[limits]`): token buckets, each a sustained rate and a burst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimits {
@@ -250,6 +272,13 @@ pub struct Config {
     /// Connections allowed in the HTTP phase at once: `handshake_budget_bytes / max_request_bytes`.
     pub max_pending_handshakes: usize,
     pub echo_endpoint: bool,
+    /// Lowercase `scheme://host[:port]` origins a browser may connect from; empty: any.
+    pub allowed_origins: Vec<String>,
+    /// Open TCP connections from one address (IPv6: one /64); 0: no limit.
+    pub max_connections_per_ip: u32,
+    /// New TCP connections from one address per second; 0: no limit.
+    pub new_connections_per_ip_per_s: u32,
+    pub tls: Option<TlsFiles>,
     pub max_message_size: usize,
     pub outbox_max_bytes: usize,
     pub write_batch_bytes: usize,
@@ -331,7 +360,13 @@ impl FileConfig {
 
     /// Checks every value and resolves defaults that depend on the machine.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let (s, c, p, l) = (self.server, self.connection, self.protocol, self.limits);
+        let (s, c, p, l, t) = (
+            self.server,
+            self.connection,
+            self.protocol,
+            self.limits,
+            self.tls,
+        );
         let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
         let listen = s.listen.parse().map_err(|e| {
             invalid(
@@ -387,6 +422,43 @@ impl FileConfig {
                 format!("{} is not within 1-{MAX_JSON_DEPTH}", p.max_json_depth),
             ));
         }
+        let tls = match (t.cert_file.is_empty(), t.key_file.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some(TlsFiles {
+                cert_file: t.cert_file.into(),
+                key_file: t.key_file.into(),
+            }),
+            (true, false) => {
+                return Err(invalid(
+                    "tls.cert_file",
+                    "missing: tls.key_file is set".into(),
+                ))
+            }
+            (false, true) => {
+                return Err(invalid(
+                    "tls.key_file",
+                    "missing: tls.cert_file is set".into(),
+                ))
+            }
+        };
+        let allowed_origins = s
+            .allowed_origins
+            .iter()
+            .map(|origin| {
+                let lower = origin.to_ascii_lowercase();
+                let host = lower
+                    .strip_prefix("https://")
+                    .or_else(|| lower.strip_prefix("http://"))
+                    .filter(|host| !host.is_empty() && !host.contains('/'));
+                match host {
+                    Some(_) => Ok(lower),
+                    None => Err(invalid(
+                        "server.allowed_origins",
+                        format!("{origin:?} is not an origin like \"https://example.com\" (scheme://host[:port])"),
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let rate = |key_rate, per_s: u64, key_burst, burst: u64, at_least: u64| {
             positive(key_rate, per_s)?;
             if burst < at_least.max(1) {
@@ -469,6 +541,10 @@ impl FileConfig {
             max_request_bytes: s.max_request_bytes,
             max_pending_handshakes: s.handshake_budget_bytes / s.max_request_bytes,
             echo_endpoint: s.echo_endpoint,
+            allowed_origins,
+            max_connections_per_ip: s.max_connections_per_ip,
+            new_connections_per_ip_per_s: s.new_connections_per_ip_per_s,
+            tls,
             max_message_size: c.max_message_size,
             outbox_max_bytes: c.outbox_max_bytes,
             write_batch_bytes: c.write_batch_bytes,

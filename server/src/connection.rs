@@ -12,7 +12,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
 use crate::limits::{ConnLimits, Verdict};
@@ -24,6 +23,7 @@ use crate::protocol::frame::{self, OpCode};
 use crate::protocol::Priority;
 use crate::shard::coalesce::Hold;
 use crate::shard::Shard;
+use crate::transport::Stream;
 
 /// Most slices in one vectored write.
 const MAX_IOV: usize = 256;
@@ -36,6 +36,8 @@ const FRAMES_PER_TURN: u64 = 256;
 const FLOOD_READ_BYTES: usize = 4 << 10;
 /// Longest wait for the peer to close after our final close frame and FIN.
 const MAX_LINGER: Duration = Duration::from_secs(2);
+/// Most input discarded while lingering: a peer still flooding is not waited for.
+const MAX_LINGER_BYTES: usize = 256 << 10;
 
 /// What a connection's path serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,7 +215,7 @@ struct Session<'a> {
 pub async fn run(
     shard: Rc<Shard>,
     conn: Rc<Conn>,
-    stream: TcpStream,
+    stream: Stream,
     prefix: Bytes,
     endpoint: Endpoint,
 ) {
@@ -249,23 +251,34 @@ pub async fn run(
     shard.conn_ended.notify();
 }
 
-/// Half-closes and discards input until the peer closes too (or `limit`), so that unread input
-/// does not make the kernel reset the connection before the peer has read our close frame.
-async fn linger(shard: &Shard, stream: TcpStream, limit: Duration) {
-    if socket2::SockRef::from(&stream)
+/// Half-closes and discards input until the peer closes too (or `limit`, or
+/// [`MAX_LINGER_BYTES`]), so that unread input does not make the kernel reset the connection
+/// before the peer has read our close frame. Yields after each read, like a live connection.
+async fn linger(shard: &Shard, stream: Stream, limit: Duration) {
+    stream.close_notify();
+    let stream = stream.tcp();
+    if socket2::SockRef::from(stream)
         .shutdown(std::net::Shutdown::Write)
         .is_err()
     {
         return;
     }
     let drain = async {
+        let mut discarded = 0;
         loop {
             if stream.readable().await.is_err() {
                 return;
             }
-            match stream.try_read(&mut shard.read_buffer.borrow_mut()) {
+            let read = stream.try_read(&mut shard.read_buffer.borrow_mut());
+            match read {
                 Ok(0) => return,
-                Ok(_) => {}
+                Ok(n) => {
+                    discarded += n;
+                    if discarded > MAX_LINGER_BYTES {
+                        return;
+                    }
+                    tokio::task::yield_now().await;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return,
             }
@@ -275,12 +288,18 @@ async fn linger(shard: &Shard, stream: TcpStream, limit: Duration) {
 }
 
 impl Session<'_> {
-    async fn run(&mut self, stream: &TcpStream, prefix: Bytes) -> End {
+    async fn run(&mut self, stream: &Stream, prefix: Bytes) -> End {
         // `prefix` is a slice of hyper's whole read buffer: handle it and let it go at once.
         if !prefix.is_empty() {
             self.on_bytes(&prefix);
         }
         drop(prefix);
+        // A TLS session may hold plaintext already, which no readiness event would announce.
+        match self.read(stream) {
+            Ok(Read::Eof) => return End::Abandoned("peer closed the TCP connection"),
+            Err(e) => return End::Io(e),
+            Ok(_) => {}
+        }
         let timer = sleep_until(self.next_deadline());
         tokio::pin!(timer);
         loop {
@@ -293,9 +312,10 @@ impl Session<'_> {
                 self.close_deadline = Some(Instant::now() + within);
                 timer.as_mut().reset(self.next_deadline());
             }
-            let pending = !self.conn.outbox.borrow().is_empty();
-            let want_write = pending && !self.hold_back();
-            if !pending {
+            let queued = !self.conn.outbox.borrow().is_empty();
+            let buffered = stream.has_buffered();
+            let want_write = buffered || (queued && !self.hold_back());
+            if !queued && !buffered {
                 if let Phase::Closing { await_peer } = self.conn.phase.get() {
                     if !await_peer || self.peer_closed || !self.reading {
                         return End::Closed;
@@ -304,12 +324,12 @@ impl Session<'_> {
             }
             tokio::select! {
                 biased;
-                ready = stream.writable(), if want_write => {
+                ready = stream.tcp().writable(), if want_write => {
                     if let Err(e) = ready.and_then(|()| self.flush(stream)) {
                         return End::Io(e);
                     }
                 }
-                ready = stream.readable(), if self.reading => {
+                ready = stream.tcp().readable(), if self.reading => {
                     let frames = self.decoder.frames();
                     match ready.and_then(|()| self.read(stream)) {
                         Ok(Read::Eof) => return End::Abandoned("peer closed the TCP connection"),
@@ -377,13 +397,16 @@ impl Session<'_> {
     }
 
     /// Writes batches until the outbox is empty or the socket is full.
-    fn flush(&mut self, stream: &TcpStream) -> io::Result<()> {
+    fn flush(&mut self, stream: &Stream) -> io::Result<()> {
         let batch = self.shard.config().write_batch_bytes;
         loop {
             let (written, offered) = {
                 let outbox = self.conn.outbox.borrow();
                 if outbox.is_empty() {
-                    return Ok(());
+                    return match stream.flush_buffered() {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                        result => result,
+                    };
                 }
                 let mut slices = [IoSlice::new(&[]); MAX_IOV];
                 let (count, offered) = outbox.gather(batch, &mut slices);
@@ -414,7 +437,7 @@ impl Session<'_> {
 
     /// Reads what the socket has (at most `read_limit` bytes) into the shard's buffer and handles
     /// it.
-    fn read(&mut self, stream: &TcpStream) -> io::Result<Read> {
+    fn read(&mut self, stream: &Stream) -> io::Result<Read> {
         let mut buffer = self.shard.read_buffer.borrow_mut();
         let limit = self.read_limit.min(buffer.len());
         match stream.try_read(&mut buffer[..limit]) {

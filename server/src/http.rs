@@ -5,6 +5,7 @@
 //! `Sec-WebSocket-Key` that decodes to 16 bytes, else 400. A request head over
 //! `server.max_request_bytes` gets 431 from hyper.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -16,11 +17,14 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, SEC_WEBSOCKET_KEY, SEC_WEBS
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 use crate::connection::{self, Conn, Endpoint};
+use crate::per_ip::{IpGuard, Refusal};
 use crate::protocol::reply::{self, write_json_string};
 use crate::protocol::Priority;
 use crate::shard::{Pending, Shard, Slot};
+use crate::transport::Stream;
 
 /// Subprotocol for plain JSON text frames (the default).
 pub const SUBPROTOCOL: &str = "wsedge.v1";
@@ -29,25 +33,67 @@ pub const SUBPROTOCOL_LZ4: &str = "wsedge.v1.lz4";
 
 type Body = Full<Bytes>;
 
-/// Serves one TCP connection's HTTP requests until it upgrades, closes, or runs out of
-/// `handshake_timeout`. `pending` counts it against `server.handshake_budget_bytes` meanwhile.
-pub async fn serve(stream: TcpStream, shard: Rc<Shard>, pending: Pending) {
-    let timeout = shard.config().handshake_timeout;
+/// Serves one accepted TCP connection: its TLS handshake when `[tls]` is set, then its HTTP
+/// requests until it upgrades, closes, or runs out of `handshake_timeout` (for both together).
+/// `pending` counts it against `server.handshake_budget_bytes` meanwhile; `ip` counts it for its
+/// address for as long as the socket lives (it passes to the WebSocket connection).
+pub async fn serve(stream: TcpStream, shard: Rc<Shard>, pending: Pending, ip: IpGuard) {
+    let phase = Phase {
+        deadline: tokio::time::Instant::now() + shard.config().handshake_timeout,
+        pending,
+        ip: Rc::new(Cell::new(Some(ip))),
+    };
+    let Some(tls) = shard.shared.tls.clone() else {
+        return serve_http(stream, shard, phase).await;
+    };
+    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    match tokio::time::timeout_at(phase.deadline, accept).await {
+        Ok(Ok(stream)) => serve_http(stream, shard, phase).await,
+        Ok(Err(e)) => tracing::debug!("tls handshake: {e}"),
+        Err(_) => tracing::debug!("tls handshake: handshake_timeout passed"),
+    }
+}
+
+/// What a connection holds while in the HTTP phase.
+struct Phase {
+    deadline: tokio::time::Instant,
+    pending: Pending,
+    /// Taken by the upgrade, which keeps it for the WebSocket's life.
+    ip: Rc<Cell<Option<IpGuard>>>,
+}
+
+async fn serve_http<S>(stream: S, shard: Rc<Shard>, phase: Phase)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let max_request_bytes = shard.config().max_request_bytes;
+    let ip = phase.ip.clone();
     let service = hyper::service::service_fn(move |req| {
-        let response = route(req, &shard);
+        let response = route(req, &shard, &ip);
         async move { Ok::<_, Infallible>(response) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .max_buf_size(max_request_bytes)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    match tokio::time::timeout(timeout, conn).await {
+    match tokio::time::timeout_at(phase.deadline, conn).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!("http: {e}"),
         Err(_) => tracing::debug!("http: handshake_timeout passed"),
     }
-    drop(pending);
+    drop(phase.pending);
+}
+
+/// What a connection refused by a per-address limit is told before it is closed.
+pub fn per_ip_response(refusal: Refusal) -> &'static [u8] {
+    match refusal {
+        Refusal::TooMany => b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+retry-after: 1\r\nconnection: close\r\ncontent-length: 101\r\n\r\n\
+{\"error\":\"too_many_connections\",\"message\":\"server.max_connections_per_ip are open from your address\"}",
+        Refusal::TooFast => b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+retry-after: 1\r\nconnection: close\r\ncontent-length: 107\r\n\r\n\
+{\"error\":\"too_many_new_connections\",\"message\":\"over server.new_connections_per_ip_per_s from your address\"}",
+    }
 }
 
 /// What a refused TCP connection is told before it is closed (see `server.max_connections`
@@ -57,7 +103,7 @@ pub const AT_CAPACITY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 69\r\n\r\n\
 {\"error\":\"at_capacity\",\"message\":\"server is at its connection limit\"}";
 
-fn route(req: Request<Incoming>, shard: &Rc<Shard>) -> Response<Body> {
+fn route(req: Request<Incoming>, shard: &Rc<Shard>, ip: &Cell<Option<IpGuard>>) -> Response<Body> {
     let path = req.uri().path();
     let endpoint = match path {
         "/ws" => Some(Endpoint::Protocol),
@@ -79,7 +125,7 @@ fn route(req: Request<Incoming>, shard: &Rc<Shard>) -> Response<Body> {
         );
     }
     match endpoint {
-        Some(endpoint) => upgrade(req, shard, endpoint),
+        Some(endpoint) => upgrade(req, shard, endpoint, ip),
         None => health(shard),
     }
 }
@@ -95,13 +141,21 @@ fn health(shard: &Shard) -> Response<Body> {
     json(StatusCode::OK, body)
 }
 
-fn upgrade(mut req: Request<Incoming>, shard: &Rc<Shard>, endpoint: Endpoint) -> Response<Body> {
+fn upgrade(
+    mut req: Request<Incoming>,
+    shard: &Rc<Shard>,
+    endpoint: Endpoint,
+    ip: &Cell<Option<IpGuard>>,
+) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         let text = "this endpoint is a WebSocket: send Connection: Upgrade and Upgrade: websocket";
         return error(StatusCode::UPGRADE_REQUIRED, "upgrade_required", text);
     }
     if let Err(text) = check_handshake(&req) {
         return error(StatusCode::BAD_REQUEST, "bad_handshake", text);
+    }
+    if let Err(text) = check_origin(&req, &shard.config().allowed_origins) {
+        return error(StatusCode::FORBIDDEN, "origin_not_allowed", &text);
     }
     let protocol = match (endpoint, negotiate(&req)) {
         (Endpoint::Echo, _) => None,
@@ -130,14 +184,14 @@ fn upgrade(mut req: Request<Incoming>, shard: &Rc<Shard>, endpoint: Endpoint) ->
     };
     let lz4 = protocol == Some(SUBPROTOCOL_LZ4);
     let shard = shard.clone();
+    let ip = ip.take();
     tokio::task::spawn_local(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!("upgrade failed: {e}"),
         };
-        let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => parts,
-            Err(_) => return tracing::error!("upgraded connection is not a TcpStream"),
+        let Some((stream, prefix)) = into_stream(upgraded) else {
+            return tracing::error!("upgraded connection is neither TCP nor TLS over TCP");
         };
         let conn = Rc::new(Conn::new(
             shard.next_conn_id(),
@@ -158,8 +212,8 @@ fn upgrade(mut req: Request<Incoming>, shard: &Rc<Shard>, endpoint: Endpoint) ->
                 None,
             );
         }
-        connection::run(shard, conn, parts.io.into_inner(), parts.read_buf, endpoint).await;
-        drop(slot);
+        connection::run(shard, conn, stream, prefix, endpoint).await;
+        drop((slot, ip));
     });
     let (mut parts, _) = response.into_parts();
     if let Some(protocol) = protocol {
@@ -168,6 +222,17 @@ fn upgrade(mut req: Request<Incoming>, shard: &Rc<Shard>, endpoint: Endpoint) ->
             .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
     }
     Response::from_parts(parts, Body::default())
+}
+
+/// The upgraded connection's stream and the bytes hyper read past the request.
+fn into_stream(upgraded: hyper::upgrade::Upgraded) -> Option<(Stream, Bytes)> {
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => return Some((Stream::Plain(parts.io.into_inner()), parts.read_buf)),
+        Err(upgraded) => upgraded,
+    };
+    let parts = upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>().ok()?;
+    let (tcp, session) = parts.io.into_inner().into_inner();
+    Some((Stream::tls(tcp, session), parts.read_buf))
 }
 
 /// RFC 6455 §4.2.1 checks that fastwebsockets leaves out.
@@ -186,6 +251,21 @@ fn check_handshake<B>(req: &Request<B>) -> Result<(), &'static str> {
         return Err("Sec-WebSocket-Key must be 16 bytes in base64 (24 characters)");
     }
     Ok(())
+}
+
+/// `server.allowed_origins`: a browser's `Origin` must be one of them (when there are any);
+/// requests without an `Origin` header come from agents, not browsers, and pass.
+fn check_origin<B>(req: &Request<B>, allowed: &[String]) -> Result<(), String> {
+    let Some(origin) = req.headers().get(hyper::header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = String::from_utf8_lossy(origin.as_bytes()).to_ascii_lowercase();
+    if allowed.is_empty() || allowed.contains(&origin) {
+        return Ok(());
+    }
+    Err(format!(
+        "origin {origin:?} is not in server.allowed_origins"
+    ))
 }
 
 /// Whether `key` is base64 for 16 bytes: 22 base64 digits, then `==`.
@@ -248,12 +328,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_at_capacity_response_has_the_length_it_announces() {
-        let text = std::str::from_utf8(AT_CAPACITY_RESPONSE).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let length = format!("content-length: {}\r\n", body.len());
-        assert!(format!("{head}\r\n").contains(&length), "{head}");
-        assert!(head.starts_with("HTTP/1.1 503 "));
+    fn the_static_responses_have_the_length_they_announce() {
+        for (response, status) in [
+            (AT_CAPACITY_RESPONSE, "503"),
+            (per_ip_response(Refusal::TooMany), "429"),
+            (per_ip_response(Refusal::TooFast), "429"),
+        ] {
+            let text = std::str::from_utf8(response).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            let length = format!("content-length: {}\r\n", body.len());
+            assert!(format!("{head}\r\n").contains(&length), "{head}");
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")));
+            assert!(body.starts_with("{\"error\":\"") && body.ends_with("\"}"));
+        }
     }
 
     #[test]

@@ -46,19 +46,34 @@ fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener>
 /// Accepts connections forever, serving each on this shard.
 pub async fn accept_loop(listener: tokio::net::TcpListener, shard: Rc<Shard>) {
     let mut refused = RateLog::new("connections answered 503 (socket or handshake budget full)");
+    let mut limited = RateLog::new("connections answered 429 (per-address limit)");
     let mut exhausted = RateLog::new("accept failed for lack of resources");
     loop {
         match listener.accept().await {
-            Ok((stream, _peer)) => match Pending::acquire(&shard.shared) {
-                Some(pending) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::task::spawn_local(crate::http::serve(stream, shard.clone(), pending));
+            Ok((stream, peer)) => {
+                let now_s = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let ip = match shard.shared.per_ip.admit(peer.ip(), now_s) {
+                    Ok(ip) => ip,
+                    Err(refusal) => {
+                        let _ = stream.try_write(crate::http::per_ip_response(refusal));
+                        limited.count(shard.index, None);
+                        continue;
+                    }
+                };
+                match Pending::acquire(&shard.shared) {
+                    Some(pending) => {
+                        let _ = stream.set_nodelay(true);
+                        let serve = crate::http::serve(stream, shard.clone(), pending, ip);
+                        tokio::task::spawn_local(serve);
+                    }
+                    None => {
+                        let _ = stream.try_write(crate::http::AT_CAPACITY_RESPONSE);
+                        refused.count(shard.index, None);
+                    }
                 }
-                None => {
-                    let _ = stream.try_write(crate::http::AT_CAPACITY_RESPONSE);
-                    refused.count(shard.index, None);
-                }
-            },
+            }
             Err(e) if is_exhaustion(&e) => {
                 exhausted.count(shard.index, Some(&e));
                 tokio::time::sleep(ACCEPT_BACKOFF).await;

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use wsedge::{FileConfig, Server};
@@ -60,8 +59,8 @@ fn main() -> anyhow::Result<()> {
         let _guard = runtime.enter();
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?
     };
-    let (listen, shards) = (config.listen, config.shards);
-    let server = Server::start(config).with_context(|| format!("cannot listen on {listen}"))?;
+    let shards = config.shards;
+    let server = Server::start(config)?;
     println!(
         "wsedge listening on {} ({} shards)",
         server.local_addr(),

@@ -10,6 +10,18 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::shard::{self, Shared};
+use crate::tls::TlsError;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot start a shard: {0}")]
+    Thread(io::Error),
+}
 
 /// A running server.
 #[derive(Debug)]
@@ -20,18 +32,28 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.listen` once per shard and starts the shards.
-    pub fn start(config: Config) -> io::Result<Server> {
+    /// Loads `[tls]`, binds `config.listen` once per shard and starts the shards.
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        let tls = match &config.tls {
+            Some(files) => Some(crate::tls::server_config(
+                &files.cert_file,
+                &files.key_file,
+            )?),
+            None => None,
+        };
         let shards = config.shards;
-        let listeners = crate::listener::bind(config.listen, config.listen_backlog, shards)?;
-        let local_addr = listeners[0].local_addr()?;
-        let budget = config.socket_budget(nofile_limit()?);
+        let addr = config.listen;
+        let listen = |source| StartError::Listen { addr, source };
+        let listeners =
+            crate::listener::bind(addr, config.listen_backlog, shards).map_err(listen)?;
+        let local_addr = listeners[0].local_addr().map_err(listen)?;
+        let budget = config.socket_budget(nofile_limit().map_err(StartError::Thread)?);
         tracing::info!(
             max_connections = budget.max_connections,
             max_sockets = budget.max_sockets,
             "connection limits"
         );
-        let shared = Arc::new(Shared::new(config, budget));
+        let shared = Arc::new(Shared::new(config, budget, tls));
         let (stop, stopped) = watch::channel(false);
         let mut threads = Vec::with_capacity(shards);
         for (index, listener) in listeners.into_iter().enumerate() {
@@ -39,7 +61,8 @@ impl Server {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("wsedge-shard-{index}"))
-                    .spawn(move || shard::run(index, listener, shared, stopped))?,
+                    .spawn(move || shard::run(index, listener, shared, stopped))
+                    .map_err(StartError::Thread)?,
             );
         }
         Ok(Server {

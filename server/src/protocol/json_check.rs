@@ -52,7 +52,8 @@ pub fn check(input: &[u8], max_depth: usize) -> Result<(), JsonProblem> {
 /// end of input when it has none: simd-json rejects that).
 fn skip_string(input: &[u8], mut i: usize) -> Result<usize, JsonProblem> {
     loop {
-        let Some(offset) = memchr::memchr2(b'"', b'\\', &input[i..]) else {
+        let rest = input.get(i..).unwrap_or_default();
+        let Some(offset) = memchr::memchr2(b'"', b'\\', rest) else {
             return Ok(input.len());
         };
         i += offset;
@@ -76,9 +77,6 @@ fn skip_string(input: &[u8], mut i: usize) -> Result<usize, JsonProblem> {
             }
             Some(0xDC00..=0xDFFF) => return Err(JsonProblem::LoneSurrogate { at: i }),
             _ => i += 2,
-        }
-        if i >= input.len() {
-            return Ok(input.len());
         }
     }
 }
@@ -154,5 +152,7 @@ mod tests {
         for end in 0..=text.len() {
             let _ = check(&text[..end], 1);
         }
+        // Found by fuzz/parse_envelope: a string ending in a lone backslash.
+        assert_eq!(check(b"\"\0x\nx[\\", 1), Ok(()));
     }
 }
