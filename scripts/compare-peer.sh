@@ -7,20 +7,35 @@
 # loadtest's --raw mode), interleaved A B A B ... (PAIRS pairs per workload, default 3), and
 # prints, per workload, the medians and the wsedge/peer ratios of server CPU per message and of
 # p99 latency. Everything runs on 127.0.0.1 and stops by itself. Results: target/compare-peer/.
+#
+# With BASELINE_WSEDGE=/path/to/an/older/wsedge, each pair also runs that build (A B C A B C ...),
+# and the table adds its figures and the ratios of this build to it: the before/after of a change.
+# Servers run from an empty folder, so each uses its own embedded default config.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
 PAIRS=${1:-3}
 SCALE=${2:-1}
-OUT=target/compare-peer/$(date -u +%Y%m%dT%H%M%SZ)
-mkdir -p "$OUT"
+BASELINE=${BASELINE_WSEDGE:-}
+OUT=$ROOT/target/compare-peer/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT/cwd"
 cargo build --release -q -p wsedge -p loadtest
 cargo build --release -q -p wsedge-benches --bin fws-peer
+
+# run_wsedge NAME BINARY WORKLOAD: one loadtest run against a spawned BINARY.
+run_wsedge() {
+    (cd "$OUT/cwd" && LOADTEST_WSEDGE_BIN=$2 "$ROOT/target/release/loadtest" run --scenario "$3" \
+        --spawn-server --shards 2 --duration-scale "$SCALE" --out "$OUT/$1" >"$OUT/$1.log" 2>&1) || true
+}
 
 for pair in $(seq "$PAIRS"); do
     for workload in peer_echo peer_fanout peer_fanout_wide; do
         echo "compare-peer: pair $pair/$PAIRS $workload: wsedge" >&2
-        target/release/loadtest run --scenario "$workload" --spawn-server --shards 2 \
-            --duration-scale "$SCALE" --out "$OUT/wsedge" >/dev/null 2>&1 || true
+        run_wsedge wsedge "$ROOT/target/release/wsedge" "$workload"
+        if [ -n "$BASELINE" ]; then
+            echo "compare-peer: pair $pair/$PAIRS $workload: baseline $BASELINE" >&2
+            run_wsedge baseline "$BASELINE" "$workload"
+        fi
         echo "compare-peer: pair $pair/$PAIRS $workload: fastwebsockets peer" >&2
         target/release/fws-peer > "$OUT/peer.addr" &
         peer=$!
@@ -38,7 +53,9 @@ out = sys.argv[1]
 def runs(server, scenario):
     return [json.load(open(p)) for p in sorted(glob.glob(f"{out}/{server}/*-{scenario}/result.json"))]
 summary = {}
-print(f"{'scenario':<17} {'metric':<22} {'wsedge':>10} {'peer':>10} {'ratio':>7}  (medians of {len(runs('wsedge', 'peer_echo'))} runs each)")
+with_base = bool(runs("baseline", "peer_echo"))
+extra = f" {'baseline':>10} {'ws/base':>7}" if with_base else ""
+print(f"{'scenario':<17} {'metric':<22} {'wsedge':>10} {'peer':>10} {'ratio':>7}{extra}  (medians of {len(runs('wsedge', 'peer_echo'))} runs each)")
 for scenario, workload in [("peer_echo", "echo"), ("peer_fanout", "fanout"),
                            ("peer_fanout_wide", "fanout")]:
     w, p = runs("wsedge", scenario), runs("peer", scenario)
@@ -52,7 +69,14 @@ for scenario, workload in [("peer_echo", "echo"), ("peer_fanout", "fanout"),
         a, b = statistics.median(map(get, w)), statistics.median(map(get, p))
         rows[metric] = {"wsedge": a, "peer": b, "ratio": a / b if b else None,
                         "wsedge_runs": [get(r) for r in w], "peer_runs": [get(r) for r in p]}
-        print(f"{scenario:<17} {metric:<22} {a:>10.2f} {b:>10.2f} {a / b if b else float('nan'):>7.3f}")
+        line = f"{scenario:<17} {metric:<22} {a:>10.2f} {b:>10.2f} {a / b if b else float('nan'):>7.3f}"
+        if with_base:
+            base = runs("baseline", scenario)
+            c = statistics.median(map(get, base))
+            rows[metric].update(baseline=c, baseline_runs=[get(r) for r in base],
+                                baseline_ratio_to_peer=c / b if b else None)
+            line += f" {c:>10.2f} {a / c if c else float('nan'):>7.3f}"
+        print(line)
     summary[scenario] = rows
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=2)
 print(f"compare-peer: details in {out}/summary.json")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Measures wsedge's user-space RSS per idle WebSocket connection.
 
-Usage: scripts/measure_idle_rss.py [--connections 10000] [--warmup 2000] [--shards 2]
+Usage: scripts/measure_idle_rss.py [--connections 10000] [--warmup 2000] [--shards 2] [--binary PATH]
 Starts target/release/wsedge on a free port, opens --warmup connections, reads its VmRSS, opens N more protocol-v1 connections
 (each reads its welcome and then stays idle), reads VmRSS again, and prints the difference per
 connection. Client source addresses cycle over 127.0.0.1-4. Bounded: it exits after measuring.
@@ -18,8 +18,9 @@ async def main():
     ap.add_argument("--connections", type=int, default=10000)
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=2000, help="connections opened before the first reading")
+    ap.add_argument("--binary", help="another wsedge build (default target/release/wsedge)")
     args = ap.parse_args()
-    server, port = start_server(args.shards)
+    server, port = start_server(args.shards, args.binary)
     try:
         held, sem = [], asyncio.Semaphore(200)
         async def open_one(i):

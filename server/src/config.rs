@@ -70,20 +70,6 @@ pub const DEFAULT_LZ4_THRESHOLD: usize = 1024;
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 128;
 /// Largest `protocol.max_json_depth` accepted (values are built recursively on a shard's stack).
 pub const MAX_JSON_DEPTH: usize = 1024;
-/// Default `limits.messages_per_s`: data messages one connection may send per second, sustained.
-pub const DEFAULT_MESSAGES_PER_S: u64 = 10_000;
-/// Default `limits.messages_burst`: messages one connection may send at once.
-pub const DEFAULT_MESSAGES_BURST: u64 = 20_000;
-/// Default `limits.publish_bytes_per_s`: published `data` bytes per connection per second.
-pub const DEFAULT_PUBLISH_BYTES_PER_S: u64 = 16 << 20;
-/// Default `limits.publish_burst_bytes`: published bytes at once (at least `max_message_size`).
-pub const DEFAULT_PUBLISH_BURST_BYTES: u64 = 32 << 20;
-/// Default `limits.control_frames_per_s`: pings and pongs a client may send per second.
-pub const DEFAULT_CONTROL_FRAMES_PER_S: u64 = 50;
-/// Default `limits.control_frames_burst`.
-pub const DEFAULT_CONTROL_FRAMES_BURST: u64 = 100;
-/// Default `limits.violations_before_close`: requests refused `rate_limited` before close 1008.
-pub const DEFAULT_VIOLATIONS_BEFORE_CLOSE: u32 = 10;
 
 /// A configuration that cannot be used; the message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -198,32 +184,6 @@ impl Default for ProtocolSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsSection {
-    pub messages_per_s: u64,
-    pub messages_burst: u64,
-    pub publish_bytes_per_s: u64,
-    pub publish_burst_bytes: u64,
-    pub control_frames_per_s: u64,
-    pub control_frames_burst: u64,
-    pub violations_before_close: u32,
-}
-
-impl Default for LimitsSection {
-    fn default() -> Self {
-        LimitsSection {
-            messages_per_s: DEFAULT_MESSAGES_PER_S,
-            messages_burst: DEFAULT_MESSAGES_BURST,
-            publish_bytes_per_s: DEFAULT_PUBLISH_BYTES_PER_S,
-            publish_burst_bytes: DEFAULT_PUBLISH_BURST_BYTES,
-            control_frames_per_s: DEFAULT_CONTROL_FRAMES_PER_S,
-            control_frames_burst: DEFAULT_CONTROL_FRAMES_BURST,
-            violations_before_close: DEFAULT_VIOLATIONS_BEFORE_CLOSE,
-        }
-    }
-}
-
 /// `[tls]`: both files, or neither (plain TCP).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -237,22 +197,6 @@ pub struct TlsSection {
 pub struct TlsFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
-}
-
-/// Per-connection rate limits (`[limits]`): token buckets, each a sustained rate and a burst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimits {
-    pub messages: Rate,
-    pub publish_bytes: Rate,
-    pub control_frames: Rate,
-    pub violations_before_close: u32,
-}
-
-/// A token bucket's refill rate per second and capacity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub per_s: u64,
-    pub burst: u64,
 }
 
 /// The validated configuration.
@@ -360,14 +304,8 @@ impl FileConfig {
 
     /// Checks every value and resolves defaults that depend on the machine.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let (s, c, p, l, t) = (
-            self.server,
-            self.connection,
-            self.protocol,
-            self.limits,
-            self.tls,
-        );
-        let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
+        let rate_limits = self.limits.validate(self.connection.max_message_size)?;
+        let (s, c, p, t) = (self.server, self.connection, self.protocol, self.tls);
         let listen = s.listen.parse().map_err(|e| {
             invalid(
                 "server.listen",
@@ -380,13 +318,6 @@ impl FileConfig {
                 return Err(invalid("server.shards", format!("{n} is more than 1024")))
             }
             n => n,
-        };
-        let positive = |key, v: u64| {
-            if v == 0 {
-                Err(invalid(key, "must be greater than 0".into()))
-            } else {
-                Ok(v)
-            }
         };
         let ms = |key, v| positive(key, v).map(Duration::from_millis);
         positive("server.listen_backlog", s.listen_backlog as u64)?;
@@ -459,43 +390,6 @@ impl FileConfig {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let rate = |key_rate, per_s: u64, key_burst, burst: u64, at_least: u64| {
-            positive(key_rate, per_s)?;
-            if burst < at_least.max(1) {
-                return Err(invalid(
-                    key_burst,
-                    format!("{burst} must be at least {}", at_least.max(1)),
-                ));
-            }
-            Ok(Rate { per_s, burst })
-        };
-        let rate_limits = RateLimits {
-            messages: rate(
-                "limits.messages_per_s",
-                l.messages_per_s,
-                "limits.messages_burst",
-                l.messages_burst,
-                1,
-            )?,
-            publish_bytes: rate(
-                "limits.publish_bytes_per_s",
-                l.publish_bytes_per_s,
-                "limits.publish_burst_bytes",
-                l.publish_burst_bytes,
-                c.max_message_size as u64,
-            )?,
-            control_frames: rate(
-                "limits.control_frames_per_s",
-                l.control_frames_per_s,
-                "limits.control_frames_burst",
-                l.control_frames_burst,
-                1,
-            )?,
-            violations_before_close: positive(
-                "limits.violations_before_close",
-                l.violations_before_close.into(),
-            )? as u32,
-        };
         positive("connection.max_message_size", c.max_message_size as u64)?;
         positive("connection.write_batch_bytes", c.write_batch_bytes as u64)?;
         positive("connection.max_subscriptions", c.max_subscriptions as u64)?;
@@ -561,6 +455,18 @@ impl FileConfig {
     }
 }
 
+fn invalid(key: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { key, reason }
+}
+
+/// `v`, unless it is 0.
+fn positive(key: &'static str, v: u64) -> Result<u64, ConfigError> {
+    if v == 0 {
+        return Err(invalid(key, "must be greater than 0".into()));
+    }
+    Ok(v)
+}
+
 fn parse_error(origin: &str, e: impl std::fmt::Display) -> ConfigError {
     ConfigError::Parse {
         origin: origin.to_string(),
@@ -605,6 +511,14 @@ fn apply_env(
     }
     Ok(())
 }
+
+mod limits;
+pub use limits::{LimitsSection, Rate, RateLimits};
+pub use limits::{
+    DEFAULT_CONTROL_FRAMES_BURST, DEFAULT_CONTROL_FRAMES_PER_S, DEFAULT_MESSAGES_BURST,
+    DEFAULT_MESSAGES_PER_S, DEFAULT_PUBLISH_BURST_BYTES, DEFAULT_PUBLISH_BYTES_PER_S,
+    DEFAULT_VIOLATIONS_BEFORE_CLOSE,
+};
 
 #[cfg(test)]
 mod tests;
