@@ -19,11 +19,13 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const EXHAUSTION_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Binds `count` listeners on `addr`. With port 0 the first picks the port, the rest share it.
+/// Fails with `AddrInUse` when another process already listens there (see [`ensure_free`]).
 pub fn bind(
     addr: SocketAddr,
     backlog: u32,
     count: usize,
 ) -> io::Result<Vec<std::net::TcpListener>> {
+    ensure_free(addr)?;
     let first = bind_one(addr, backlog)?;
     let addr = first.local_addr()?;
     let mut all = vec![first];
@@ -31,6 +33,19 @@ pub fn bind(
         all.push(bind_one(addr, backlog)?);
     }
     Ok(all)
+}
+
+/// SO_REUSEPORT would let a second server run by the same user join the first one's listeners, and
+/// the kernel would then split clients between two unrelated servers. A socket bound without it
+/// (SO_REUSEADDR only, so that connections in TIME_WAIT do not count) cannot share the port with a
+/// listener: that bind fails with `AddrInUse` exactly when someone already listens on `addr`.
+fn ensure_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())
 }
 
 fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {

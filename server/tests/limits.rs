@@ -214,3 +214,29 @@ async fn a_connection_that_sends_no_request_is_dropped_after_the_handshake_timeo
     assert_eq!(n, 0, "expected EOF");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_second_server_on_a_served_port_fails_to_start() -> Result<()> {
+    let server = TestServer::start(&[]).await?;
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_wsedge"))
+        .args(["--listen", &server.addr.to_string()])
+        .env("WSEDGE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    // A second server that starts runs until killed: give it STEP to exit.
+    let output = tokio::time::timeout(STEP, second.wait_with_output())
+        .await
+        .map_err(|_| anyhow::anyhow!("the second server started on {}", server.addr))??;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {}", server.addr))
+            && stderr.contains("Address already in use"),
+        "{stderr}"
+    );
+    // The first one still serves.
+    Client::connect(&server).await?;
+    Ok(())
+}
