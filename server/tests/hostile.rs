@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use support::{
-    client_frame, masked_text, raw_request, raw_upgrade, read_frame, read_until_close,
-    upgrade_request, Client, TestServer, STEP,
+    client_frame, masked_text, raw_request, raw_request_from, raw_upgrade, read_frame,
+    read_until_close, upgrade_request, Client, TestServer, STEP,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -519,15 +519,7 @@ async fn overloaded_means_delivered_nowhere() -> Result<()> {
 
 /// Sends an upgrade request from `source` (a 127.0.0.0/8 address); returns the status.
 async fn upgrade_from(server: &TestServer, source: &str) -> Result<(TcpStream, String)> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(format!("{source}:0").parse()?)?;
-    let mut s = socket.connect(server.addr).await?;
-    s.write_all(upgrade_request("/ws").as_bytes()).await?;
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(tokio::time::timeout(STEP, s.read_u8()).await??);
-    }
-    Ok((s, String::from_utf8_lossy(&head).into_owned()))
+    raw_request_from(server, source, upgrade_request("/ws").as_bytes()).await
 }
 
 #[tokio::test]

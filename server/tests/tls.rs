@@ -168,3 +168,29 @@ async fn only_allowed_origins_may_upgrade() -> Result<()> {
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_stalled_or_garbage_tls_handshake_is_dropped() -> Result<()> {
+    let (cert, key, _) = certificate("stalled")?;
+    let server = TestServer::start(&[
+        ("CERT_FILE", cert.to_str().unwrap()),
+        ("KEY_FILE", key.to_str().unwrap()),
+        ("HANDSHAKE_TIMEOUT_MS", "300"),
+    ])
+    .await?;
+    // The first bytes of a ClientHello, then silence: closed at handshake_timeout_ms.
+    for first in [&b"\x16\x03\x01\x02\x00\x01"[..], &[0xff; 64][..]] {
+        let mut s = TcpStream::connect(server.addr).await?;
+        s.write_all(first).await?;
+        let mut reply = Vec::new();
+        let read = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut reply);
+        // An alert or nothing, then the close (a reset counts as closed too).
+        // Well before the default 10 s, so the configured 300 ms is what ended it.
+        let within = std::time::Duration::from_secs(3);
+        let _ = tokio::time::timeout(within, read)
+            .await
+            .context("not closed")?;
+        assert!(!String::from_utf8_lossy(&reply).contains("HTTP"));
+    }
+    Ok(())
+}

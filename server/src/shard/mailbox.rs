@@ -54,8 +54,7 @@ impl Mailbox {
     /// Reserves room for one message of `bytes` frame bytes; false when the queue is full in
     /// messages or in bytes. Follow with [`Mailbox::push_reserved`] or [`Mailbox::cancel`].
     pub fn reserve(&self, bytes: usize) -> bool {
-        if self.reserved.fetch_add(1, Ordering::AcqRel) >= self.queue.capacity() {
-            self.reserved.fetch_sub(1, Ordering::AcqRel);
+        if !super::try_increment(&self.reserved, self.queue.capacity()) {
             return false;
         }
         if self.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes > self.max_bytes {

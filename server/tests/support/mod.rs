@@ -148,8 +148,19 @@ pub fn upgrade_request(path: &str) -> String {
 
 /// Sends `request` on a new socket and reads the response head (up to the blank line).
 pub async fn raw_request(server: &TestServer, request: &[u8]) -> Result<(TcpStream, String)> {
+    raw_request_from(server, "127.0.0.1", request).await
+}
+
+/// As [`raw_request`], from the source address `source` (any of 127.0.0.0/8).
+pub async fn raw_request_from(
+    server: &TestServer,
+    source: &str,
+    request: &[u8],
+) -> Result<(TcpStream, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(server.addr).await?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse()?)?;
+    let mut s = socket.connect(server.addr).await?;
     s.write_all(request).await?;
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
