@@ -53,6 +53,23 @@ fn errors_name_the_key() {
         err("[connection]\nwrite_coalesce_us = 10000001").contains("connection.write_coalesce_us")
     );
     assert!(err("[server]\nshards = -1").contains("shards"));
+    assert!(err("[protocol]\nmax_json_depth = 0").contains("protocol.max_json_depth"));
+    assert!(err("[protocol]\nmax_json_depth = 5000").contains("protocol.max_json_depth"));
+    assert!(err("[server]\nshard_queue_max_bytes = 1000").contains("server.shard_queue_max_bytes"));
+    assert!(err("[server]\nmax_request_bytes = 100").contains("server.max_request_bytes"));
+    assert!(
+        err("[server]\nhandshake_budget_bytes = 9000").contains("server.handshake_budget_bytes")
+    );
+    assert!(err("[connection]\nmax_fragments = 0").contains("connection.max_fragments"));
+    assert!(err("[limits]\nmessages_per_s = 0").contains("limits.messages_per_s"));
+    assert!(err("[limits]\npublish_burst_bytes = 10").contains("limits.publish_burst_bytes"));
+    assert!(err("[limits]\nviolations_before_close = 0").contains("limits.violations_before_close"));
+    assert!(err("[tls]\ncert_file = \"c.pem\"").contains("tls.key_file"));
+    assert!(err("[tls]\nkey_file = \"k.pem\"").contains("tls.cert_file"));
+    for origin in ["example.com", "https://", "https://a.com/path", "*"] {
+        let e = err(&format!("[server]\nallowed_origins = [\"{origin}\"]"));
+        assert!(e.contains("server.allowed_origins"), "{origin}: {e}");
+    }
     assert!(err("[server]\nbogus = 1").contains("bogus"));
     let e = FileConfig::load(None, env(&[("WSEDGE_NOPE", "1")]))
         .unwrap_err()
@@ -62,4 +79,20 @@ fn errors_name_the_key() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("shards"), "{e}");
+}
+
+#[test]
+fn the_socket_budget_follows_the_open_file_limit() {
+    let auto = FileConfig::default().validate().unwrap();
+    let budget = auto.socket_budget(20_000);
+    assert_eq!(
+        (budget.max_connections, budget.max_sockets),
+        (19_936, 19_936)
+    );
+    let fixed = FileConfig::from_toml("[server]\nmax_connections = 100", "")
+        .and_then(FileConfig::validate)
+        .unwrap();
+    assert_eq!(fixed.socket_budget(20_000).max_connections, 100);
+    // More than the descriptors allow is lowered to what they allow.
+    assert_eq!(fixed.socket_budget(100).max_connections, 36);
 }
