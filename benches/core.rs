@@ -6,13 +6,13 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 use std::io::IoSlice;
 use std::sync::Arc;
 
-use wsedge::message::Published;
-use wsedge::outbox::Outbox;
-use wsedge::protocol::decoder::Decoder;
-use wsedge::protocol::envelope;
-use wsedge::protocol::{compress, frame, reply, Priority};
-use wsedge::shard::channels::Channels;
-use wsedge::shard::mailbox::Mailbox;
+use wsedge_core::broker::{Action, Broker, BrokerConfig, Effects};
+use wsedge_core::ids::ConnId;
+use wsedge_core::message::Published;
+use wsedge_core::outbox::Outbox;
+use wsedge_core::protocol::decoder::Decoder;
+use wsedge_core::protocol::envelope;
+use wsedge_core::protocol::{compress, frame, reply, Priority};
 
 const PUBLISH: &str = r#"{"op":"publish","channel":"prices.eur-usd","priority":"high","ref":42,"data":{"bid":1.0841,"ask":1.0843,"ts":1732370000123,"venue":"XNAS","seq":918273}}"#;
 
@@ -103,28 +103,50 @@ fn outbox(c: &mut Criterion) {
     g.finish();
 }
 
-/// What broadcasting a publish to a shard without subscribers costs that shard and the sender:
-/// a lock-free queue push and pop plus a channel-index miss. Compared with a delivery (a
-/// `writev` of ~2 µs on loopback), it is why wsedge forwards every publish to every shard
-/// instead of tracking which shards subscribe.
-fn forward_to_idle_shard(c: &mut Criterion) {
-    let mailbox = Mailbox::new(1024, 1 << 30);
-    let mut channels = Channels::default();
+/// The broker's routing of one publish: to a shard without subscribers of the channel (every
+/// shard gets every publish, so this is what a publish costs the shards that do not care), and
+/// to 1,000 subscribers, effects applied (counted here; queued on connections by a shard).
+fn broker_publish(c: &mut Criterion) {
+    let mut broker = Broker::new(BrokerConfig {
+        max_subscriptions: 16,
+        max_batch_bytes: 64 << 10,
+    });
+    for n in 0..1000 {
+        broker.connect(ConnId::new(0, n), false);
+        broker.subscribe(ConnId::new(0, n), "fan").unwrap();
+    }
     let frame = frame::encode(frame::OpCode::Text, PUBLISH.as_bytes());
-    let message = Arc::new(Published::new(
-        "prices.eur-usd",
-        Priority::Normal,
-        frame,
-        1024,
-    ));
-    c.bench_function("shard/forward_to_idle_shard", |b| {
+    let message = |channel| {
+        Arc::new(Published::new(
+            channel,
+            Priority::Normal,
+            frame.clone(),
+            1024,
+        ))
+    };
+    let (idle, fan) = (message("prices.eur-usd"), message("fan"));
+    let mut effects = Effects::default();
+    let mut g = c.benchmark_group("broker");
+    g.bench_function("publish_no_subscribers", |b| {
         b.iter(|| {
-            assert!(mailbox.reserve(message.frame.len()));
-            mailbox.push_reserved(message.clone());
-            let m = mailbox.try_pop().unwrap();
-            black_box(channels.publish(&m, false, usize::MAX))
+            broker.publish(&idle, false, &mut effects);
+            black_box(effects.is_empty())
         })
     });
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("publish_1000_subscribers", |b| {
+        b.iter(|| {
+            broker.publish(&fan, false, &mut effects);
+            let mut delivered = 0;
+            effects.drain(|action| {
+                if let Action::Deliver { to, .. } = action {
+                    delivered += to.len();
+                }
+            });
+            black_box(delivered)
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(
@@ -134,6 +156,6 @@ criterion_group!(
     message_encode,
     lz4,
     outbox,
-    forward_to_idle_shard
+    broker_publish
 );
 criterion_main!(benches);

@@ -119,8 +119,8 @@ run_suite() {
     mkdir -p "$dir"
     # 9.* sends messages up to 16 MiB, and 4 MiB in 64-byte fragments (65,536 frames): raise the
     # size limits for this run only, the fragment limit in step (max_message_size / 64).
-    env "$@" WSEDGE_MAX_MESSAGE_SIZE=20000000 WSEDGE_MAX_FRAGMENTS=312500 \
-        WSEDGE_OUTBOX_MAX_BYTES=48000000 WSEDGE_ECHO_ENDPOINT=true WSEDGE_LOG=warn \
+    env "$@" WSEDGE_CONNECTION_MAX_MESSAGE_SIZE=20000000 WSEDGE_CONNECTION_MAX_FRAGMENTS=312500 \
+        WSEDGE_CONNECTION_OUTBOX_MAX_BYTES=48000000 WSEDGE_SERVER_ECHO_ENDPOINT=true WSEDGE_LOG=warn \
         "$ROOT/target/release/wsedge" --listen 127.0.0.1:0 --shards 2 --config "$ROOT/config/wsedge.toml" \
         > "$dir/server.out" &
     server=$!
@@ -142,7 +142,7 @@ run_suite ws "$OUT"
 # The same over TLS, with a throwaway self-signed certificate.
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
     -keyout "$OUT/wss-key.pem" -out "$OUT/wss-cert.pem" 2>/dev/null
-run_suite wss "$OUT/wss" WSEDGE_CERT_FILE="$OUT/wss-cert.pem" WSEDGE_KEY_FILE="$OUT/wss-key.pem"
+run_suite wss "$OUT/wss" WSEDGE_TLS_CERT_FILE="$OUT/wss-cert.pem" WSEDGE_TLS_KEY_FILE="$OUT/wss-key.pem"
 
 # ---------------------------------------------------------------- verdict
 status=0

@@ -16,11 +16,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + KEY + b"\r\n\r\n")
-NO_LIMITS = {"MESSAGES_PER_S": "1000000000", "MESSAGES_BURST": "1000000000",
-             "CONTROL_FRAMES_PER_S": "1000000000", "CONTROL_FRAMES_BURST": "1000000000",
-             "MAX_FRAGMENTS": "1000000000", "PUBLISH_BYTES_PER_S": "1000000000000",
-             "PUBLISH_BURST_BYTES": "1000000000000"}
+NO_LIMITS = {"LIMITS_MESSAGES_PER_S": "1000000000", "LIMITS_MESSAGES_BURST": "1000000000",
+             "LIMITS_CONTROL_FRAMES_PER_S": "1000000000", "LIMITS_CONTROL_FRAMES_BURST": "1000000000",
+             "CONNECTION_MAX_FRAGMENTS": "1000000000", "LIMITS_PUBLISH_BYTES_PER_S": "1000000000000",
+             "LIMITS_PUBLISH_BURST_BYTES": "1000000000000"}
 BINARY = os.path.join(ROOT, "target/release/wsedge")
+SECTIONS = {"SERVER", "CONNECTION", "PROTOCOL", "LIMITS", "TLS"}
 
 
 class Server:
@@ -40,12 +41,18 @@ class Server:
             line = self.proc.stdout.readline().split()
             if len(line) >= 4:
                 break
-            # An older build that lacks a setting runs without it (reported in the detail).
+            # An older build names settings WSEDGE_<KEY> without the section: retry with that
+            # name; one that lacks a setting runs without it (reported in the detail).
             unknown = re.search(rb"unknown environment override WSEDGE_(\w+)", self.proc.stderr.read())
-            if not unknown or unknown.group(1).decode() not in env:
+            name = unknown and unknown.group(1).decode()
+            if name not in env:
                 raise RuntimeError("wsedge did not start")
-            self.unknown.append(unknown.group(1).decode())
-            del env[unknown.group(1).decode()]
+            value = env.pop(name)
+            section, _, flat = name.partition("_")
+            if section in SECTIONS and flat:
+                env[flat] = value
+            else:
+                self.unknown.append(name)
         self.proc.stderr.close()
         self.port = int(line[3].rsplit(b":", 1)[1])
         self.baseline = self.rss()
@@ -454,14 +461,14 @@ ATTACKS = [
     (unknown_op_flood, NO_LIMITS, {}),
     (ping_flood, {}, {"label": "ping_flood (default limits)"}),
     (unknown_op_flood, {}, {"label": "unknown_op_flood (default limits)"}),
-    (shutdown_under_flood, {**NO_LIMITS, "SHUTDOWN_GRACE_MS": "2000"}, {}),
+    (shutdown_under_flood, {**NO_LIMITS, "SERVER_SHUTDOWN_GRACE_MS": "2000"}, {}),
     (unsubscribed_publish_flood, NO_LIMITS, {}),
     (partial_frames, {}, {}),
     (open_file_limit, {}, {"nofile": 256}),
     (huge_headers, {}, {}),
     (handshakes, {}, {}),
     (message_ids, {}, {}),
-    (overloaded_nowhere, {"SHARD_QUEUE_CAPACITY": "2"}, {}),
+    (overloaded_nowhere, {"SERVER_SHARD_QUEUE_CAPACITY": "2"}, {}),
     (rate_limit, {}, {}),
 ]
 

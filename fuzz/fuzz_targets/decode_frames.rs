@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsedge::protocol::decoder::{Decoder, Event};
+use wsedge_core::protocol::decoder::{Decoder, Event};
 
 const MAX_MESSAGE: usize = 4096;
 

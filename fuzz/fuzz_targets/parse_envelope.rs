@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsedge::protocol::envelope::{self, ErrorCode};
-use wsedge::protocol::json_check;
+use wsedge_core::protocol::envelope::{self, ErrorCode};
+use wsedge_core::protocol::json_check;
 
 const MAX_DEPTH: usize = 16;
 

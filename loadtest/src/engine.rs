@@ -14,9 +14,9 @@ use goose::prelude::*;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+use crate::peers::Peers;
 use crate::scenario::Scenario as Plan;
 use crate::stats::{Local, Sequence, Stats, Workload};
-use crate::workers::Peers;
 use crate::wsclient::{self, Incoming, Target, Writer};
 
 /// Longest a tick runs before returning to goose (which may then stop the user).

@@ -8,14 +8,19 @@
 //! - [`run`]: one run end to end; [`analysis`]: histograms to a graded result;
 //!   [`proc`]: the server process (spawn, /proc sampling).
 //! - [`result`]: the `result.json` schema; [`report`]: Markdown and HTML; [`compare`]: the gate.
-//! - [`workers`]: a run split over several processes (each under its open-file limit).
+//! - [`workers`]: a run split over several processes (each under its open-file limit);
+//!   [`peers`]: the folder they meet in.
+//! - [`options`]: what a run was asked; [`clock`]: Unix milliseconds and UTC timestamps.
 
 #![allow(clippy::disallowed_types)] // a load generator may lock; the server may not (clippy.toml)
 
 pub mod analysis;
+pub mod clock;
 pub mod compare;
 pub mod engine;
 pub mod grade;
+pub mod options;
+pub mod peers;
 pub mod proc;
 pub mod report;
 pub mod result;

@@ -39,18 +39,17 @@ pub fn server_binary() -> Result<PathBuf> {
 }
 
 impl Spawned {
-    /// Starts the server on a free loopback port with `env` overrides (`WSEDGE_*`).
-    pub async fn start(env: &[(String, String)]) -> Result<Spawned> {
+    /// Starts the server on a free loopback port with `shards` shards and its default limits
+    /// (flags, not environment variables, so that any build of wsedge takes them).
+    pub async fn start(shards: usize) -> Result<Spawned> {
         let bin = server_binary()?;
         let mut cmd = Command::new(&bin);
-        cmd.args(["--listen", "127.0.0.1:0"])
+        let shards = shards.to_string();
+        cmd.args(["--listen", "127.0.0.1:0", "--shards", &shards])
             .env("WSEDGE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;

@@ -12,34 +12,18 @@ use goose::client::GooseClientBuilder;
 use goose::config::GooseConfiguration;
 use goose::prelude::*;
 
-use crate::analysis::{assemble, phase_result, utc_now, Assembly};
+use crate::analysis::{assemble, phase_result, Assembly};
+use crate::clock::{instant_of, unix_ms, utc_now};
 use crate::engine::{self, Run};
-use crate::grade::{Grade, ScenarioGrading};
+use crate::grade::Grade;
+pub use crate::options::Options;
+use crate::peers::Peers;
 use crate::proc::{self, Spawned, Usage};
 use crate::result::RunResult;
-use crate::scenario::{Phase, Scenario, Shape};
+use crate::scenario::{Phase, Shape};
 use crate::stats::Stats;
-use crate::workers::{self, Partial, Peers, WorkerPlan, Workers};
+use crate::workers::{self, Partial, WorkerPlan, Workers};
 use crate::wsclient::Target;
-
-/// What `loadtest run` was asked.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub scenario_name: String,
-    pub scenario: Scenario,
-    pub grading: ScenarioGrading,
-    /// `None`: spawn the server.
-    pub target: Option<String>,
-    pub server_pid: Option<u32>,
-    pub duration_scale: f64,
-    pub out: PathBuf,
-    /// Shards for a spawned server (0: one per core).
-    pub shards: usize,
-    /// Drive a plain peer: bare payloads on `/echo` and `/broadcast`.
-    pub raw: bool,
-    /// Load-generating processes (0: as many as the open-file limit requires).
-    pub processes: usize,
-}
 
 /// Descriptors kept free for the runtime, goose and result files.
 const FD_HEADROOM: u64 = 200;
@@ -78,7 +62,7 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
     let spawned = match &opts.target {
         Some(_) => None,
         None => Some(
-            Spawned::start(&server_env(&opts))
+            Spawned::start(opts.shards)
                 .await
                 .map_err(|e| SetupError(format!("{e:#}")))?,
         ),
@@ -97,7 +81,7 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
     let phases = opts.scenario.phases(scale);
     let drain_s = opts.scenario.drain_s.max(1.0);
     // Several processes start their clocks together, once the children are up.
-    let start_unix_ms = workers::unix_ms() + if processes > 1 { WORKER_STARTUP_MS } else { 0 };
+    let start_unix_ms = unix_ms() + if processes > 1 { WORKER_STARTUP_MS } else { 0 };
     let workers = match processes {
         1 => None,
         _ => Some(
@@ -107,7 +91,7 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
     };
     let share = opts.scenario.share(0, processes);
     let (plan, total_s) = share.test_plan(scale);
-    let start = workers::instant_of(start_unix_ms);
+    let start = instant_of(start_unix_ms);
     let run = Arc::new(Run::new(
         target,
         share,
@@ -212,7 +196,7 @@ pub async fn worker(dir: PathBuf, index: usize) -> Result<()> {
     proc::raise_nofile_limit();
     let (test_plan, total_s) = plan.scenario.test_plan(plan.duration_scale);
     let drain = Duration::from_secs_f64(plan.scenario.drain_s.max(1.0));
-    let start = workers::instant_of(plan.start_unix_ms);
+    let start = instant_of(plan.start_unix_ms);
     let run = Arc::new(Run::new(
         Target::parse(&plan.url)?,
         plan.scenario.clone(),
@@ -265,12 +249,6 @@ async fn attack(run: &Arc<Run>, url: &str, plan: &str) -> Result<GooseMetrics> {
         .execute()
         .await
         .map_err(goose_error)
-}
-
-/// Server settings a spawned server gets for a scenario.
-fn server_env(opts: &Options) -> Vec<(String, String)> {
-    // The default limits otherwise: max_connections follows the open-file limit.
-    vec![("WSEDGE_SHARDS".to_string(), opts.shards.to_string())]
 }
 
 /// Writes result.json, report.md and report.html into `dir`.

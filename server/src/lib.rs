@@ -1,37 +1,28 @@
-//! wsedge: a sharded-per-core WebSocket edge server.
+//! wsedge: a sharded-per-core WebSocket edge server. The delivery rules and the protocol live in
+//! the sans-IO crate [`wsedge_core`]; this crate is the runtime around them.
 //!
-//! Layout, one line per module:
-//! - [`config`]: the config file, `WSEDGE_*` overrides and validation.
-//! - [`server`]: start the shard threads, shut them down.
-//! - [`shard`]: a shard's runtime and state; [`shard::mailbox`] its cross-shard queue,
-//!   [`shard::channels`] its channel → subscribers index.
-//! - [`listener`]: SO_REUSEPORT listeners and the accept loop.
-//! - [`http`]: `/ws`, `/echo`, `/health` on hyper; the upgrade and subprotocol choice.
-//! - [`connection`]: a connection's handle and its read/write/timer task.
-//! - [`transport`]: an upgraded connection's stream, plain TCP or TLS; [`tls`] loads `[tls]`.
-//! - [`handler`]: what each protocol v1 request does.
-//! - [`limits`]: per-connection token buckets (`[limits]`), pure.
-//! - [`outbox`]: the four priority lanes under a byte budget, drained into vectored writes.
-//! - [`per_ip`]: per-client-address connection limits, lock-free across shards.
-//! - [`message`]: a published message, encoded once and shared by every recipient.
-//! - [`notify`]: a lock-free shard-local wake-up.
-//! - [`protocol`]: the sans-IO core: frame decoding and encoding, envelopes, replies, lz4.
+//! Layout, one line per module (dependencies point up this list, never down):
+//! - [`config`]: the config file, `WSEDGE_<SECTION>_<KEY>` overrides and validation.
+//! - `notify`, `per_ip`, `tls`: a shard-local wake-up, per-address connection limits, `[tls]`.
+//! - `conn`: a connection's IO-free handle (its outbox and close state) and its transport.
+//! - `shard`: a shard's state, its [`wsedge_core::broker::Broker`] and the effects it applies;
+//!   `shard::dispatch` carries out requests, `shard::mailbox` carries messages between shards,
+//!   `shard::coalesce` releases held writes.
+//! - `conn::session`: a connection's read/write/timer task.
+//! - `http`: `/ws`, `/echo`, `/health` on hyper; `http::upgrade` the WebSocket upgrade.
+//! - `listener`: SO_REUSEPORT listeners and the accept loop.
+//! - [`runtime`]: the shard threads and what each runs; [`Server`] starts and stops them.
 
 pub mod config;
-pub mod connection;
-pub mod handler;
-pub mod http;
-pub mod limits;
-pub mod listener;
-pub mod message;
-pub mod notify;
-pub mod outbox;
-pub mod per_ip;
-pub mod protocol;
-pub mod server;
-pub mod shard;
-pub mod tls;
-pub mod transport;
+mod conn;
+mod http;
+mod listener;
+mod notify;
+mod per_ip;
+pub mod runtime;
+mod shard;
+mod tls;
 
 pub use config::{Config, FileConfig};
-pub use server::Server;
+pub use http::{SUBPROTOCOL, SUBPROTOCOL_LZ4};
+pub use runtime::Server;

@@ -69,15 +69,15 @@ pub async fn accept_loop(listener: tokio::net::TcpListener, shard: Rc<Shard>) {
                 let now_s = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                let ip = match shard.shared.per_ip.admit(peer.ip(), now_s) {
+                let ip = match shard.shared().per_ip.admit(peer.ip(), now_s) {
                     Ok(ip) => ip,
                     Err(refusal) => {
                         let _ = stream.try_write(crate::http::per_ip_response(refusal));
-                        limited.count(shard.index, None);
+                        limited.count(shard.index(), None);
                         continue;
                     }
                 };
-                match Pending::acquire(&shard.shared) {
+                match Pending::acquire(shard.shared()) {
                     Some(pending) => {
                         let _ = stream.set_nodelay(true);
                         let serve = crate::http::serve(stream, shard.clone(), pending, ip);
@@ -85,15 +85,15 @@ pub async fn accept_loop(listener: tokio::net::TcpListener, shard: Rc<Shard>) {
                     }
                     None => {
                         let _ = stream.try_write(crate::http::AT_CAPACITY_RESPONSE);
-                        refused.count(shard.index, None);
+                        refused.count(shard.index(), None);
                     }
                 }
             }
             Err(e) if is_exhaustion(&e) => {
-                exhausted.count(shard.index, Some(&e));
+                exhausted.count(shard.index(), Some(&e));
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
-            Err(e) => tracing::debug!(shard = shard.index, "accept: {e}"),
+            Err(e) => tracing::debug!(shard = shard.index(), "accept: {e}"),
         }
     }
 }

@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
     }
     let config = file.validate()?;
 
-    match wsedge::server::raise_nofile_limit() {
+    match wsedge::runtime::raise_nofile_limit() {
         Ok((soft, hard)) => tracing::info!("open-file limit: soft {soft} raised to hard {hard}"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }

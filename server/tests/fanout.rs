@@ -18,7 +18,7 @@ const PER_PUBLISHER: u64 = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_subscribers_each_get_every_message_once_in_order() -> Result<()> {
-    let server = TestServer::start(&[("SHARDS", "2")]).await?;
+    let server = TestServer::start(&[("SERVER_SHARDS", "2")]).await?;
     let subscribers = try_join_all((0..SUBSCRIBERS).map(|_| async {
         let mut c = Client::connect(&server).await?;
         c.subscribe("fan").await?;
@@ -76,7 +76,11 @@ async fn thousand_subscribers_each_get_every_message_once_in_order() -> Result<(
 /// next urgent frame (a critical message, a reply) takes it along at once.
 #[tokio::test]
 async fn held_deliveries_leave_with_the_next_urgent_frame() -> Result<()> {
-    let server = TestServer::start(&[("WRITE_COALESCE_US", "10000000"), ("SHARDS", "1")]).await?;
+    let server = TestServer::start(&[
+        ("CONNECTION_WRITE_COALESCE_US", "10000000"),
+        ("SERVER_SHARDS", "1"),
+    ])
+    .await?;
     let mut subscriber = Client::connect(&server).await?;
     let mut publisher = Client::connect(&server).await?;
     subscriber.subscribe("held").await?; // its `ok` reply was a write just now
@@ -112,9 +116,9 @@ async fn a_busy_shard_still_reads_and_loses_nothing_while_deliveries_wait() -> R
     const HELD: u64 = 2_000;
     // Batches large enough that the held deliveries do not go out early on their own.
     let server = TestServer::start(&[
-        ("WRITE_COALESCE_US", "10000000"),
-        ("SHARDS", "1"),
-        ("WRITE_BATCH_BYTES", "1048576"),
+        ("CONNECTION_WRITE_COALESCE_US", "10000000"),
+        ("SERVER_SHARDS", "1"),
+        ("CONNECTION_WRITE_BATCH_BYTES", "1048576"),
     ])
     .await?;
     let mut subscriber = Client::connect(&server).await?;
@@ -169,7 +173,10 @@ struct Batching {
 }
 
 async fn batching(overrides: &[(&str, &str)], members: &[Option<&str>]) -> Result<Batching> {
-    let mut all = vec![("WRITE_COALESCE_US", "10000000"), ("SHARDS", "1")];
+    let mut all = vec![
+        ("CONNECTION_WRITE_COALESCE_US", "10000000"),
+        ("SERVER_SHARDS", "1"),
+    ];
     all.extend_from_slice(overrides);
     let server = TestServer::start(&all).await?;
     let mut subscribed = Vec::new();
@@ -255,7 +262,7 @@ async fn expect_range(client: &mut Client, range: Range<u64>) -> Result<()> {
 /// clients get their compressed frames from it too.
 #[tokio::test]
 async fn channel_batches_reach_exactly_the_members_of_their_time() -> Result<()> {
-    let lz4 = [("LZ4_THRESHOLD", "1024")];
+    let lz4 = [("PROTOCOL_LZ4_THRESHOLD", "1024")];
     let mut b = batching(&lz4, &[None, Some("wsedge.v1.lz4"), None]).await?;
     publish_range(&mut b.publisher, &mut b.probe, 1..100).await?;
     b.probe.subscribe("ch").await?;
@@ -297,7 +304,7 @@ async fn shutdown_sends_waiting_batches_first() -> Result<()> {
 /// (10 s here): a flooded channel holds no more than that per shard.
 #[tokio::test]
 async fn a_full_batch_goes_out_without_waiting_for_the_release() -> Result<()> {
-    let mut b = batching(&[("WRITE_BATCH_BYTES", "8192")], &[None]).await?;
+    let mut b = batching(&[("CONNECTION_WRITE_BATCH_BYTES", "8192")], &[None]).await?;
     // The batch passes 8 kB with message 30 (not before 20), and goes out.
     publish_range(&mut b.publisher, &mut b.probe, 1..100).await?;
     let prompt = Duration::from_secs(5);

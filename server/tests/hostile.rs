@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn deeply_nested_json_is_invalid_json_and_the_server_stays_up() -> Result<()> {
-    let server = TestServer::start(&[("SHARDS", "1")]).await?;
+    let server = TestServer::start(&[("SERVER_SHARDS", "1")]).await?;
     let mut c = Client::connect(&server).await?;
     let nest = |open: &str, close: &str, n| format!("{}1{}", open.repeat(n), close.repeat(n));
     let arrays = nest("[", "]", 10_000);
@@ -85,12 +85,12 @@ async fn victim_worst_rtt(
 
 /// Limits high enough that only fairness protects the victim.
 const NO_LIMITS: [(&str, &str); 6] = [
-    ("SHARDS", "1"),
-    ("MESSAGES_PER_S", "100000000"),
-    ("MESSAGES_BURST", "100000000"),
-    ("CONTROL_FRAMES_PER_S", "100000000"),
-    ("CONTROL_FRAMES_BURST", "100000000"),
-    ("MAX_FRAGMENTS", "100000000"),
+    ("SERVER_SHARDS", "1"),
+    ("LIMITS_MESSAGES_PER_S", "100000000"),
+    ("LIMITS_MESSAGES_BURST", "100000000"),
+    ("LIMITS_CONTROL_FRAMES_PER_S", "100000000"),
+    ("LIMITS_CONTROL_FRAMES_BURST", "100000000"),
+    ("CONNECTION_MAX_FRAGMENTS", "100000000"),
 ];
 
 /// Writes `prefix`, then `chunk` over and over for at most `limit` or until the server stops
@@ -155,7 +155,7 @@ async fn one_flooding_connection_does_not_starve_its_shard() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_within_the_grace_under_a_flood() -> Result<()> {
     let mut config = NO_LIMITS.to_vec();
-    config.push(("SHUTDOWN_GRACE_MS", "1000"));
+    config.push(("SERVER_SHUTDOWN_GRACE_MS", "1000"));
     let server = TestServer::start(&config).await?;
     let attack = flood_of(vec![], client_frame(true, 0x9, b""));
     let (_, flood) = victim_worst_rtt(&server, attack, 10).await?;
@@ -194,9 +194,9 @@ async fn floods_are_closed_by_the_default_limits() -> Result<()> {
 #[tokio::test]
 async fn requests_over_the_rate_limit_are_refused_then_the_connection_closed() -> Result<()> {
     let server = TestServer::start(&[
-        ("MESSAGES_PER_S", "1"),
-        ("MESSAGES_BURST", "5"),
-        ("VIOLATIONS_BEFORE_CLOSE", "3"),
+        ("LIMITS_MESSAGES_PER_S", "1"),
+        ("LIMITS_MESSAGES_BURST", "5"),
+        ("LIMITS_VIOLATIONS_BEFORE_CLOSE", "3"),
     ])
     .await?;
     let mut c = Client::connect(&server).await?;
@@ -216,9 +216,9 @@ async fn requests_over_the_rate_limit_are_refused_then_the_connection_closed() -
 
     // Published bytes have their own bucket, and its refusal carries the ref.
     let server = TestServer::start(&[
-        ("MAX_MESSAGE_SIZE", "1024"),
-        ("PUBLISH_BYTES_PER_S", "1"),
-        ("PUBLISH_BURST_BYTES", "1024"),
+        ("CONNECTION_MAX_MESSAGE_SIZE", "1024"),
+        ("LIMITS_PUBLISH_BYTES_PER_S", "1"),
+        ("LIMITS_PUBLISH_BURST_BYTES", "1024"),
     ])
     .await?;
     let mut c = Client::connect(&server).await?;
@@ -238,11 +238,11 @@ async fn requests_over_the_rate_limit_are_refused_then_the_connection_closed() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsubscribed_publish_flood_stays_within_the_queue_budget() -> Result<()> {
     let server = TestServer::start(&[
-        ("SHARDS", "2"),
-        ("SHARD_QUEUE_MAX_BYTES", "33554432"),
+        ("SERVER_SHARDS", "2"),
+        ("SERVER_SHARD_QUEUE_MAX_BYTES", "33554432"),
         // Only the queue bound, not the rate limit, may hold this flood back.
-        ("PUBLISH_BYTES_PER_S", "1000000000000"),
-        ("PUBLISH_BURST_BYTES", "1000000000000"),
+        ("LIMITS_PUBLISH_BYTES_PER_S", "1000000000000"),
+        ("LIMITS_PUBLISH_BURST_BYTES", "1000000000000"),
     ])
     .await?;
     let baseline = server.rss_kib();
@@ -286,7 +286,7 @@ async fn an_unsubscribed_publish_flood_stays_within_the_queue_budget() -> Result
 
 #[tokio::test]
 async fn partial_frames_hold_what_arrived_not_what_they_announce() -> Result<()> {
-    let server = TestServer::start(&[("SHARDS", "1")]).await?;
+    let server = TestServer::start(&[("SERVER_SHARDS", "1")]).await?;
     let mut header = client_frame(true, 2, &vec![0; (1 << 20) - 1]);
     header.truncate(14 + 1);
     let baseline = server.rss_kib();
@@ -318,7 +318,7 @@ async fn partial_frames_hold_what_arrived_not_what_they_announce() -> Result<()>
 
 #[tokio::test]
 async fn past_the_open_file_limit_connections_get_503_not_silence() -> Result<()> {
-    let server = TestServer::start_with_nofile(&[("SHARDS", "1")], Some(160)).await?;
+    let server = TestServer::start_with_nofile(&[("SERVER_SHARDS", "1")], Some(160)).await?;
     let health = server.health().await?;
     let max = health["max_connections"]
         .as_u64()
@@ -346,9 +346,9 @@ async fn past_the_open_file_limit_connections_get_503_not_silence() -> Result<()
 #[tokio::test]
 async fn connections_past_the_handshake_budget_get_503_at_once() -> Result<()> {
     let server = TestServer::start(&[
-        ("SHARDS", "1"),
-        ("MAX_REQUEST_BYTES", "8192"),
-        ("HANDSHAKE_BUDGET_BYTES", "32768"),
+        ("SERVER_SHARDS", "1"),
+        ("SERVER_MAX_REQUEST_BYTES", "8192"),
+        ("SERVER_HANDSHAKE_BUDGET_BYTES", "32768"),
     ])
     .await?;
     // Four connections that never finish their request fill a budget of 4 x 8192 bytes.
@@ -433,7 +433,7 @@ async fn the_handshake_follows_rfc_6455() -> Result<()> {
 
 /// Publishes one message on a fresh server and returns its id.
 async fn first_message_id() -> Result<String> {
-    let server = TestServer::start(&[("SHARDS", "1")]).await?;
+    let server = TestServer::start(&[("SERVER_SHARDS", "1")]).await?;
     let mut c = Client::connect(&server).await?;
     c.subscribe("c").await?;
     c.send(json!({"op": "publish", "channel": "c", "data": 1}))
@@ -459,7 +459,8 @@ async fn message_ids_stay_unique_across_quick_restarts() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overloaded_means_delivered_nowhere() -> Result<()> {
-    let server = TestServer::start(&[("SHARDS", "2"), ("SHARD_QUEUE_CAPACITY", "2")]).await?;
+    let server =
+        TestServer::start(&[("SERVER_SHARDS", "2"), ("SERVER_SHARD_QUEUE_CAPACITY", "2")]).await?;
     let mut publisher = Client::connect_on_shard(&server, 0).await?;
     let mut remote = Client::connect_on_shard(&server, 1).await?;
     publisher.subscribe("c").await?;
@@ -524,7 +525,7 @@ async fn upgrade_from(server: &TestServer, source: &str) -> Result<(TcpStream, S
 
 #[tokio::test]
 async fn one_address_is_held_to_its_connection_limits() -> Result<()> {
-    let server = TestServer::start(&[("MAX_CONNECTIONS_PER_IP", "3")]).await?;
+    let server = TestServer::start(&[("SERVER_MAX_CONNECTIONS_PER_IP", "3")]).await?;
     let mut open = Vec::new();
     for _ in 0..3 {
         let (s, head) = upgrade_from(&server, "127.0.0.1").await?;
@@ -550,7 +551,7 @@ async fn one_address_is_held_to_its_connection_limits() -> Result<()> {
     }
     assert!(admitted, "a closed connection did not free its place");
 
-    let server = TestServer::start(&[("NEW_CONNECTIONS_PER_IP_PER_S", "5")]).await?;
+    let server = TestServer::start(&[("SERVER_NEW_CONNECTIONS_PER_IP_PER_S", "5")]).await?;
     let mut statuses = Vec::new();
     for _ in 0..20 {
         let (s, head) = upgrade_from(&server, "127.0.0.3").await?;

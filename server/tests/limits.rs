@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn oversize_message_is_closed_with_1009() -> Result<()> {
-    let server = TestServer::start(&[("MAX_MESSAGE_SIZE", "1024")]).await?;
+    let server = TestServer::start(&[("CONNECTION_MAX_MESSAGE_SIZE", "1024")]).await?;
     let mut c = Client::connect(&server).await?;
     c.send_raw(Message::text("x".repeat(1025))).await?;
     assert_eq!(c.expect_close().await?.0, 1009);
@@ -24,7 +24,7 @@ async fn oversize_message_is_closed_with_1009() -> Result<()> {
 
 #[tokio::test]
 async fn connections_beyond_the_cap_get_503() -> Result<()> {
-    let server = TestServer::start(&[("MAX_CONNECTIONS", "2")]).await?;
+    let server = TestServer::start(&[("SERVER_MAX_CONNECTIONS", "2")]).await?;
     let _a = Client::connect(&server).await?;
     let b = Client::connect(&server).await?;
     match tokio_tungstenite::connect_async(server.url("/ws")).await {
@@ -45,7 +45,7 @@ async fn connections_beyond_the_cap_get_503() -> Result<()> {
 
 #[tokio::test]
 async fn sigterm_sends_1001_and_exits_zero() -> Result<()> {
-    let server = TestServer::start(&[("SHARDS", "2")]).await?;
+    let server = TestServer::start(&[("SERVER_SHARDS", "2")]).await?;
     let mut clients = vec![
         Client::connect_on_shard(&server, 0).await?,
         Client::connect_on_shard(&server, 1).await?,
@@ -67,9 +67,9 @@ async fn slow_subscriber(
     extra: &[(&str, &str)],
 ) -> Result<(TestServer, TcpStream, Client)> {
     let mut config = vec![
-        ("SHARDS", "1"),
-        ("MAX_MESSAGE_SIZE", "65536"),
-        ("OUTBOX_MAX_BYTES", "262144"),
+        ("SERVER_SHARDS", "1"),
+        ("CONNECTION_MAX_MESSAGE_SIZE", "65536"),
+        ("CONNECTION_OUTBOX_MAX_BYTES", "262144"),
     ];
     config.extend_from_slice(extra);
     let server = TestServer::start(&config).await?;
@@ -112,7 +112,7 @@ async fn into_client(s: TcpStream) -> tokio_tungstenite::WebSocketStream<TcpStre
 #[tokio::test]
 async fn a_never_reading_client_is_cut_off_and_server_memory_stays_bounded() -> Result<()> {
     let (server, slow, mut publisher) =
-        slow_subscriber("firehose", &[("CLOSE_TIMEOUT_MS", "60000")]).await?;
+        slow_subscriber("firehose", &[("CONNECTION_CLOSE_TIMEOUT_MS", "60000")]).await?;
     let rss_before = server.rss_kib();
     const MESSAGES: usize = 2000; // 64 MiB towards a client that reads nothing
     publish_many(&mut publisher, "firehose", MESSAGES, "normal").await?;
@@ -175,8 +175,11 @@ async fn low_priority_is_dropped_for_a_slow_client_without_closing_it() -> Resul
 
 #[tokio::test]
 async fn idle_clients_are_pinged_then_closed() -> Result<()> {
-    let server =
-        TestServer::start(&[("PING_INTERVAL_MS", "100"), ("IDLE_TIMEOUT_MS", "600")]).await?;
+    let server = TestServer::start(&[
+        ("CONNECTION_PING_INTERVAL_MS", "100"),
+        ("CONNECTION_IDLE_TIMEOUT_MS", "600"),
+    ])
+    .await?;
     // A client that answers pings (tungstenite does, while it reads) is not idle.
     let mut live = Client::connect(&server).await?;
     let mut pings = 0;
@@ -207,7 +210,7 @@ async fn idle_clients_are_pinged_then_closed() -> Result<()> {
 
 #[tokio::test]
 async fn a_connection_that_sends_no_request_is_dropped_after_the_handshake_timeout() -> Result<()> {
-    let server = TestServer::start(&[("HANDSHAKE_TIMEOUT_MS", "200")]).await?;
+    let server = TestServer::start(&[("SERVER_HANDSHAKE_TIMEOUT_MS", "200")]).await?;
     let mut s = TcpStream::connect(server.addr).await?;
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(STEP, s.read(&mut buf)).await??;

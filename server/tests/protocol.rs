@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn publish_crosses_shards() -> Result<()> {
-    let server = TestServer::start(&[("SHARDS", "2")]).await?;
+    let server = TestServer::start(&[("SERVER_SHARDS", "2")]).await?;
     let mut subscriber = Client::connect_on_shard(&server, 0).await?;
     let mut publisher = Client::connect_on_shard(&server, 1).await?;
     subscriber.subscribe("news").await?;
@@ -71,7 +71,7 @@ async fn ping_and_echo_answer_with_the_same_ref() -> Result<()> {
 
 #[tokio::test]
 async fn every_bad_request_gets_an_error_and_the_connection_stays_open() -> Result<()> {
-    let server = TestServer::start(&[("MAX_SUBSCRIPTIONS", "1")]).await?;
+    let server = TestServer::start(&[("CONNECTION_MAX_SUBSCRIPTIONS", "1")]).await?;
     let mut c = Client::connect(&server).await?;
     let cases = [
         (Message::text("{not json"), None, "invalid_json"),
@@ -137,7 +137,7 @@ async fn every_bad_request_gets_an_error_and_the_connection_stays_open() -> Resu
 
 #[tokio::test]
 async fn lz4_clients_get_large_messages_compressed() -> Result<()> {
-    let server = TestServer::start(&[("LZ4_THRESHOLD", "1024")]).await?;
+    let server = TestServer::start(&[("PROTOCOL_LZ4_THRESHOLD", "1024")]).await?;
     let mut lz4 = Client::connect_with(&server, Some("wsedge.v1.lz4")).await?;
     let mut plain = Client::connect_with(&server, Some("wsedge.v1")).await?;
     lz4.subscribe("big").await?;
@@ -172,7 +172,7 @@ async fn lz4_clients_get_large_messages_compressed() -> Result<()> {
 
 #[tokio::test]
 async fn http_routes_and_handshake_errors() -> Result<()> {
-    let server = TestServer::start(&[("SHARDS", "2")]).await?;
+    let server = TestServer::start(&[("SERVER_SHARDS", "2")]).await?;
     let health = server.health().await?;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["shards"], 2);

@@ -30,10 +30,10 @@ fn certificate(name: &str) -> Result<(PathBuf, PathBuf, CertificateDer<'static>)
 async fn tls_server(name: &str) -> Result<(TestServer, CertificateDer<'static>)> {
     let (cert, key, der) = certificate(name)?;
     let server = TestServer::start(&[
-        ("CERT_FILE", cert.to_str().unwrap()),
-        ("KEY_FILE", key.to_str().unwrap()),
-        ("MAX_MESSAGE_SIZE", "4194304"),
-        ("OUTBOX_MAX_BYTES", "16777216"),
+        ("TLS_CERT_FILE", cert.to_str().unwrap()),
+        ("TLS_KEY_FILE", key.to_str().unwrap()),
+        ("CONNECTION_MAX_MESSAGE_SIZE", "4194304"),
+        ("CONNECTION_OUTBOX_MAX_BYTES", "16777216"),
     ])
     .await?;
     Ok((server, der))
@@ -131,8 +131,8 @@ fn a_missing_certificate_stops_the_start_naming_the_key() -> Result<()> {
     let (_, key, _) = certificate("missing")?;
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_wsedge"))
         .args(["--listen", "127.0.0.1:0"])
-        .env("WSEDGE_CERT_FILE", "/nonexistent/cert.pem")
-        .env("WSEDGE_KEY_FILE", &key)
+        .env("WSEDGE_TLS_CERT_FILE", "/nonexistent/cert.pem")
+        .env("WSEDGE_TLS_KEY_FILE", &key)
         .output()?;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -146,7 +146,7 @@ fn a_missing_certificate_stops_the_start_naming_the_key() -> Result<()> {
 #[tokio::test]
 async fn only_allowed_origins_may_upgrade() -> Result<()> {
     let server = TestServer::start(&[(
-        "ALLOWED_ORIGINS",
+        "SERVER_ALLOWED_ORIGINS",
         r#"["https://app.example.com", "http://localhost:3000"]"#,
     )])
     .await?;
@@ -173,9 +173,9 @@ async fn only_allowed_origins_may_upgrade() -> Result<()> {
 async fn a_stalled_or_garbage_tls_handshake_is_dropped() -> Result<()> {
     let (cert, key, _) = certificate("stalled")?;
     let server = TestServer::start(&[
-        ("CERT_FILE", cert.to_str().unwrap()),
-        ("KEY_FILE", key.to_str().unwrap()),
-        ("HANDSHAKE_TIMEOUT_MS", "300"),
+        ("TLS_CERT_FILE", cert.to_str().unwrap()),
+        ("TLS_KEY_FILE", key.to_str().unwrap()),
+        ("SERVER_HANDSHAKE_TIMEOUT_MS", "300"),
     ])
     .await?;
     // The first bytes of a ClientHello, then silence: closed at handshake_timeout_ms.

@@ -1,9 +1,11 @@
 //! `[limits]`: per-connection rate limits, each a token bucket with a sustained rate and a burst
-//! (applied by [`crate::limits`]).
+//! (applied by [`wsedge_core::limits`]).
 
 use serde::Deserialize;
 
-use super::{invalid, positive, ConfigError};
+use wsedge_core::limits::{Rate, RateLimits};
+
+use super::error::{invalid, positive, ConfigError};
 
 /// Default `limits.messages_per_s`: data messages one connection may send per second, sustained.
 pub const DEFAULT_MESSAGES_PER_S: u64 = 10_000;
@@ -44,22 +46,6 @@ impl Default for LimitsSection {
             violations_before_close: DEFAULT_VIOLATIONS_BEFORE_CLOSE,
         }
     }
-}
-
-/// Per-connection rate limits (`[limits]`): token buckets, each a sustained rate and a burst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimits {
-    pub messages: Rate,
-    pub publish_bytes: Rate,
-    pub control_frames: Rate,
-    pub violations_before_close: u32,
-}
-
-/// A token bucket's refill rate per second and capacity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub per_s: u64,
-    pub burst: u64,
 }
 
 impl LimitsSection {

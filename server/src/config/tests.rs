@@ -19,9 +19,14 @@ fn environment_overrides_the_file() {
     let c = FileConfig::load(
         None,
         env(&[
-            ("WSEDGE_SHARDS", "3"),
-            ("WSEDGE_LISTEN", "127.0.0.1:0"),
+            ("WSEDGE_SERVER_SHARDS", "3"),
+            ("WSEDGE_SERVER_LISTEN", "127.0.0.1:0"),
+            ("WSEDGE_CONNECTION_MAX_MESSAGE_SIZE", "65536"),
+            ("WSEDGE_SERVER_ALLOWED_ORIGINS", r#"["https://a.example"]"#),
             ("WSEDGE_LOG", "x"),
+            // Not config keys: a wrapper's own variables are ignored, not fatal.
+            ("WSEDGE_BIN", "/usr/bin/wsedge"),
+            ("WSEDGE_SHARDS", "9"),
         ]),
     )
     .unwrap()
@@ -29,6 +34,8 @@ fn environment_overrides_the_file() {
     .unwrap();
     assert_eq!(c.shards, 3);
     assert_eq!(c.listen.port(), 0);
+    assert_eq!(c.max_message_size, 65536);
+    assert_eq!(c.allowed_origins, ["https://a.example"]);
 }
 
 #[test]
@@ -71,14 +78,32 @@ fn errors_name_the_key() {
         assert!(e.contains("server.allowed_origins"), "{origin}: {e}");
     }
     assert!(err("[server]\nbogus = 1").contains("bogus"));
-    let e = FileConfig::load(None, env(&[("WSEDGE_NOPE", "1")]))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("WSEDGE_NOPE"), "{e}");
-    let e = FileConfig::load(None, env(&[("WSEDGE_SHARDS", "many")]))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("shards"), "{e}");
+}
+
+#[test]
+fn environment_errors_name_the_variable() {
+    let err = |name: &str, value: &str| {
+        FileConfig::load(None, env(&[(name, value)]))
+            .and_then(FileConfig::validate)
+            .unwrap_err()
+            .to_string()
+    };
+    // A key that does not exist under a known section is a typo: refused.
+    let e = err("WSEDGE_SERVER_SHRADS", "2");
+    assert!(
+        e.contains("WSEDGE_SERVER_SHRADS") && e.contains("shrads"),
+        "{e}"
+    );
+    // A value of the wrong type, and a value the validation refuses.
+    let e = err("WSEDGE_SERVER_SHARDS", "many");
+    assert!(e.contains("WSEDGE_SERVER_SHARDS"), "{e}");
+    let e = err("WSEDGE_SERVER_LISTEN", "nowhere");
+    assert!(
+        e.contains("WSEDGE_SERVER_LISTEN") && e.contains("server.listen"),
+        "{e}"
+    );
+    let e = err("WSEDGE_LIMITS_MESSAGES_BURST", "0");
+    assert!(e.contains("WSEDGE_LIMITS_MESSAGES_BURST"), "{e}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Write coalescing: connections holding deliveries back (see `connection.write_coalesce_us`)
 //! wait here, and one timer per shard releases them all together, instead of a timer each. A
-//! release first sends out the channel batches of the round (see [`crate::shard::batch`]).
+//! release first sends out the channel batches of the round (see [`wsedge_core::broker`]).
 //!
 //! A shard that handled more than [`MODERATE_ABOVE_FRAMES_PER_S`] frames per second since the
 //! previous round began is busy, so for this round it stops waking for each frame that arrives:
@@ -8,7 +8,7 @@
 //! [`MAX_MODERATED_SLEEP`]) and the shard handles everything that arrived meanwhile at once, as
 //! a network card's adaptive interrupt moderation does; what it reads then goes out with that
 //! release. A lightly loaded shard never sleeps. Another shard wakes a sleeping
-//! one early only for a `critical` message (see [`crate::shard::mailbox::Mailbox::push`]).
+//! one early only for a `critical` message (see [`super::mailbox::Mailbox::push_reserved`]).
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::connection::Conn;
+use crate::conn::Conn;
 use crate::notify::LocalNotify;
 
 /// The longest a busy shard sleeps without looking at its sockets, whatever the coalescing
@@ -26,18 +26,6 @@ pub const MAX_MODERATED_SLEEP: Duration = Duration::from_millis(5);
 /// Inbound frames and forwarded messages per second (counted from one round's start to the
 /// next) above which a shard is busy and moderates its wake-ups during the next round.
 pub const MODERATE_ABOVE_FRAMES_PER_S: u64 = 4_000;
-
-/// Where a connection stands with coalescing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Hold {
-    /// Writes when it has something to write (unless it wrote within the interval).
-    #[default]
-    Free,
-    /// Waiting for the shard's next release.
-    Held,
-    /// Released: writes what it has, then is free again.
-    Released,
-}
 
 /// A shard's held connections.
 pub struct Coalescer {
@@ -124,7 +112,7 @@ pub fn count_frame() {
 }
 
 /// Whether this shard thread is busy: it moderates its wake-ups, and batches channel messages
-/// (see [`crate::shard::batch`]), during the pending round.
+/// (see [`wsedge_core::broker`]), during the pending round.
 pub fn is_busy() -> bool {
     BUSY.get()
 }

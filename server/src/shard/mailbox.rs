@@ -1,10 +1,11 @@
-//! A shard's inbound queue: a bounded lock-free MPMC queue (crossbeam `ArrayQueue`) plus an
-//! `AtomicWaker` so the owning shard sleeps until another shard pushes.
+//! A shard's inbound queue of [`Inbound`] messages from other shards: a bounded lock-free MPMC
+//! queue (crossbeam `ArrayQueue`) plus an `AtomicWaker` so the owning shard sleeps until another
+//! shard pushes.
 //!
 //! It is bounded twice: in messages (`server.shard_queue_capacity`) and in frame bytes
 //! (`server.shard_queue_max_bytes`). A publisher first [`Mailbox::reserve`]s room in every
 //! mailbox the message goes to and pushes only when all had room, so a message is either queued
-//! on every shard or on none (see [`crate::shard::Shard::forward`]).
+//! on every shard or on none (see [`super::Shard::forward`]).
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,13 +16,36 @@ use std::thread::Thread;
 use atomic_waker::AtomicWaker;
 use crossbeam_queue::ArrayQueue;
 
-use crate::message::Published;
-use crate::protocol::Priority;
+use wsedge_core::message::Published;
+use wsedge_core::protocol::Priority;
+
+/// What one shard sends another.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message published on the sending shard, for this shard's subscribers.
+    Publish(Arc<Published>),
+}
+
+impl Inbound {
+    /// The bytes it holds, counted against `server.shard_queue_max_bytes`.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Inbound::Publish(message) => message.frame.len(),
+        }
+    }
+
+    /// Whether it wakes a shard sleeping until its coalescing release.
+    fn is_critical(&self) -> bool {
+        match self {
+            Inbound::Publish(message) => message.priority == Priority::Critical,
+        }
+    }
+}
 
 /// One shard's inbound messages from other shards.
 #[derive(Debug)]
 pub struct Mailbox {
-    queue: ArrayQueue<Arc<Published>>,
+    queue: ArrayQueue<Inbound>,
     /// Messages queued or reserved (never more than the queue's capacity, so a reserved push
     /// always finds room), and their frame bytes; both released when a message is popped.
     reserved: AtomicUsize,
@@ -29,7 +53,7 @@ pub struct Mailbox {
     max_bytes: usize,
     waker: AtomicWaker,
     /// The owning shard's thread, unparked for `critical` messages: a busy shard may be asleep
-    /// until its next coalescing release (see [`crate::shard::coalesce::park_until_release`]).
+    /// until its next coalescing release (see [`super::coalesce::park_until_release`]).
     owner: OnceLock<Thread>,
 }
 
@@ -54,7 +78,7 @@ impl Mailbox {
     /// Reserves room for one message of `bytes` frame bytes; false when the queue is full in
     /// messages or in bytes. Follow with [`Mailbox::push_reserved`] or [`Mailbox::cancel`].
     pub fn reserve(&self, bytes: usize) -> bool {
-        if !super::try_increment(&self.reserved, self.queue.capacity()) {
+        if !try_increment(&self.reserved, self.queue.capacity()) {
             return false;
         }
         if self.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes > self.max_bytes {
@@ -72,12 +96,12 @@ impl Mailbox {
 
     /// Queues a message room was reserved for and wakes the owner, also from a moderated sleep
     /// when the message is critical.
-    pub fn push_reserved(&self, message: Arc<Published>) {
-        let critical = message.priority == Priority::Critical;
-        if let Err(message) = self.queue.push(message) {
+    pub fn push_reserved(&self, inbound: Inbound) {
+        let critical = inbound.is_critical();
+        if let Err(inbound) = self.queue.push(inbound) {
             // Unreachable: reservations never exceed the capacity.
             debug_assert!(false, "a reserved push found the queue full");
-            return self.cancel(message.frame.len());
+            return self.cancel(inbound.bytes());
         }
         self.waker.wake();
         if let Some(owner) = self.owner.get().filter(|_| critical) {
@@ -86,19 +110,20 @@ impl Mailbox {
     }
 
     /// Takes a message without waiting.
-    pub fn try_pop(&self) -> Option<Arc<Published>> {
-        let message = self.queue.pop()?;
-        self.cancel(message.frame.len());
-        Some(message)
+    pub fn try_pop(&self) -> Option<Inbound> {
+        let inbound = self.queue.pop()?;
+        self.cancel(inbound.bytes());
+        Some(inbound)
     }
 
     /// Frame bytes queued or reserved.
-    pub fn queued_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn queued_bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
 
     /// Waits for a message. Only the owning shard calls this.
-    pub async fn pop(&self) -> Arc<Published> {
+    pub async fn pop(&self) -> Inbound {
         poll_fn(|cx| {
             if let Some(m) = self.try_pop() {
                 return Poll::Ready(m);
@@ -113,14 +138,28 @@ impl Mailbox {
     }
 }
 
+/// Adds one to `counter` unless it is at `max`; the caller gives it back on drop.
+pub(super) fn try_increment(counter: &AtomicUsize, max: usize) -> bool {
+    if counter.fetch_add(1, Ordering::AcqRel) >= max {
+        counter.fetch_sub(1, Ordering::AcqRel);
+        return false;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn message(bytes: usize) -> Arc<Published> {
+    fn message(bytes: usize) -> Inbound {
         let frame = Bytes::from(vec![0; bytes]);
-        Arc::new(Published::new("c", Priority::Normal, frame, usize::MAX))
+        Inbound::Publish(Arc::new(Published::new(
+            "c",
+            Priority::Normal,
+            frame,
+            usize::MAX,
+        )))
     }
 
     #[test]
@@ -134,7 +173,7 @@ mod tests {
         mailbox.cancel(20);
         mailbox.push_reserved(message(20));
         assert_eq!(mailbox.queued_bytes(), 80);
-        assert_eq!(mailbox.try_pop().map(|m| m.frame.len()), Some(60));
+        assert_eq!(mailbox.try_pop().map(|m| m.bytes()), Some(60));
         assert_eq!(mailbox.queued_bytes(), 20);
         assert!(mailbox.reserve(80));
     }

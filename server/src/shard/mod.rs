@@ -1,54 +1,32 @@
-//! Shards: one OS thread per shard, each running a single-threaded tokio runtime with its own
-//! SO_REUSEPORT listener. Connection state never leaves its shard (it is `Rc`/`RefCell`, `!Send`);
-//! shards exchange published messages only through their lock-free [`mailbox::Mailbox`]es.
+//! A shard: one OS thread running a single-threaded tokio runtime (started by
+//! [`crate::runtime`]) with its own SO_REUSEPORT listener. Connection state never leaves its shard
+//! (it is `Rc`/`RefCell`, `!Send`); shards exchange messages only through their lock-free
+//! [`mailbox::Mailbox`]es. The delivery rules live in the [`Broker`]; the shard feeds it and
+//! applies the [`Effects`] it returns, after the broker's borrow has ended.
 
-pub mod batch;
-pub mod channels;
 pub mod coalesce;
+pub mod dispatch;
 pub mod mailbox;
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell, RefMut};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
+use wsedge_core::broker::{Action, Broker, BrokerConfig, Effects};
+use wsedge_core::ids::{ConnId, IdMap, MessageIds};
+use wsedge_core::message::Published;
 
 use crate::config::{Config, SocketBudget};
-use crate::connection::{CloseKind, Conn};
-use crate::message::Published;
+use crate::conn::{CloseKind, Conn};
 use crate::notify::LocalNotify;
-use channels::Channels;
 use coalesce::Coalescer;
-use mailbox::Mailbox;
+use mailbox::{try_increment, Inbound, Mailbox};
 
 /// Size of each shard's read buffer, shared by its connections (a connection keeps no read
 /// buffer of its own while idle).
 pub const READ_BUFFER_BYTES: usize = 64 << 10;
-
-/// Messages a shard's router delivers before yielding to its connections.
-const ROUTER_BATCH: usize = 1024;
-
-/// How often a shard hands the memory its thread freed back to the OS (see [`return_memory`]).
-pub const RETURN_MEMORY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Returns the memory this shard thread's allocator heap holds but no longer uses to the OS,
-/// every [`RETURN_MEMORY_INTERVAL`]. mimalloc purges freed pages only when the thread that owns
-/// them calls into it again (frees from other shards wait in its queue until then), so after a
-/// burst a quiet shard would keep its peak forever without this.
-async fn return_memory() {
-    let mut tick = tokio::time::interval(RETURN_MEMORY_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        // Not forced: it runs the purges that are due (measured: as low as a forced collection
-        // after a flood, see results/).
-        // SAFETY: mi_collect only walks this thread's own heap; it takes no pointer.
-        unsafe { libmimalloc_sys::mi_collect(false) };
-    }
-}
 
 /// What all shards share: read-only config, the socket counts, the mailboxes.
 #[derive(Debug)]
@@ -99,15 +77,6 @@ impl Shared {
     }
 }
 
-/// Adds one to `counter` unless it is at `max`; the caller gives it back on drop.
-fn try_increment(counter: &AtomicUsize, max: usize) -> bool {
-    if counter.fetch_add(1, Ordering::AcqRel) >= max {
-        counter.fetch_sub(1, Ordering::AcqRel);
-        return false;
-    }
-    true
-}
-
 /// A reserved place under `max_connections`, released on drop.
 #[derive(Debug)]
 pub struct Slot(Arc<Shared>);
@@ -151,69 +120,152 @@ impl Drop for Pending {
 
 /// One shard's state, owned by its thread.
 pub struct Shard {
-    pub index: usize,
-    pub shared: Arc<Shared>,
-    pub channels: RefCell<Channels>,
-    pub conns: RefCell<HashMap<u64, Rc<Conn>>>,
-    pub read_buffer: RefCell<Box<[u8]>>,
-    pub json_buffers: RefCell<simd_json::Buffers>,
+    index: usize,
+    shared: Arc<Shared>,
+    broker: RefCell<Broker>,
+    /// The broker's effects, applied after each call (the buffer is reused).
+    effects: RefCell<Effects>,
+    conns: RefCell<IdMap<ConnId, Rc<Conn>>>,
+    read_buffer: RefCell<Box<[u8]>>,
+    json_buffers: RefCell<simd_json::Buffers>,
     next_conn: Cell<u64>,
-    next_message: Cell<u64>,
+    message_ids: RefCell<MessageIds>,
     /// Set once shutdown has begun.
-    pub closing: Cell<bool>,
+    closing: Cell<bool>,
     /// Notified whenever a connection ends (shutdown waits on it).
-    pub conn_ended: LocalNotify,
+    conn_ended: LocalNotify,
     /// Connections holding deliveries back for `write_coalesce`.
-    pub coalescer: Coalescer,
+    coalescer: Coalescer,
 }
 
 impl Shard {
     pub fn new(index: usize, shared: Arc<Shared>) -> Self {
+        let broker = Broker::new(BrokerConfig {
+            max_subscriptions: shared.config.max_subscriptions,
+            max_batch_bytes: shared.config.write_batch_bytes,
+        });
         Shard {
             index,
-            shared,
-            channels: RefCell::default(),
+            broker: RefCell::new(broker),
+            effects: RefCell::default(),
             conns: RefCell::default(),
             read_buffer: RefCell::new(vec![0; READ_BUFFER_BYTES].into_boxed_slice()),
             json_buffers: RefCell::new(simd_json::Buffers::new(1024)),
             next_conn: Cell::new(0),
-            next_message: Cell::new(0),
+            message_ids: RefCell::new(MessageIds::new(shared.boot, index)),
             closing: Cell::new(false),
             conn_ended: LocalNotify::default(),
             coalescer: Coalescer::default(),
+            shared,
         }
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     pub fn config(&self) -> &Config {
         &self.shared.config
     }
 
-    /// A connection id unique in this process: shard in the top 16 bits.
-    pub fn next_conn_id(&self) -> u64 {
-        let n = self.next_conn.get() + 1;
-        self.next_conn.set(n);
-        (self.index as u64) << 48 | n
+    /// Whether shutdown has begun.
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
     }
 
-    /// A message id unique across shards and restarts: `<boot>-<shard>-<seq>` (hex).
+    pub fn coalescer(&self) -> &Coalescer {
+        &self.coalescer
+    }
+
+    /// The shard's read buffer, which every connection reads into in turn.
+    pub fn read_buffer(&self) -> RefMut<'_, Box<[u8]>> {
+        self.read_buffer.borrow_mut()
+    }
+
+    /// simd-json's scratch buffers, shared by the shard's connections.
+    pub fn json_buffers(&self) -> RefMut<'_, simd_json::Buffers> {
+        self.json_buffers.borrow_mut()
+    }
+
+    /// Registers a new connection with the shard and its broker.
+    pub fn open(&self, lz4: bool) -> Rc<Conn> {
+        let n = self.next_conn.get() + 1;
+        self.next_conn.set(n);
+        let conn = Rc::new(Conn::new(
+            ConnId::new(self.index, n),
+            lz4,
+            self.config().outbox_max_bytes,
+        ));
+        self.conns.borrow_mut().insert(conn.id(), conn.clone());
+        self.broker.borrow_mut().connect(conn.id(), lz4);
+        conn
+    }
+
+    /// The connection ended: it leaves the broker (and gets no more deliveries).
+    pub fn disconnect(&self, id: ConnId) {
+        self.broker.borrow_mut().disconnect(id);
+    }
+
+    /// The connection's task is over: the shard forgets it.
+    pub fn remove(&self, id: ConnId) {
+        self.conns.borrow_mut().remove(&id);
+        self.conn_ended.notify();
+    }
+
+    /// A message id unique across shards and restarts (see [`MessageIds`]).
     pub fn next_message_id(&self) -> String {
-        let n = self.next_message.get() + 1;
-        self.next_message.set(n);
-        format!("{:x}-{:x}-{:x}", self.shared.boot, self.index, n)
+        self.message_ids.borrow_mut().next_id()
+    }
+
+    /// Calls the broker, then applies the effects it returned.
+    pub fn broker<R>(&self, call: impl FnOnce(&mut Broker, &mut Effects) -> R) -> R {
+        let mut effects = self.effects.borrow_mut();
+        let result = call(&mut self.broker.borrow_mut(), &mut effects);
+        if !effects.is_empty() {
+            self.apply(&mut effects);
+        }
+        result
+    }
+
+    fn apply(&self, effects: &mut Effects) {
+        let conns = self.conns.borrow();
+        effects.drain(|action| match action {
+            Action::Deliver { message, to } => {
+                for id in to {
+                    if let Some(conn) = conns.get(id) {
+                        conn.deliver(&message);
+                    }
+                }
+            }
+            Action::Frames { to, lane, frames } => {
+                if let Some(conn) = conns.get(&to) {
+                    conn.deliver_batch(lane, frames);
+                }
+            }
+            Action::Arm => self.coalescer.arm(),
+        });
     }
 
     /// Delivers `message` to this shard's subscribers of its channel; while the shard is busy,
-    /// through the channel's batch at the next release (see [`batch`]).
+    /// through the channel's batch at the next release.
     pub fn deliver_local(&self, message: &Arc<Published>) {
-        let config = self.config();
-        let batch = !config.write_coalesce.is_zero() && coalesce::is_busy();
-        let max_bytes = config.write_batch_bytes;
-        if self
-            .channels
-            .borrow_mut()
-            .publish(message, batch, max_bytes)
-        {
-            self.coalescer.arm();
+        let batch = !self.config().write_coalesce.is_zero() && coalesce::is_busy();
+        self.broker(|broker, out| broker.publish(message, batch, out));
+    }
+
+    /// Sends the channel batches waiting for this release.
+    pub fn release(&self) {
+        self.broker(|broker, out| broker.release(out));
+    }
+
+    /// Handles what another shard sent.
+    pub fn receive(&self, inbound: Inbound) {
+        match inbound {
+            Inbound::Publish(message) => self.deliver_local(&message),
         }
     }
 
@@ -235,14 +287,19 @@ impl Shard {
                 .for_each(|(_, mailbox)| mailbox.cancel(bytes));
             return Err(full);
         }
-        others().for_each(|(_, mailbox)| mailbox.push_reserved(message.clone()));
+        others().for_each(|(_, mailbox)| mailbox.push_reserved(Inbound::Publish(message.clone())));
         Ok(())
+    }
+
+    /// Connections open on this shard.
+    pub fn open_connections(&self) -> usize {
+        self.conns.borrow().len()
     }
 
     /// Starts closing every connection with 1001 and marks the shard closing.
     pub fn begin_shutdown(&self) {
         self.closing.set(true);
-        self.channels.borrow_mut().deliver_batches();
+        self.release();
         let grace = self.config().shutdown_grace;
         for conn in self.conns.borrow().values() {
             conn.close(
@@ -259,82 +316,4 @@ impl Shard {
             self.conn_ended.notified().await;
         }
     }
-}
-
-/// Delivers messages other shards forward to this one.
-pub async fn route(shard: Rc<Shard>) {
-    let mailbox = &shard.shared.mailboxes[shard.index];
-    loop {
-        let first = mailbox.pop().await;
-        let batch = std::iter::once(first).chain(std::iter::from_fn(|| mailbox.try_pop()));
-        for message in batch.take(ROUTER_BATCH) {
-            shard.deliver_local(&message);
-            coalesce::count_frame();
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
-/// Runs shard `index` on the current thread until `shutdown` turns true and its connections
-/// have closed (or `shutdown_grace` has passed).
-pub fn run(
-    index: usize,
-    listener: std::net::TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    shared.mailboxes[index].set_owner();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .on_thread_park(coalesce::park_until_release)
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(shard = index, "cannot build runtime: {e}");
-            return;
-        }
-    };
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async move {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(shard = index, "cannot register listener: {e}");
-                return;
-            }
-        };
-        let shard = Rc::new(Shard::new(index, shared));
-        let router = tokio::task::spawn_local(route(shard.clone()));
-        let collector = tokio::task::spawn_local(return_memory());
-        let coalescer = {
-            let shard = shard.clone();
-            let interval = shard.config().write_coalesce;
-            tokio::task::spawn_local(async move {
-                let batches = || shard.channels.borrow_mut().deliver_batches();
-                shard.coalescer.run(interval, batches).await
-            })
-        };
-        tokio::select! {
-            _ = crate::listener::accept_loop(listener, shard.clone()) => {}
-            _ = shutdown.wait_for(|stop| *stop) => {}
-        }
-        let open = shard.conns.borrow().len();
-        tracing::info!(shard = index, open, "shutting down: closing connections");
-        shard.begin_shutdown();
-        let grace = shard.config().shutdown_grace;
-        if tokio::time::timeout(grace, shard.connections_ended())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                shard = index,
-                left = shard.conns.borrow().len(),
-                "shutdown grace over; dropping the rest"
-            );
-        }
-        router.abort();
-        coalescer.abort();
-        collector.abort();
-    });
 }

@@ -27,7 +27,7 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts the binary with `WSEDGE_*` overrides (e.g. `("SHARDS", "2")`).
+    /// Starts the binary with `WSEDGE_*` overrides (e.g. `("SERVER_SHARDS", "2")`).
     pub async fn start(overrides: &[(&str, &str)]) -> Result<TestServer> {
         Self::start_with_nofile(overrides, None).await
     }
@@ -185,7 +185,7 @@ pub async fn raw_upgrade(server: &TestServer) -> Result<TcpStream> {
 
 /// A masked client frame.
 pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    wsedge::protocol::frame::encode_client(fin, opcode, payload, [1, 2, 3, 4])
+    wsedge_core::protocol::frame::encode_client(fin, opcode, payload, [1, 2, 3, 4])
 }
 
 /// A masked client text frame holding a whole message.

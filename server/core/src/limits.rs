@@ -3,9 +3,23 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{Rate, RateLimits};
-
 const NANOS_PER_S: u128 = 1_000_000_000;
+
+/// Per-connection rate limits (`[limits]`): token buckets, each a sustained rate and a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub messages: Rate,
+    pub publish_bytes: Rate,
+    pub control_frames: Rate,
+    pub violations_before_close: u32,
+}
+
+/// A token bucket's refill rate per second and capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_s: u64,
+    pub burst: u64,
+}
 
 /// A token bucket: holds at most `burst` tokens, refilled at `per_s` tokens per second.
 #[derive(Debug, Clone)]

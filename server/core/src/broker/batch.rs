@@ -1,4 +1,4 @@
-//! Channel batches. On a busy shard (see [`crate::shard::coalesce`]) the messages a channel gets
+//! Channel batches. On a busy shard (see `connection.write_coalesce_us`) the messages a channel gets
 //! during one coalescing round wait in the channel's batch, and at the round's release each
 //! subscriber gets them as one outbox entry per lane holding all their frames, instead of one
 //! entry per message. Queueing, gathering and the kernel's copy of each iovec then cost once per
@@ -13,70 +13,81 @@
 //! Neither sends the batch out early for the others, so subscription churn on a busy channel
 //! costs no extra writes to its other subscribers.
 
-use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::connection::Conn;
+use super::effects::Effects;
+use crate::ids::{ConnId, IdMap};
 use crate::message::Published;
 use crate::protocol::Priority;
 
+/// A channel's subscriber, as its batches need it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Subscriber {
+    pub(super) id: ConnId,
+    /// Takes the lz4 variants of frames.
+    pub(super) lz4: bool,
+}
+
 /// A channel's messages waiting for the shard's next release.
-#[derive(Default)]
-pub struct Batch {
+#[derive(Debug, Default)]
+pub(super) struct Batch {
     messages: Vec<Arc<Published>>,
     /// The plain frames' bytes.
     bytes: usize,
     /// Subscribers that joined while messages waited: connection id → index of their first
     /// message.
-    joined: HashMap<u64, usize>,
+    joined: IdMap<ConnId, usize>,
 }
 
 impl Batch {
     /// Adds `message`; returns the batch's bytes (plain frames).
-    pub fn push(&mut self, message: Arc<Published>) -> usize {
+    pub(super) fn push(&mut self, message: Arc<Published>) -> usize {
         self.bytes += message.frame.len();
         self.messages.push(message);
         self.bytes
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }
 
-    /// Notes that `conn_id` subscribed now: it gets only the messages added from here on.
-    pub fn join(&mut self, conn_id: u64) {
+    /// Notes that `id` subscribed now: it gets only the messages added from here on.
+    pub(super) fn join(&mut self, id: ConnId) {
         if !self.messages.is_empty() {
-            self.joined.insert(conn_id, self.messages.len());
+            self.joined.insert(id, self.messages.len());
         }
     }
 
-    /// Queues to `conn`, which is unsubscribing, the waiting messages published while it was
-    /// subscribed; the others still wait for the release.
-    pub fn leave(&mut self, conn: &Rc<Conn>) {
-        let first = self.joined.remove(&conn.id).unwrap_or(0);
-        if conn.is_open() {
-            self.queue(std::iter::once(conn), |_| first);
+    /// `leaving` unsubscribed. With `out`, it gets at once the waiting messages published while
+    /// it was subscribed; the others still wait for the release.
+    pub(super) fn leave(&mut self, leaving: Subscriber, out: Option<&mut Effects>) {
+        let first = self.joined.remove(&leaving.id).unwrap_or(0);
+        if let Some(out) = out {
+            self.queue(&[leaving], |_| first, out);
         }
     }
 
     /// Queues the waiting messages to `subscribers` (per lane, one entry of all their frames, the
     /// lz4 variants for `wsedge.v1.lz4` clients) and empties the batch.
-    pub fn deliver<'a>(&mut self, subscribers: impl Iterator<Item = &'a Rc<Conn>> + Clone) {
+    pub(super) fn deliver(&mut self, subscribers: &[Subscriber], out: &mut Effects) {
+        if self.messages.is_empty() {
+            return;
+        }
         let joined = std::mem::take(&mut self.joined);
-        self.queue(subscribers, |id| joined.get(&id).copied().unwrap_or(0));
+        self.queue(subscribers, |id| joined.get(&id).copied().unwrap_or(0), out);
         self.messages.clear();
         self.bytes = 0;
     }
 
     /// Queues to each of `subscribers` the messages from `first(its id)` on; the frames of the
     /// whole batch are built once per lane and variant, and shared.
-    fn queue<'a>(
+    fn queue(
         &self,
-        subscribers: impl Iterator<Item = &'a Rc<Conn>> + Clone,
-        first: impl Fn(u64) -> usize,
+        subscribers: &[Subscriber],
+        first: impl Fn(ConnId) -> usize,
+        out: &mut Effects,
     ) {
         for lane in Priority::ALL {
             let in_lane = |from: usize| {
@@ -87,15 +98,15 @@ impl Batch {
                 continue;
             }
             let mut whole = [None, None];
-            for conn in subscribers.clone() {
-                let frames = match first(conn.id) {
-                    0 => whole[conn.lz4 as usize]
-                        .get_or_insert_with(|| frames(in_lane(0), conn.lz4))
+            for sub in subscribers {
+                let frames = match first(sub.id) {
+                    0 => whole[sub.lz4 as usize]
+                        .get_or_insert_with(|| frames(in_lane(0), sub.lz4))
                         .clone(),
-                    from if in_lane(from).next().is_some() => frames(in_lane(from), conn.lz4),
+                    from if in_lane(from).next().is_some() => frames(in_lane(from), sub.lz4),
                     _ => continue,
                 };
-                conn.deliver_batch(lane, frames);
+                out.frames(sub.id, lane, frames);
             }
         }
     }

@@ -1,23 +1,25 @@
-//! Protocol v1 requests on `/ws`: what each op does to the shard and what it answers.
+//! Protocol v1 requests on `/ws`: each request is parsed, checked, handed to the shard's broker,
+//! and answered.
 //! Replies (ok, pong, error) go in the critical lane; echo goes in the normal lane, the path every
 //! message takes.
 
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::connection::{CloseKind, Conn};
-use crate::limits::{ConnLimits, Verdict};
-use crate::message::Published;
-use crate::protocol::decoder::Message;
-use crate::protocol::envelope::{self, ErrorCode, Json, Op};
-use crate::protocol::{reply, Priority};
-use crate::shard::Shard;
+use wsedge_core::broker::Refusal;
+use wsedge_core::limits::{ConnLimits, Verdict};
+use wsedge_core::message::Published;
+use wsedge_core::protocol::decoder::Message;
+use wsedge_core::protocol::envelope::{self, ErrorCode, Json, Op};
+use wsedge_core::protocol::{reply, Priority};
+
+use super::Shard;
+use crate::conn::{CloseKind, Conn};
 
 /// Handles one text message; `limits` and `now` decide whether a publish may go out.
 pub fn handle_text(
     shard: &Shard,
-    conn: &Rc<Conn>,
+    conn: &Conn,
     mut message: Message,
     limits: &mut ConnLimits,
     now: Instant,
@@ -25,7 +27,7 @@ pub fn handle_text(
     let size = message.payload().len();
     let parsed = envelope::parse(
         message.payload_mut(),
-        &mut shard.json_buffers.borrow_mut(),
+        &mut shard.json_buffers(),
         shard.config().max_json_depth,
     );
     let request = match parsed {
@@ -115,30 +117,18 @@ pub fn reject_binary(conn: &Conn) {
 
 type Outcome = Result<(), (ErrorCode, String)>;
 
-fn subscribe(shard: &Shard, conn: &Rc<Conn>, channel: &str) -> Outcome {
-    let mut subscriptions = conn.subscriptions.borrow_mut();
-    if subscriptions.contains(channel) {
-        return Ok(());
-    }
-    let max = shard.config().max_subscriptions;
-    if subscriptions.len() >= max {
-        return Err((
-            ErrorCode::TooManySubscriptions,
-            format!("a connection may subscribe to at most {max} channels"),
-        ));
-    }
-    subscriptions.insert(channel.into());
-    shard.channels.borrow_mut().subscribe(channel, conn);
-    Ok(())
+fn subscribe(shard: &Shard, conn: &Conn, channel: &str) -> Outcome {
+    shard
+        .broker(|broker, _| broker.subscribe(conn.id(), channel))
+        .map_err(refused)
 }
 
 fn unsubscribe(shard: &Shard, conn: &Conn, channel: &str) -> Outcome {
-    if !conn.subscriptions.borrow_mut().remove(channel) {
-        return Err((
-            ErrorCode::NotSubscribed,
-            format!("not subscribed to {channel:?}"),
-        ));
-    }
-    shard.channels.borrow_mut().unsubscribe(channel, conn.id);
-    Ok(())
+    shard
+        .broker(|broker, out| broker.unsubscribe(conn.id(), channel, out))
+        .map_err(refused)
+}
+
+fn refused(refusal: Refusal) -> (ErrorCode, String) {
+    (refusal.code(), refusal.to_string())
 }

@@ -169,7 +169,7 @@ impl Decoder {
             target.extend_from_slice(chunk);
             let mut mask = head.mask;
             mask.rotate_left((head.done % 4) as usize);
-            fastwebsockets::unmask(&mut target[start..], mask);
+            super::frame::unmask(&mut target[start..], mask);
             head.done += take as u64;
             head.remaining -= take as u64;
             if is_data && self.message_opcode == Some(1) {
@@ -330,13 +330,19 @@ fn parse_close(payload: &[u8]) -> Result<Option<u16>, DecodeError> {
         1 => Err(DecodeError::InvalidClosePayload),
         _ => {
             let code = u16::from_be_bytes([payload[0], payload[1]]);
-            if !fastwebsockets::CloseCode::from(code).is_allowed() || code < 1000 {
+            if !is_allowed_close_code(code) {
                 return Err(DecodeError::InvalidCloseCode(code));
             }
             std::str::from_utf8(&payload[2..]).map_err(|_| DecodeError::InvalidUtf8)?;
             Ok(Some(code))
         }
     }
+}
+
+/// Whether a peer may send `code` (RFC 6455 §7.4): the defined codes a peer may send and the
+/// ranges 3000-4999; never 1004-1006, 1015 or an unassigned code.
+fn is_allowed_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Configuration in two stages: [`FileConfig`] is what `config/wsedge.toml` (or the embedded
-//! default), `WSEDGE_*` environment variables and CLI flags say; [`FileConfig::validate`] turns it
+//! default), `WSEDGE_<SECTION>_<KEY>` environment variables (see `env`) and CLI flags say; [`FileConfig::validate`] turns it
 //! into the [`Config`] the server uses, or fails naming the offending key.
 
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// The shipped configuration file; every key it sets equals the default constant below.
-pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../config/wsedge.toml");
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../../config/wsedge.toml");
 
 /// Default `server.listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -71,22 +71,6 @@ pub const DEFAULT_MAX_JSON_DEPTH: usize = 128;
 /// Largest `protocol.max_json_depth` accepted (values are built recursively on a shard's stack).
 pub const MAX_JSON_DEPTH: usize = 1024;
 
-/// A configuration that cannot be used; the message names the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("invalid config{origin}: {message}")]
-    Parse { origin: String, message: String },
-    #[error("invalid value for {key}: {reason}")]
-    Invalid { key: &'static str, reason: String },
-    #[error("unknown environment override {0} (see config/wsedge.toml for the keys)")]
-    UnknownEnv(String),
-}
-
 /// The file form: every section and key optional, unknown keys rejected.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -96,6 +80,9 @@ pub struct FileConfig {
     pub protocol: ProtocolSection,
     pub limits: LimitsSection,
     pub tls: TlsSection,
+    /// Keys set by environment variables, so that their errors name the variable.
+    #[serde(skip)]
+    overrides: env::Overrides,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,8 +261,8 @@ impl FileConfig {
         Self::from_table(table, origin)
     }
 
-    /// Reads `path`, or the embedded default when `path` is `None`, then applies `WSEDGE_*`
-    /// overrides from `env` (name, value pairs).
+    /// Reads `path`, or the embedded default when `path` is `None`, then applies
+    /// `WSEDGE_<SECTION>_<KEY>` overrides from `env` (name, value pairs).
     pub fn load(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -294,8 +281,15 @@ impl FileConfig {
             ),
         };
         let mut table: toml::Table = toml::from_str(&text).map_err(|e| parse_error(&origin, e))?;
-        apply_env(&mut table, env)?;
-        Self::from_table(table, &origin)
+        let check = |probe| {
+            FileConfig::deserialize(toml::Value::Table(probe))
+                .map(drop)
+                .map_err(|e| e.to_string().trim().to_string())
+        };
+        let overrides = env::apply(&mut table, env, check)?;
+        let mut file = Self::from_table(table, &origin)?;
+        file.overrides = overrides;
+        Ok(file)
     }
 
     fn from_table(table: toml::Table, origin: &str) -> Result<Self, ConfigError> {
@@ -303,7 +297,12 @@ impl FileConfig {
     }
 
     /// Checks every value and resolves defaults that depend on the machine.
-    pub fn validate(self) -> Result<Config, ConfigError> {
+    pub fn validate(mut self) -> Result<Config, ConfigError> {
+        let overrides = std::mem::take(&mut self.overrides);
+        self.check().map_err(|e| env::attribute(e, &overrides))
+    }
+
+    fn check(self) -> Result<Config, ConfigError> {
         let rate_limits = self.limits.validate(self.connection.max_message_size)?;
         let (s, c, p, t) = (self.server, self.connection, self.protocol, self.tls);
         let listen = s.listen.parse().map_err(|e| {
@@ -455,70 +454,18 @@ impl FileConfig {
     }
 }
 
-fn invalid(key: &'static str, reason: String) -> ConfigError {
-    ConfigError::Invalid { key, reason }
-}
-
-/// `v`, unless it is 0.
-fn positive(key: &'static str, v: u64) -> Result<u64, ConfigError> {
-    if v == 0 {
-        return Err(invalid(key, "must be greater than 0".into()));
-    }
-    Ok(v)
-}
-
-fn parse_error(origin: &str, e: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Parse {
-        origin: origin.to_string(),
-        message: e.to_string().trim().to_string(),
-    }
-}
-
-/// Environment variables that are not config keys.
-const NON_KEY_ENV: [&str; 2] = ["WSEDGE_CONFIG", "WSEDGE_LOG"];
-
-/// `WSEDGE_<KEY>` sets `<key>` in whichever section has it (key names are unique across
-/// sections). The value is read as a TOML literal (number, boolean), else as a string.
-fn apply_env(
-    table: &mut toml::Table,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
-    let defaults: toml::Table =
-        toml::from_str(DEFAULT_CONFIG_TOML).expect("embedded config parses");
-    for (name, raw) in env {
-        let Some(key) = name.strip_prefix("WSEDGE_") else {
-            continue;
-        };
-        if NON_KEY_ENV.contains(&name.as_str()) {
-            continue;
-        }
-        let key = key.to_ascii_lowercase();
-        let section = defaults
-            .iter()
-            .find(|(_, keys)| keys.as_table().is_some_and(|t| t.contains_key(&key)))
-            .map(|(section, _)| section.clone())
-            .ok_or_else(|| ConfigError::UnknownEnv(name.clone()))?;
-        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or(toml::Value::String(raw));
-        table
-            .entry(section)
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-            .as_table_mut()
-            .expect("sections are tables")
-            .insert(key, value);
-    }
-    Ok(())
-}
-
+mod env;
+mod error;
 mod limits;
-pub use limits::{LimitsSection, Rate, RateLimits};
+pub use error::ConfigError;
+use error::{invalid, parse_error, positive};
+pub use limits::LimitsSection;
 pub use limits::{
     DEFAULT_CONTROL_FRAMES_BURST, DEFAULT_CONTROL_FRAMES_PER_S, DEFAULT_MESSAGES_BURST,
     DEFAULT_MESSAGES_PER_S, DEFAULT_PUBLISH_BURST_BYTES, DEFAULT_PUBLISH_BYTES_PER_S,
     DEFAULT_VIOLATIONS_BEFORE_CLOSE,
 };
+pub use wsedge_core::limits::{Rate, RateLimits};
 
 #[cfg(test)]
 mod tests;

@@ -108,6 +108,22 @@ pub fn payload_of(frame: &[u8]) -> &[u8] {
     }
 }
 
+/// XORs `payload` with the 4-byte `mask`, starting at the mask's first byte; eight bytes at a
+/// time (the compiler vectorizes the loop).
+pub fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = payload.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes(chunk.try_into().expect("8 bytes")) ^ wide;
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +142,21 @@ mod tests {
             &encode(OpCode::Text, &[0; 65536])[..10],
             &[0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]
         );
+    }
+
+    #[test]
+    fn unmask_is_the_byte_wise_xor_at_every_length() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        for len in 0..40 {
+            let plain: Vec<u8> = (0..len as u8).collect();
+            let mut data: Vec<u8> = plain
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            unmask(&mut data, mask);
+            assert_eq!(data, plain, "len {len}");
+        }
     }
 
     #[test]

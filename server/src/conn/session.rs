@@ -1,29 +1,21 @@
-//! One WebSocket connection: the shard-local handle [`Conn`] that other connections deliver to,
-//! and the task that reads, writes and keeps time for it.
-//!
-//! Lifecycle: `Open` → `Closing` (a close frame is queued: ours, or our reply to the peer's) →
-//! ended (close written and, when we started it, answered; or a deadline passed) → a short
-//! lingering half-close so the peer reads our close frame before the socket goes away.
+//! A connection's task: reads and decodes frames and hands requests to
+//! [`crate::shard::dispatch`], writes its [`Conn`]'s outbox in vectored writes, sends pings,
+//! enforces the idle and close deadlines, then lingers and removes the connection from its shard.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
 use std::io::{self, IoSlice};
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::{sleep_until, Instant};
+use wsedge_core::limits::{ConnLimits, Verdict};
+use wsedge_core::protocol::decoder::{Decoder, Event};
+use wsedge_core::protocol::frame::{self, OpCode};
+use wsedge_core::protocol::Priority;
 
-use crate::limits::{ConnLimits, Verdict};
-use crate::message::Published;
-use crate::notify::LocalNotify;
-use crate::outbox::{Outbox, Push};
-use crate::protocol::decoder::{Decoder, Event};
-use crate::protocol::frame::{self, OpCode};
-use crate::protocol::Priority;
-use crate::shard::coalesce::Hold;
-use crate::shard::Shard;
-use crate::transport::Stream;
+use super::transport::Stream;
+use super::{CloseKind, Conn, Endpoint, Hold, Phase};
+use crate::shard::{dispatch, Shard};
 
 /// Most slices in one vectored write.
 const MAX_IOV: usize = 256;
@@ -38,139 +30,6 @@ const FLOOD_READ_BYTES: usize = 4 << 10;
 const MAX_LINGER: Duration = Duration::from_secs(2);
 /// Most input discarded while lingering: a peer still flooding is not waited for.
 const MAX_LINGER_BYTES: usize = 256 << 10;
-
-/// What a connection's path serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `/ws`: protocol v1 JSON envelopes.
-    Protocol,
-    /// `/echo`: every message echoed verbatim.
-    Echo,
-}
-
-/// How a close proceeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseKind {
-    /// Send what is queued, then close, then wait for the peer's close frame.
-    Graceful,
-    /// Send what is queued, then close, without waiting for the peer (answering the peer's
-    /// close, or failing the connection on a protocol error).
-    Final,
-    /// Discard what is queued and send close (a slow consumer: its queue is the problem).
-    Discard,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Open,
-    Closing { await_peer: bool },
-}
-
-/// The shard-local handle of a connection.
-pub struct Conn {
-    pub id: u64,
-    /// The client chose `wsedge.v1.lz4`.
-    pub lz4: bool,
-    outbox: RefCell<Outbox>,
-    wake: LocalNotify,
-    phase: Cell<Phase>,
-    /// Something queued must go out without waiting for `connection.write_coalesce_us`: a reply,
-    /// a ping or pong, a close, a critical message. Cleared once the outbox is empty.
-    urgent: Cell<bool>,
-    hold: Cell<Hold>,
-    /// Time allowed for the close, set by whoever started it (default `close_timeout`).
-    close_within: Cell<Option<Duration>>,
-    pub subscriptions: RefCell<HashSet<Box<str>>>,
-}
-
-impl Conn {
-    pub fn new(id: u64, lz4: bool, outbox_max_bytes: usize) -> Self {
-        Conn {
-            id,
-            lz4,
-            outbox: RefCell::new(Outbox::new(outbox_max_bytes)),
-            wake: LocalNotify::default(),
-            phase: Cell::new(Phase::Open),
-            urgent: Cell::new(false),
-            hold: Cell::default(),
-            close_within: Cell::new(None),
-            subscriptions: RefCell::default(),
-        }
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.phase.get() == Phase::Open
-    }
-
-    /// Queues `frame` in `lane` to be written at once; ignored once closing. A full outbox
-    /// closes the connection with 1008 "slow consumer".
-    pub fn send(&self, lane: Priority, frame: Bytes) {
-        self.queue(lane, frame, true);
-    }
-
-    /// Queues a published message, in the lane of its priority. Unless it is critical, it may
-    /// wait up to `connection.write_coalesce_us` to share a write with the messages after it.
-    pub fn deliver(&self, message: &Published) {
-        self.queue(
-            message.priority,
-            message.frame_for(self.lz4).clone(),
-            message.priority == Priority::Critical,
-        );
-    }
-
-    /// Queues a channel batch's frames in `lane` (see [`crate::shard::batch`]); they go out
-    /// with the round they waited for, so the connection is released at once.
-    pub fn deliver_batch(&self, lane: Priority, frames: Bytes) {
-        self.queue(lane, frames, false);
-        self.release();
-    }
-
-    fn queue(&self, lane: Priority, frame: Bytes, urgent: bool) {
-        if !self.is_open() {
-            return;
-        }
-        let mut outbox = self.outbox.borrow_mut();
-        // Wake the task when it may be waiting: on an empty outbox, or holding deliveries back.
-        let wake = outbox.is_empty() || (urgent && !self.urgent.get());
-        self.urgent.set(self.urgent.get() || urgent);
-        match outbox.push(lane, frame) {
-            Push::Overflow => {
-                let queued = outbox.queued_bytes();
-                drop(outbox);
-                tracing::debug!(conn = self.id, queued, "outbox full: closing slow consumer");
-                self.close(Some((1008, "slow consumer")), CloseKind::Discard, None);
-            }
-            Push::Queued | Push::DroppedLow if wake => self.wake.notify(),
-            Push::Queued | Push::DroppedLow => {}
-        }
-    }
-
-    /// Lets a connection held back for coalescing write (the shard's coalescer calls it).
-    pub fn release(&self) {
-        self.hold.set(Hold::Released);
-        self.wake.notify();
-    }
-
-    /// Starts closing with `code`/`reason` (`None`: an empty close frame). No-op unless open.
-    pub fn close(&self, status: Option<(u16, &str)>, kind: CloseKind, within: Option<Duration>) {
-        if !self.is_open() {
-            return;
-        }
-        let frame = match status {
-            Some((code, reason)) => frame::close(code, reason),
-            None => frame::encode(OpCode::Close, &[]),
-        };
-        self.outbox
-            .borrow_mut()
-            .push_final(frame, kind == CloseKind::Discard);
-        self.urgent.set(true);
-        self.phase.set(Phase::Closing {
-            await_peer: kind == CloseKind::Graceful,
-        });
-        self.close_within.set(within);
-        self.wake.notify();
-    }
-}
 
 /// What one read found.
 enum Read {
@@ -237,18 +96,15 @@ pub async fn run(
     };
     let end = session.run(&stream, prefix).await;
     match &end {
-        End::Io(e) => tracing::debug!(conn = conn.id, "connection error: {e}"),
-        End::Abandoned(why) => tracing::debug!(conn = conn.id, "connection abandoned: {why}"),
+        End::Io(e) => tracing::debug!(conn = %conn.id, "connection error: {e}"),
+        End::Abandoned(why) => tracing::debug!(conn = %conn.id, "connection abandoned: {why}"),
         End::Closed => {}
     }
-    for channel in conn.subscriptions.take() {
-        shard.channels.borrow_mut().unsubscribe(&channel, conn.id);
-    }
+    shard.disconnect(conn.id);
     if matches!(end, End::Closed) {
         linger(&shard, stream, config.close_timeout.min(MAX_LINGER)).await;
     }
-    shard.conns.borrow_mut().remove(&conn.id);
-    shard.conn_ended.notify();
+    shard.remove(conn.id);
 }
 
 /// Half-closes and discards input until the peer closes too (or `limit`, or
@@ -269,7 +125,7 @@ async fn linger(shard: &Shard, stream: Stream, limit: Duration) {
             if stream.readable().await.is_err() {
                 return;
             }
-            let read = stream.try_read(&mut shard.read_buffer.borrow_mut());
+            let read = stream.try_read(&mut shard.read_buffer());
             match read {
                 Ok(0) => return,
                 Ok(n) => {
@@ -366,7 +222,7 @@ impl Session<'_> {
             Hold::Released => false,
             Hold::Free if Instant::now() < self.last_write + coalesce => {
                 conn.hold.set(Hold::Held);
-                self.shard.coalescer.hold(conn);
+                self.shard.coalescer().hold(conn);
                 true
             }
             Hold::Free => false,
@@ -438,7 +294,7 @@ impl Session<'_> {
     /// Reads what the socket has (at most `read_limit` bytes) into the shard's buffer and handles
     /// it.
     fn read(&mut self, stream: &Stream) -> io::Result<Read> {
-        let mut buffer = self.shard.read_buffer.borrow_mut();
+        let mut buffer = self.shard.read_buffer();
         let limit = self.read_limit.min(buffer.len());
         match stream.try_read(&mut buffer[..limit]) {
             Ok(0) => Ok(Read::Eof),
@@ -459,13 +315,13 @@ impl Session<'_> {
             Verdict::Allow => true,
             Verdict::Refuse => {
                 if self.endpoint == Endpoint::Protocol {
-                    crate::handler::refuse_rate_limited(self.conn, None, "messages_per_s");
+                    dispatch::refuse_rate_limited(self.conn, None, "messages_per_s");
                 }
                 false
             }
             Verdict::Close => {
                 self.reading = false;
-                crate::handler::close_rate_limited(self.conn);
+                dispatch::close_rate_limited(self.conn);
                 false
             }
         }
@@ -473,7 +329,7 @@ impl Session<'_> {
 
     /// Stops reading and closes with `code` after what is queued.
     fn fail(&mut self, code: u16, reason: &str) {
-        tracing::debug!(conn = self.conn.id, "closing with {code}: {reason}");
+        tracing::debug!(conn = %self.conn.id, "closing with {code}: {reason}");
         self.reading = false;
         self.conn
             .close(Some((code, reason)), CloseKind::Final, None);
@@ -514,7 +370,7 @@ impl Session<'_> {
                     frame::finish(message.into_frame_buffer(), OpCode::Text),
                 ),
                 Endpoint::Protocol => {
-                    crate::handler::handle_text(self.shard, conn, message, &mut self.limits, now)
+                    dispatch::handle_text(self.shard, conn, message, &mut self.limits, now)
                 }
             },
             Event::Binary(message) => match self.endpoint {
@@ -522,7 +378,7 @@ impl Session<'_> {
                     Priority::Normal,
                     frame::finish(message.into_frame_buffer(), OpCode::Binary),
                 ),
-                Endpoint::Protocol => crate::handler::reject_binary(conn),
+                Endpoint::Protocol => dispatch::reject_binary(conn),
             },
         }
     }

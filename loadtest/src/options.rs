@@ -1,0 +1,25 @@
+//! What `loadtest run` was asked, shared by the run, its workers and the analysis.
+
+use std::path::PathBuf;
+
+use crate::grade::ScenarioGrading;
+use crate::scenario::Scenario;
+
+/// What `loadtest run` was asked.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub scenario_name: String,
+    pub scenario: Scenario,
+    pub grading: ScenarioGrading,
+    /// `None`: spawn the server.
+    pub target: Option<String>,
+    pub server_pid: Option<u32>,
+    pub duration_scale: f64,
+    pub out: PathBuf,
+    /// Shards for a spawned server (0: one per core).
+    pub shards: usize,
+    /// Drive a plain peer: bare payloads on `/echo` and `/broadcast`.
+    pub raw: bool,
+    /// Load-generating processes (0: as many as the open-file limit requires).
+    pub processes: usize,
+}

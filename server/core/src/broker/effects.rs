@@ -1,0 +1,97 @@
+//! What the broker asks the shard to do, collected in a buffer the shard reuses.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::ids::ConnId;
+use crate::message::Published;
+use crate::protocol::Priority;
+
+#[derive(Debug)]
+enum Effect {
+    Deliver {
+        message: Arc<Published>,
+        to: Range<usize>,
+    },
+    Frames {
+        to: ConnId,
+        lane: Priority,
+        frames: Bytes,
+    },
+    Arm,
+}
+
+/// Effects in the order the broker produced them; the recipients of all deliveries share one
+/// buffer, so a delivery to N connections costs one entry and N ids.
+#[derive(Debug, Default)]
+pub struct Effects {
+    list: Vec<Effect>,
+    recipients: Vec<ConnId>,
+}
+
+/// One effect, as the shard applies it.
+#[derive(Debug)]
+pub enum Action<'a> {
+    /// Queue `message` (in the lane of its priority, in the variant each connection takes) to
+    /// each of `to`, writing it as soon as the connection's coalescing allows.
+    Deliver {
+        message: Arc<Published>,
+        to: &'a [ConnId],
+    },
+    /// Queue a batch's `frames` (whole frames, one buffer) in `lane` to `to`, and write them now:
+    /// they waited for this release.
+    Frames {
+        to: ConnId,
+        lane: Priority,
+        frames: Bytes,
+    },
+    /// A message waits in a batch: a coalescing release must come.
+    Arm,
+}
+
+impl Effects {
+    pub(super) fn deliver(
+        &mut self,
+        message: &Arc<Published>,
+        to: impl IntoIterator<Item = ConnId>,
+    ) {
+        let start = self.recipients.len();
+        self.recipients.extend(to);
+        if self.recipients.len() > start {
+            let to = start..self.recipients.len();
+            self.list.push(Effect::Deliver {
+                message: message.clone(),
+                to,
+            });
+        }
+    }
+
+    pub(super) fn frames(&mut self, to: ConnId, lane: Priority, frames: Bytes) {
+        self.list.push(Effect::Frames { to, lane, frames });
+    }
+
+    pub(super) fn arm(&mut self) {
+        self.list.push(Effect::Arm);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Hands each effect to `apply`, in order, and empties the buffer.
+    pub fn drain(&mut self, mut apply: impl FnMut(Action<'_>)) {
+        for effect in self.list.drain(..) {
+            apply(match effect {
+                Effect::Deliver { message, to } => Action::Deliver {
+                    message,
+                    to: &self.recipients[to],
+                },
+                Effect::Frames { to, lane, frames } => Action::Frames { to, lane, frames },
+                Effect::Arm => Action::Arm,
+            });
+        }
+        self.recipients.clear();
+    }
+}

@@ -1,0 +1,225 @@
+//! The broker's delivery rules, without sockets or sleeps: what each connection would be sent,
+//! in order, and when.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::protocol::frame::{self, OpCode};
+use crate::protocol::Priority;
+
+const BATCH: bool = true;
+const NOW: bool = false;
+
+fn broker() -> Broker {
+    Broker::new(BrokerConfig {
+        max_subscriptions: 4,
+        max_batch_bytes: 1000,
+    })
+}
+
+fn conn(n: u64) -> ConnId {
+    ConnId::new(0, n)
+}
+
+fn message(channel: &str, text: &str, priority: Priority) -> Arc<Published> {
+    let frame = frame::encode(OpCode::Text, text.as_bytes());
+    Arc::new(Published::new(channel, priority, frame, usize::MAX))
+}
+
+/// What the effects send, as (connection, payloads in one write unit), and whether a release
+/// was asked for.
+#[derive(Debug, Default, PartialEq)]
+struct Sent {
+    deliveries: Vec<(ConnId, String)>,
+    armed: bool,
+}
+
+fn sent(out: &mut Effects) -> Sent {
+    let mut sent = Sent::default();
+    out.drain(|action| match action {
+        Action::Deliver { message, to } => {
+            let text = String::from_utf8(frame::payload_of(&message.frame).to_vec()).unwrap();
+            sent.deliveries
+                .extend(to.iter().map(|&id| (id, text.clone())));
+        }
+        Action::Frames { to, frames, .. } => {
+            sent.deliveries.push((to, payloads(&frames)));
+        }
+        Action::Arm => sent.armed = true,
+    });
+    sent.deliveries.sort();
+    sent
+}
+
+/// The payloads of the unmasked text frames in `frames`, joined by `+`.
+fn payloads(mut frames: &[u8]) -> String {
+    let mut out = Vec::new();
+    while !frames.is_empty() {
+        let (head, len) = match frames[1] {
+            126 => (4, u16::from_be_bytes([frames[2], frames[3]]) as usize),
+            n => (2, n as usize),
+        };
+        out.push(String::from_utf8(frames[head..head + len].to_vec()).unwrap());
+        frames = &frames[head + len..];
+    }
+    out.join("+")
+}
+
+fn deliveries(list: &[(u64, &str)]) -> Vec<(ConnId, String)> {
+    list.iter()
+        .map(|&(c, t)| (conn(c), t.to_string()))
+        .collect()
+}
+
+#[test]
+fn an_idle_shard_delivers_at_once_to_every_subscriber_of_the_channel() {
+    let (mut b, mut out) = (broker(), Effects::default());
+    for n in 1..=3 {
+        b.connect(conn(n), false);
+    }
+    b.subscribe(conn(1), "a").unwrap();
+    b.subscribe(conn(2), "a").unwrap();
+    b.subscribe(conn(3), "b").unwrap();
+    b.publish(&message("a", "m1", Priority::Normal), NOW, &mut out);
+    let got = sent(&mut out);
+    assert_eq!(got.deliveries, deliveries(&[(1, "m1"), (2, "m1")]));
+    assert!(!got.armed);
+}
+
+#[test]
+fn a_busy_shard_batches_until_the_release_then_sends_one_unit_per_subscriber() {
+    let (mut b, mut out) = (broker(), Effects::default());
+    b.connect(conn(1), false);
+    b.subscribe(conn(1), "a").unwrap();
+    b.publish(&message("a", "m1", Priority::Normal), BATCH, &mut out);
+    b.publish(&message("a", "m2", Priority::Normal), BATCH, &mut out);
+    let got = sent(&mut out);
+    assert!(got.deliveries.is_empty() && got.armed, "{got:?}");
+    // Once a batch waits, later messages join it even when not batching, to keep order.
+    b.publish(&message("a", "m3", Priority::Normal), NOW, &mut out);
+    assert!(sent(&mut out).deliveries.is_empty());
+    b.release(&mut out);
+    assert_eq!(sent(&mut out).deliveries, deliveries(&[(1, "m1+m2+m3")]));
+    b.release(&mut out);
+    assert_eq!(
+        sent(&mut out),
+        Sent::default(),
+        "a release empties the batch"
+    );
+}
+
+#[test]
+fn a_batch_reaching_max_bytes_goes_out_at_once() {
+    let (mut b, mut out) = (broker(), Effects::default());
+    b.connect(conn(1), false);
+    b.subscribe(conn(1), "a").unwrap();
+    let big = "x".repeat(600);
+    b.publish(&message("a", &big, Priority::Normal), BATCH, &mut out);
+    assert!(sent(&mut out).deliveries.is_empty());
+    b.publish(&message("a", &big, Priority::Normal), BATCH, &mut out);
+    let got = sent(&mut out);
+    assert_eq!(
+        got.deliveries.len(),
+        1,
+        "1200 bytes >= 1000: sent without a release"
+    );
+}
+
+#[test]
+fn a_critical_message_sends_the_waiting_batch_ahead_of_itself_and_never_waits() {
+    let (mut b, mut out) = (broker(), Effects::default());
+    b.connect(conn(1), false);
+    b.subscribe(conn(1), "a").unwrap();
+    b.publish(&message("a", "m1", Priority::Normal), BATCH, &mut out);
+    b.publish(&message("a", "c", Priority::Critical), BATCH, &mut out);
+    let mut order = Vec::new();
+    out.drain(|action| match action {
+        Action::Frames { frames, .. } => order.push(payloads(&frames)),
+        Action::Deliver { .. } => order.push("critical".into()),
+        Action::Arm => {}
+    });
+    assert_eq!(order, ["m1", "critical"]);
+}
+
+#[test]
+fn batch_membership_is_decided_at_publish_time() {
+    let (mut b, mut out) = (broker(), Effects::default());
+    for n in 1..=3 {
+        b.connect(conn(n), false);
+    }
+    b.subscribe(conn(1), "a").unwrap();
+    b.subscribe(conn(2), "a").unwrap();
+    b.publish(&message("a", "m1", Priority::Normal), BATCH, &mut out);
+    // 3 joins while m1 waits: it gets only what is published after.
+    b.subscribe(conn(3), "a").unwrap();
+    b.publish(&message("a", "m2", Priority::Normal), BATCH, &mut out);
+    // 2 leaves: it gets at once what it was there for, and nothing goes out early for others.
+    b.unsubscribe(conn(2), "a", &mut out).unwrap();
+    assert_eq!(sent(&mut out).deliveries, deliveries(&[(2, "m1+m2")]));
+    b.publish(&message("a", "m3", Priority::Normal), BATCH, &mut out);
+    b.release(&mut out);
+    assert_eq!(
+        sent(&mut out).deliveries,
+        deliveries(&[(1, "m1+m2+m3"), (3, "m2+m3")])
+    );
+}
+
+#[test]
+fn lanes_are_sent_as_separate_units_each_in_publish_order() {
+    let (mut b, mut out) = (broker(), Effects::default());
+    b.connect(conn(1), false);
+    b.subscribe(conn(1), "a").unwrap();
+    b.publish(&message("a", "n1", Priority::Normal), BATCH, &mut out);
+    b.publish(&message("a", "h1", Priority::High), BATCH, &mut out);
+    b.publish(&message("a", "n2", Priority::Normal), BATCH, &mut out);
+    b.release(&mut out);
+    let mut units = Vec::new();
+    out.drain(|action| {
+        if let Action::Frames { lane, frames, .. } = action {
+            units.push((lane, payloads(&frames)));
+        }
+    });
+    assert_eq!(
+        units,
+        [
+            (Priority::High, "h1".into()),
+            (Priority::Normal, "n1+n2".into())
+        ]
+    );
+}
+
+#[test]
+fn a_disconnected_connection_leaves_every_channel_and_gets_nothing_more() {
+    let (mut b, mut out) = (broker(), Effects::default());
+    b.connect(conn(1), false);
+    b.connect(conn(2), false);
+    b.subscribe(conn(1), "a").unwrap();
+    b.subscribe(conn(1), "b").unwrap();
+    b.subscribe(conn(2), "a").unwrap();
+    b.publish(&message("a", "m1", Priority::Normal), BATCH, &mut out);
+    b.disconnect(conn(1));
+    b.release(&mut out);
+    assert_eq!(sent(&mut out).deliveries, deliveries(&[(2, "m1")]));
+    b.publish(&message("b", "m2", Priority::Normal), NOW, &mut out);
+    assert!(sent(&mut out).deliveries.is_empty());
+}
+
+#[test]
+fn subscriptions_are_bounded_and_unsubscribing_needs_a_subscription() {
+    let (mut b, mut out) = (broker(), Effects::default());
+    b.connect(conn(1), false);
+    for channel in ["a", "b", "c", "d"] {
+        b.subscribe(conn(1), channel).unwrap();
+    }
+    b.subscribe(conn(1), "a").unwrap();
+    assert_eq!(
+        b.subscribe(conn(1), "e"),
+        Err(Refusal::TooManySubscriptions(4))
+    );
+    b.unsubscribe(conn(1), "a", &mut out).unwrap();
+    assert_eq!(
+        b.unsubscribe(conn(1), "a", &mut out).map_err(|r| r.code()),
+        Err(ErrorCode::NotSubscribed)
+    );
+    b.subscribe(conn(1), "e").unwrap();
+}

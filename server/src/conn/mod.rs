@@ -1,0 +1,169 @@
+//! A WebSocket connection: the shard-local handle [`Conn`] that deliveries, replies and closes are
+//! queued on, free of IO, and in [`session`] the task that reads, writes and keeps time for it
+//! over its [`transport::Stream`].
+//!
+//! Lifecycle: `Open` → `Closing` (a close frame is queued: ours, or our reply to the peer's) →
+//! ended (close written and, when we started it, answered; or a deadline passed) → a short
+//! lingering half-close so the peer reads our close frame before the socket goes away.
+
+pub mod session;
+pub mod transport;
+
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+
+use bytes::Bytes;
+use wsedge_core::ids::ConnId;
+use wsedge_core::message::Published;
+use wsedge_core::outbox::{Outbox, Push};
+use wsedge_core::protocol::frame::{self, OpCode};
+use wsedge_core::protocol::Priority;
+
+use crate::notify::LocalNotify;
+
+/// Where a connection stands with write coalescing (see [`crate::shard::coalesce`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hold {
+    /// Writes when it has something to write (unless it wrote within the interval).
+    #[default]
+    Free,
+    /// Waiting for the shard's next release.
+    Held,
+    /// Released: writes what it has, then is free again.
+    Released,
+}
+
+/// What a connection's path serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws`: protocol v1 JSON envelopes.
+    Protocol,
+    /// `/echo`: every message echoed verbatim.
+    Echo,
+}
+
+/// How a close proceeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseKind {
+    /// Send what is queued, then close, then wait for the peer's close frame.
+    Graceful,
+    /// Send what is queued, then close, without waiting for the peer (answering the peer's
+    /// close, or failing the connection on a protocol error).
+    Final,
+    /// Discard what is queued and send close (a slow consumer: its queue is the problem).
+    Discard,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    Closing { await_peer: bool },
+}
+
+/// The shard-local handle of a connection.
+pub struct Conn {
+    id: ConnId,
+    /// The client chose `wsedge.v1.lz4`.
+    lz4: bool,
+    outbox: RefCell<Outbox>,
+    wake: LocalNotify,
+    phase: Cell<Phase>,
+    /// Something queued must go out without waiting for `connection.write_coalesce_us`: a reply,
+    /// a ping or pong, a close, a critical message. Cleared once the outbox is empty.
+    urgent: Cell<bool>,
+    hold: Cell<Hold>,
+    /// Time allowed for the close, set by whoever started it (default `close_timeout`).
+    close_within: Cell<Option<Duration>>,
+}
+
+impl Conn {
+    pub fn new(id: ConnId, lz4: bool, outbox_max_bytes: usize) -> Self {
+        Conn {
+            id,
+            lz4,
+            outbox: RefCell::new(Outbox::new(outbox_max_bytes)),
+            wake: LocalNotify::default(),
+            phase: Cell::new(Phase::Open),
+            urgent: Cell::new(false),
+            hold: Cell::default(),
+            close_within: Cell::new(None),
+        }
+    }
+
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.phase.get() == Phase::Open
+    }
+
+    /// Queues `frame` in `lane` to be written at once; ignored once closing. A full outbox
+    /// closes the connection with 1008 "slow consumer".
+    pub fn send(&self, lane: Priority, frame: Bytes) {
+        self.queue(lane, frame, true);
+    }
+
+    /// Queues a published message, in the lane of its priority. Unless it is critical, it may
+    /// wait up to `connection.write_coalesce_us` to share a write with the messages after it.
+    pub fn deliver(&self, message: &Published) {
+        self.queue(
+            message.priority,
+            message.frame_for(self.lz4).clone(),
+            message.priority == Priority::Critical,
+        );
+    }
+
+    /// Queues a channel batch's frames in `lane` (see [`wsedge_core::broker`]); they go out
+    /// with the round they waited for, so the connection is released at once.
+    pub fn deliver_batch(&self, lane: Priority, frames: Bytes) {
+        self.queue(lane, frames, false);
+        self.release();
+    }
+
+    fn queue(&self, lane: Priority, frame: Bytes, urgent: bool) {
+        if !self.is_open() {
+            return;
+        }
+        let mut outbox = self.outbox.borrow_mut();
+        // Wake the task when it may be waiting: on an empty outbox, or holding deliveries back.
+        let wake = outbox.is_empty() || (urgent && !self.urgent.get());
+        self.urgent.set(self.urgent.get() || urgent);
+        match outbox.push(lane, frame) {
+            Push::Overflow => {
+                let queued = outbox.queued_bytes();
+                drop(outbox);
+                tracing::debug!(conn = %self.id, queued, "outbox full: closing slow consumer");
+                self.close(Some((1008, "slow consumer")), CloseKind::Discard, None);
+            }
+            Push::Queued | Push::DroppedLow if wake => self.wake.notify(),
+            Push::Queued | Push::DroppedLow => {}
+        }
+    }
+
+    /// Lets a connection held back for coalescing write (the shard's coalescer calls it).
+    pub fn release(&self) {
+        self.hold.set(Hold::Released);
+        self.wake.notify();
+    }
+
+    /// Starts closing with `code`/`reason` (`None`: an empty close frame). No-op unless open.
+    pub fn close(&self, status: Option<(u16, &str)>, kind: CloseKind, within: Option<Duration>) {
+        if !self.is_open() {
+            return;
+        }
+        let frame = match status {
+            Some((code, reason)) => frame::close(code, reason),
+            None => frame::encode(OpCode::Close, &[]),
+        };
+        self.outbox
+            .borrow_mut()
+            .push_final(frame, kind == CloseKind::Discard);
+        self.urgent.set(true);
+        self.phase.set(Phase::Closing {
+            await_peer: kind == CloseKind::Graceful,
+        });
+        self.close_within.set(within);
+        self.wake.notify();
+    }
+}

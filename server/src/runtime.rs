@@ -1,0 +1,225 @@
+//! The wiring: binds every shard's listener, starts one thread per shard with its runtime and
+//! tasks (accept loop, mailbox router, coalescer, memory return), and on [`Server::shutdown`]
+//! has each shard stop accepting, send close 1001 and drain.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::shard::{coalesce, Shard, Shared};
+use crate::tls::TlsError;
+
+/// Messages a shard's router handles before yielding to its connections.
+const ROUTER_BATCH: usize = 1024;
+
+/// How often a shard hands the memory its thread freed back to the OS (see [`return_memory`]).
+pub const RETURN_MEMORY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: io::Error },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot start a shard: {0}")]
+    Thread(io::Error),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Loads `[tls]`, binds `config.listen` once per shard and starts the shards.
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        let tls = match &config.tls {
+            Some(files) => Some(crate::tls::server_config(
+                &files.cert_file,
+                &files.key_file,
+            )?),
+            None => None,
+        };
+        let shards = config.shards;
+        let addr = config.listen;
+        let listen = |source| StartError::Listen { addr, source };
+        let listeners =
+            crate::listener::bind(addr, config.listen_backlog, shards).map_err(listen)?;
+        let local_addr = listeners[0].local_addr().map_err(listen)?;
+        let budget = config.socket_budget(nofile_limit().map_err(StartError::Thread)?);
+        tracing::info!(
+            max_connections = budget.max_connections,
+            max_sockets = budget.max_sockets,
+            "connection limits"
+        );
+        let shared = Arc::new(Shared::new(config, budget, tls));
+        let (stop, stopped) = watch::channel(false);
+        let mut threads = Vec::with_capacity(shards);
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let (shared, stopped) = (shared.clone(), stopped.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("wsedge-shard-{index}"))
+                    .spawn(move || run_shard(index, listener, shared, stopped))
+                    .map_err(StartError::Thread)?,
+            );
+        }
+        Ok(Server {
+            local_addr,
+            stop,
+            threads,
+        })
+    }
+
+    /// The address the shards listen on (the real port when `listen` said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, closes every connection with 1001 and waits until they have drained or
+    /// `shutdown_grace` has passed.
+    pub fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for thread in self.threads {
+            if thread.join().is_err() {
+                tracing::error!("a shard thread panicked");
+            }
+        }
+    }
+}
+
+/// The open-file soft limit in force.
+fn nofile_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// Raises the soft open-file limit to the hard limit; returns (soft before, hard).
+pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((before, limit.rlim_max))
+    }
+}
+
+/// Returns the memory this shard thread's allocator heap holds but no longer uses to the OS,
+/// every [`RETURN_MEMORY_INTERVAL`]. mimalloc purges freed pages only when the thread that owns
+/// them calls into it again (frees from other shards wait in its queue until then), so after a
+/// burst a quiet shard would keep its peak forever without this.
+async fn return_memory() {
+    let mut tick = tokio::time::interval(RETURN_MEMORY_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Not forced: it runs the purges that are due (measured: as low as a forced collection
+        // after a flood, see results/).
+        // SAFETY: mi_collect only walks this thread's own heap; it takes no pointer.
+        unsafe { libmimalloc_sys::mi_collect(false) };
+    }
+}
+
+/// Handles what other shards send this one.
+async fn route(shard: Rc<Shard>) {
+    let mailbox = &shard.shared().mailboxes[shard.index()];
+    loop {
+        let first = mailbox.pop().await;
+        let batch = std::iter::once(first).chain(std::iter::from_fn(|| mailbox.try_pop()));
+        for inbound in batch.take(ROUTER_BATCH) {
+            shard.receive(inbound);
+            coalesce::count_frame();
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Runs shard `index` on the current thread until `shutdown` turns true and its connections
+/// have closed (or `shutdown_grace` has passed).
+fn run_shard(
+    index: usize,
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    shared.mailboxes[index].set_owner();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(coalesce::park_until_release)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(shard = index, "cannot build runtime: {e}");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(shard = index, "cannot register listener: {e}");
+                return;
+            }
+        };
+        let shard = Rc::new(Shard::new(index, shared));
+        let router = tokio::task::spawn_local(route(shard.clone()));
+        let collector = tokio::task::spawn_local(return_memory());
+        let coalescer = {
+            let shard = shard.clone();
+            let interval = shard.config().write_coalesce;
+            tokio::task::spawn_local(async move {
+                shard.coalescer().run(interval, || shard.release()).await
+            })
+        };
+        tokio::select! {
+            _ = crate::listener::accept_loop(listener, shard.clone()) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+        let open = shard.open_connections();
+        tracing::info!(shard = index, open, "shutting down: closing connections");
+        shard.begin_shutdown();
+        let grace = shard.config().shutdown_grace;
+        if tokio::time::timeout(grace, shard.connections_ended())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                shard = index,
+                left = shard.open_connections(),
+                "shutdown grace over; dropping the rest"
+            );
+        }
+        router.abort();
+        coalescer.abort();
+        collector.abort();
+    });
+}
