@@ -6,7 +6,8 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 use std::io::IoSlice;
 use std::sync::Arc;
 
-use wsedge_core::broker::{Action, Broker, BrokerConfig, Effects};
+use wsedge_core::auth::Permissions;
+use wsedge_core::broker::{Action, Broker, BrokerConfig, Effects, Peer};
 use wsedge_core::ids::ConnId;
 use wsedge_core::message::Published;
 use wsedge_core::outbox::Outbox;
@@ -111,8 +112,13 @@ fn broker_publish(c: &mut Criterion) {
         max_subscriptions: 16,
         max_batch_bytes: 64 << 10,
     });
+    let peer = Peer {
+        lz4: false,
+        user: None,
+        permissions: Arc::new(Permissions::all()),
+    };
     for n in 0..1000 {
-        broker.connect(ConnId::new(0, n), false);
+        broker.connect(ConnId::new(0, n), peer.clone());
         broker.subscribe(ConnId::new(0, n), "fan").unwrap();
     }
     let frame = frame::encode(frame::OpCode::Text, PUBLISH.as_bytes());

@@ -9,7 +9,7 @@
 use super::error::ConfigError;
 
 /// The sections of the config file, as they appear in variable names.
-const SECTIONS: [&str; 5] = ["server", "connection", "protocol", "limits", "tls"];
+const SECTIONS: [&str; 6] = ["server", "connection", "protocol", "limits", "tls", "auth"];
 
 /// Environment variables of wsedge's that are not config keys.
 const NON_KEY_ENV: [&str; 2] = ["WSEDGE_CONFIG", "WSEDGE_LOG"];

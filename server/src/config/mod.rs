@@ -80,6 +80,7 @@ pub struct FileConfig {
     pub protocol: ProtocolSection,
     pub limits: LimitsSection,
     pub tls: TlsSection,
+    pub auth: AuthSection,
     /// Keys set by environment variables, so that their errors name the variable.
     #[serde(skip)]
     overrides: env::Overrides,
@@ -223,6 +224,7 @@ pub struct Config {
     pub lz4_threshold: usize,
     pub max_json_depth: usize,
     pub rate_limits: RateLimits,
+    pub auth: Auth,
 }
 
 /// How many client sockets the server keeps at once, resolved against the open-file limit.
@@ -304,6 +306,7 @@ impl FileConfig {
 
     fn check(self) -> Result<Config, ConfigError> {
         let rate_limits = self.limits.validate(self.connection.max_message_size)?;
+        let auth = self.auth.validate()?;
         let (s, c, p, t) = (self.server, self.connection, self.protocol, self.tls);
         let listen = s.listen.parse().map_err(|e| {
             invalid(
@@ -450,13 +453,16 @@ impl FileConfig {
             lz4_threshold: p.lz4_threshold,
             max_json_depth: p.max_json_depth,
             rate_limits,
+            auth,
         })
     }
 }
 
+mod auth;
 mod env;
 mod error;
 mod limits;
+pub use auth::{Auth, AuthSection};
 pub use error::ConfigError;
 use error::{invalid, parse_error, positive};
 pub use limits::LimitsSection;

@@ -10,9 +10,11 @@ pub mod session;
 pub mod transport;
 
 use std::cell::{Cell, RefCell};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use wsedge_core::auth::Permissions;
 use wsedge_core::ids::ConnId;
 use wsedge_core::message::Published;
 use wsedge_core::outbox::{Outbox, Push};
@@ -20,6 +22,28 @@ use wsedge_core::protocol::frame::{self, OpCode};
 use wsedge_core::protocol::Priority;
 
 use crate::notify::LocalNotify;
+
+/// Who is at the other end of a connection, as its token says (see `[auth]`).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The token's `sub`; `None` when anonymous.
+    pub user: Option<Arc<str>>,
+    /// The token's `exp`, Unix seconds.
+    pub expires_at: Option<u64>,
+    pub permissions: Arc<Permissions>,
+}
+
+/// Now in Unix seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The instant a Unix time (in seconds) falls on.
+fn instant_of(unix_s: u64) -> Instant {
+    Instant::now() + Duration::from_secs(unix_s.saturating_sub(unix_now()))
+}
 
 /// Where a connection stands with write coalescing (see [`crate::shard::coalesce`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,10 +98,14 @@ pub struct Conn {
     hold: Cell<Hold>,
     /// Time allowed for the close, set by whoever started it (default `close_timeout`).
     close_within: Cell<Option<Duration>>,
+    user: Option<Arc<str>>,
+    /// When its token expires (close 4001), and whether that changed since the task looked.
+    expires: Cell<Option<Instant>>,
+    expiry_changed: Cell<bool>,
 }
 
 impl Conn {
-    pub fn new(id: ConnId, lz4: bool, outbox_max_bytes: usize) -> Self {
+    pub fn new(id: ConnId, lz4: bool, outbox_max_bytes: usize, identity: &Identity) -> Self {
         Conn {
             id,
             lz4,
@@ -87,11 +115,26 @@ impl Conn {
             urgent: Cell::new(false),
             hold: Cell::default(),
             close_within: Cell::new(None),
+            user: identity.user.clone(),
+            expires: Cell::new(identity.expires_at.map(instant_of)),
+            expiry_changed: Cell::new(false),
         }
     }
 
     pub fn id(&self) -> ConnId {
         self.id
+    }
+
+    /// The user its token named; `None` when anonymous.
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
+    }
+
+    /// A refreshed token expires at `unix_s` (Unix seconds).
+    pub fn set_expiry(&self, unix_s: u64) {
+        self.expires.set(Some(instant_of(unix_s)));
+        self.expiry_changed.set(true);
+        self.wake.notify();
     }
 
     pub fn is_open(&self) -> bool {

@@ -159,6 +159,9 @@ impl Session<'_> {
         let timer = sleep_until(self.next_deadline());
         tokio::pin!(timer);
         loop {
+            if self.conn.expiry_changed.replace(false) {
+                timer.as_mut().reset(self.next_deadline());
+            }
             if !self.conn.is_open() && self.close_deadline.is_none() {
                 let within = self
                     .conn
@@ -231,7 +234,11 @@ impl Session<'_> {
 
     fn next_deadline(&self) -> Instant {
         self.close_deadline.unwrap_or_else(|| {
-            (self.last_heard + self.shard.config().idle_timeout).min(self.next_ping)
+            let next = (self.last_heard + self.shard.config().idle_timeout).min(self.next_ping);
+            match self.conn.expires.get() {
+                Some(expires) => next.min(Instant::from_std(expires)),
+                None => next,
+            }
         })
     }
 
@@ -241,7 +248,15 @@ impl Session<'_> {
         if let Some(deadline) = self.close_deadline {
             return (now >= deadline).then_some(End::Abandoned("close timed out"));
         }
-        if now >= self.last_heard + config.idle_timeout {
+        if self
+            .conn
+            .expires
+            .get()
+            .is_some_and(|at| now >= Instant::from_std(at))
+        {
+            self.conn
+                .close(Some((4001, "token expired")), CloseKind::Graceful, None);
+        } else if now >= self.last_heard + config.idle_timeout {
             self.conn
                 .close(Some((1001, "idle timeout")), CloseKind::Graceful, None);
         } else if now >= self.next_ping {

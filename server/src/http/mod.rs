@@ -4,6 +4,7 @@
 //! The upgrade itself is in [`upgrade`]. A request head over `server.max_request_bytes` gets 431
 //! from hyper.
 
+mod auth;
 mod response;
 mod upgrade;
 

@@ -1,6 +1,7 @@
 //! The WebSocket upgrade of `GET /ws` and `GET /echo`. It follows RFC 6455 §4.2.1 strictly:
 //! HTTP/1.1 or later, a `Host` header, and a `Sec-WebSocket-Key` that decodes to 16 bytes, else
-//! 400; then the origin (403), the subprotocol (400) and a connection slot (503) are checked, and
+//! 400; then the origin (403), the token (401, see [`super::auth`]), the subprotocol (400) and a
+//! connection slot (503) are checked, and
 //! only then does the connection reach its shard.
 
 use std::cell::Cell;
@@ -42,6 +43,10 @@ pub(super) fn upgrade(
     if let Err(text) = check_origin(&req, &shard.config().allowed_origins) {
         return error(StatusCode::FORBIDDEN, "origin_not_allowed", &text);
     }
+    let identity = match super::auth::authenticate(&req, shard) {
+        Ok(identity) => identity,
+        Err(refused) => return refused.response(),
+    };
     let protocol = match (endpoint, negotiate(&req)) {
         (Endpoint::Echo, _) => None,
         (Endpoint::Protocol, Ok(protocol)) => protocol,
@@ -78,10 +83,14 @@ pub(super) fn upgrade(
         let Some((stream, prefix)) = into_stream(upgraded) else {
             return tracing::error!("upgraded connection is neither TCP nor TLS over TCP");
         };
-        let conn = shard.open(lz4);
+        let conn = shard.open(lz4, identity);
         if endpoint == Endpoint::Protocol {
             let name = conn.id().to_string();
-            conn.send(Priority::Critical, reply::welcome(&name, shard.index()));
+            let user = conn.user().map(|user| &**user);
+            conn.send(
+                Priority::Critical,
+                reply::welcome(&name, shard.index(), user),
+            );
         }
         if shard.is_closing() {
             conn.close(

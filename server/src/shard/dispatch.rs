@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use simd_json::prelude::Writable;
 use wsedge_core::broker::Refusal;
 use wsedge_core::limits::{ConnLimits, Verdict};
 use wsedge_core::message::Published;
@@ -50,37 +51,48 @@ pub fn handle_text(
             data,
             priority,
         } => {
-            let id = shard.next_message_id();
-            let frame = reply::message(&channel, &id, priority, &data, size);
-            match limits.publish(frame.len(), now) {
-                Verdict::Allow => {}
-                Verdict::Refuse => {
-                    return refuse_rate_limited(conn, reference, "publish_bytes_per_s");
-                }
-                Verdict::Close => return close_rate_limited(conn),
-            }
-            let message = Arc::new(Published::new(
-                &channel,
-                priority,
-                frame,
-                shard.config().lz4_threshold,
-            ));
+            let allowed = shard.broker(|broker, _| broker.check_publish(conn.id(), &channel));
+            let build = |id: &str, lz4_threshold| {
+                let frame = reply::message(&channel, id, priority, &data, size);
+                Published::new(&channel, priority, frame, lz4_threshold)
+            };
+            let Some(message) = admit(shard, conn, reference, allowed, limits, now, build) else {
+                return;
+            };
             match shard.forward(&message) {
                 Ok(()) => {
                     shard.deliver_local(&message);
                     Ok(())
                 }
-                Err(full) => Err((
-                    ErrorCode::Overloaded,
-                    format!(
-                        "not published: shard {full}'s inbound queue is full; delivered nowhere, retry later"
-                    ),
-                )),
+                Err(full) => Err(overloaded(full)),
             }
         }
         Op::Ping => return conn.send(Priority::Critical, reply::pong(reference)),
         Op::Echo { data } => {
             return conn.send(Priority::Normal, reply::echo(&data, reference, size))
+        }
+        Op::Refresh { token } => refresh(shard, conn, &token),
+        Op::Send {
+            user,
+            data,
+            priority,
+        } => {
+            let allowed = shard.broker(|broker, _| broker.check_send(conn.id(), &user));
+            let from = conn.user().map(|u| &**u);
+            let build = |id: &str, lz4_threshold| {
+                let frame = reply::direct(&user, from, id, priority, &data, size);
+                // Routed by user, never by channel.
+                Published::new("", priority, frame, lz4_threshold)
+            };
+            let Some(message) = admit(shard, conn, reference, allowed, limits, now, build) else {
+                return;
+            };
+            let encoded = reference.map(|r| r.encode());
+            match shard.send_direct(conn.id(), &user, message, encoded) {
+                // The answer, with the count, comes from `send_direct`.
+                Ok(()) => return,
+                Err(full) => Err(overloaded(full)),
+            }
         }
     };
     match (outcome, reference) {
@@ -90,6 +102,45 @@ pub fn handle_text(
             conn.send(Priority::Critical, reply::error(reference, code, &text))
         }
     }
+}
+
+/// A message a connection asks to publish or send, once `allowed` (its permission) and its
+/// `publish_bytes_per_s` limit let it through; `None` when refused (and answered). `build`
+/// makes it from its message id and the lz4 threshold.
+fn admit(
+    shard: &Shard,
+    conn: &Conn,
+    reference: Option<&Json<'_>>,
+    allowed: Result<(), Refusal>,
+    limits: &mut ConnLimits,
+    now: Instant,
+    build: impl FnOnce(&str, usize) -> Published,
+) -> Option<Arc<Published>> {
+    if let Err(refusal) = allowed {
+        let frame = reply::error(reference, refusal.code(), &refusal.to_string());
+        conn.send(Priority::Critical, frame);
+        return None;
+    }
+    let message = build(&shard.next_message_id(), shard.config().lz4_threshold);
+    match limits.publish(message.frame.len(), now) {
+        Verdict::Allow => {}
+        Verdict::Refuse => {
+            refuse_rate_limited(conn, reference, "publish_bytes_per_s");
+            return None;
+        }
+        Verdict::Close => {
+            close_rate_limited(conn);
+            return None;
+        }
+    }
+    Some(Arc::new(message))
+}
+
+fn overloaded(full: usize) -> (ErrorCode, String) {
+    let text = format!(
+        "not carried out: shard {full}'s inbound queue is full; delivered nowhere, retry later"
+    );
+    (ErrorCode::Overloaded, text)
 }
 
 /// Answers a request refused by the rate limit named `limit` (see [`crate::limits`]).
@@ -131,4 +182,37 @@ fn unsubscribe(shard: &Shard, conn: &Conn, channel: &str) -> Outcome {
 
 fn refused(refusal: Refusal) -> (ErrorCode, String) {
     (refusal.code(), refusal.to_string())
+}
+
+/// Replaces the connection's token: same user, a later expiry, the new token's permissions.
+fn refresh(shard: &Shard, conn: &Conn, token: &str) -> Outcome {
+    let invalid = |text: String| (ErrorCode::InvalidToken, text);
+    let Some(verifier) = &shard.shared().verifier else {
+        return Err(invalid(
+            "this server has no key to check tokens ([auth])".into(),
+        ));
+    };
+    let claims = verifier
+        .verify(token, crate::conn::unix_now())
+        .map_err(|e| invalid(e.to_string()))?;
+    match conn.user() {
+        Some(user) if **user == *claims.user => {}
+        Some(user) => {
+            return Err(invalid(format!(
+                "the token is for user {:?}; this connection is {user:?}",
+                claims.user
+            )))
+        }
+        None => {
+            return Err(invalid(
+                "an anonymous connection cannot take a token: reconnect with it".into(),
+            ))
+        }
+    }
+    let permissions = claims
+        .permissions
+        .unwrap_or_else(|| shard.config().auth.permissions.clone());
+    shard.broker(|broker, _| broker.refresh(conn.id(), permissions));
+    conn.set_expiry(claims.expires_at);
+    Ok(())
 }

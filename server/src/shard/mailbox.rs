@@ -24,20 +24,34 @@ use wsedge_core::protocol::Priority;
 pub enum Inbound {
     /// A message published on the sending shard, for this shard's subscribers.
     Publish(Arc<Published>),
+    /// A direct message for this shard's connections of `user`; answered with
+    /// [`Inbound::Delivered`] to shard `origin`, whose mailbox holds room for the answer.
+    Direct {
+        user: Arc<str>,
+        message: Arc<Published>,
+        origin: usize,
+        send: u64,
+    },
+    /// How many connections direct message `send` reached on the answering shard.
+    Delivered { send: u64, count: usize },
 }
 
 impl Inbound {
     /// The bytes it holds, counted against `server.shard_queue_max_bytes`.
     pub fn bytes(&self) -> usize {
         match self {
-            Inbound::Publish(message) => message.frame.len(),
+            Inbound::Publish(message) | Inbound::Direct { message, .. } => message.frame.len(),
+            Inbound::Delivered { .. } => 0,
         }
     }
 
     /// Whether it wakes a shard sleeping until its coalescing release.
     fn is_critical(&self) -> bool {
         match self {
-            Inbound::Publish(message) => message.priority == Priority::Critical,
+            Inbound::Publish(message) | Inbound::Direct { message, .. } => {
+                message.priority == Priority::Critical
+            }
+            Inbound::Delivered { .. } => true,
         }
     }
 }

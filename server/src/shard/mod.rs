@@ -14,12 +14,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use wsedge_core::broker::{Action, Broker, BrokerConfig, Effects};
+use wsedge_core::auth::Verifier;
+use wsedge_core::broker::{Action, Broker, BrokerConfig, Effects, Peer};
 use wsedge_core::ids::{ConnId, IdMap, MessageIds};
 use wsedge_core::message::Published;
 
 use crate::config::{Config, SocketBudget};
-use crate::conn::{CloseKind, Conn};
+use crate::conn::{CloseKind, Conn, Identity};
 use crate::notify::LocalNotify;
 use coalesce::Coalescer;
 use mailbox::{try_increment, Inbound, Mailbox};
@@ -43,6 +44,8 @@ pub struct Shared {
     pub per_ip: Arc<crate::per_ip::PerIp>,
     /// The TLS config, when `[tls]` is set.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Checks tokens, when `[auth]` has a key.
+    pub verifier: Option<Verifier>,
     /// Start time in unix microseconds: no two starts share it, so message ids stay unique
     /// across restarts, however quick.
     pub boot: u64,
@@ -65,6 +68,7 @@ impl Shared {
             config.new_connections_per_ip_per_s,
         ));
         Shared {
+            verifier: config.auth.verifier(),
             per_ip,
             config,
             budget,
@@ -136,6 +140,19 @@ pub struct Shard {
     conn_ended: LocalNotify,
     /// Connections holding deliveries back for `write_coalesce`.
     coalescer: Coalescer,
+    /// Direct messages sent from this shard, waiting for the other shards' counts.
+    sends: RefCell<IdMap<u64, PendingSend>>,
+    next_send: Cell<u64>,
+}
+
+/// A direct message whose `ok` waits for the other shards to say how many connections it reached.
+#[derive(Debug)]
+struct PendingSend {
+    conn: ConnId,
+    /// The request's `ref`, encoded; no `ok` without one.
+    reference: Option<String>,
+    delivered: usize,
+    waiting: usize,
 }
 
 impl Shard {
@@ -156,6 +173,8 @@ impl Shard {
             closing: Cell::new(false),
             conn_ended: LocalNotify::default(),
             coalescer: Coalescer::default(),
+            sends: RefCell::default(),
+            next_send: Cell::new(0),
             shared,
         }
     }
@@ -192,16 +211,23 @@ impl Shard {
     }
 
     /// Registers a new connection with the shard and its broker.
-    pub fn open(&self, lz4: bool) -> Rc<Conn> {
+    pub fn open(&self, lz4: bool, identity: Identity) -> Rc<Conn> {
         let n = self.next_conn.get() + 1;
         self.next_conn.set(n);
+        let id = ConnId::new(self.index, n);
         let conn = Rc::new(Conn::new(
-            ConnId::new(self.index, n),
+            id,
             lz4,
             self.config().outbox_max_bytes,
+            &identity,
         ));
-        self.conns.borrow_mut().insert(conn.id(), conn.clone());
-        self.broker.borrow_mut().connect(conn.id(), lz4);
+        self.conns.borrow_mut().insert(id, conn.clone());
+        let peer = Peer {
+            lz4,
+            user: identity.user,
+            permissions: identity.permissions,
+        };
+        self.broker.borrow_mut().connect(id, peer);
         conn
     }
 
@@ -266,28 +292,120 @@ impl Shard {
     pub fn receive(&self, inbound: Inbound) {
         match inbound {
             Inbound::Publish(message) => self.deliver_local(&message),
+            Inbound::Direct {
+                user,
+                message,
+                origin,
+                send,
+            } => {
+                let count = self.broker(|broker, out| broker.send_local(&user, &message, out));
+                // Room for the answer was reserved by the origin.
+                self.shared.mailboxes[origin].push_reserved(Inbound::Delivered { send, count });
+            }
+            Inbound::Delivered { send, count } => {
+                let mut sends = self.sends.borrow_mut();
+                let Some(pending) = sends.get_mut(&send) else {
+                    return;
+                };
+                pending.delivered += count;
+                pending.waiting -= 1;
+                if pending.waiting == 0 {
+                    let done = sends.remove(&send).expect("present");
+                    drop(sends);
+                    self.answer_send(done);
+                }
+            }
         }
+    }
+
+    /// Sends a direct message to every connection of `user`, on every shard, or to none: when a
+    /// shard's queue (or this shard's, for the answers) has no room, nothing is sent and that
+    /// shard's index is returned. With `reference`, the sender gets
+    /// `{"op":"ok","ref":...,"delivered":N}` once every shard has counted.
+    pub fn send_direct(
+        &self,
+        from: ConnId,
+        user: &str,
+        message: Arc<Published>,
+        reference: Option<String>,
+    ) -> Result<(), usize> {
+        let others = self.shared.mailboxes.len() - 1;
+        if others > 0 {
+            let own = &self.shared.mailboxes[self.index];
+            if let Some(reserved) = (0..others).position(|_| !own.reserve(0)) {
+                (0..reserved).for_each(|_| own.cancel(0));
+                return Err(self.index);
+            }
+            if let Err(full) = self.reserve_others(message.frame.len()) {
+                (0..others).for_each(|_| own.cancel(0));
+                return Err(full);
+            }
+        }
+        let delivered = self.broker(|broker, out| broker.send_local(user, &message, out));
+        let pending = PendingSend {
+            conn: from,
+            reference,
+            delivered,
+            waiting: others,
+        };
+        if others == 0 {
+            self.answer_send(pending);
+            return Ok(());
+        }
+        let n = self.next_send.get() + 1;
+        self.next_send.set(n);
+        self.sends.borrow_mut().insert(n, pending);
+        let user: Arc<str> = user.into();
+        for (_, mailbox) in self.others() {
+            mailbox.push_reserved(Inbound::Direct {
+                user: user.clone(),
+                message: message.clone(),
+                origin: self.index,
+                send: n,
+            });
+        }
+        Ok(())
+    }
+
+    fn answer_send(&self, done: PendingSend) {
+        let Some(reference) = done.reference else {
+            return;
+        };
+        if let Some(conn) = self.conns.borrow().get(&done.conn) {
+            let ok = wsedge_core::protocol::reply::ok_delivered(&reference, done.delivered);
+            conn.send(wsedge_core::protocol::Priority::Critical, ok);
+        }
+    }
+
+    /// Every other shard's mailbox, with its index.
+    fn others(&self) -> impl Iterator<Item = (usize, &Mailbox)> + Clone {
+        let index = self.index;
+        self.shared
+            .mailboxes
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i != index)
+    }
+
+    /// Reserves room for one message of `bytes` in every other shard's mailbox, or in none (the
+    /// index of a full one).
+    fn reserve_others(&self, bytes: usize) -> Result<(), usize> {
+        if let Some((full, _)) = self.others().find(|(_, mailbox)| !mailbox.reserve(bytes)) {
+            self.others()
+                .take_while(|(i, _)| *i != full)
+                .for_each(|(_, mailbox)| mailbox.cancel(bytes));
+            return Err(full);
+        }
+        Ok(())
     }
 
     /// Sends `message` to every other shard, or to none: when one shard's queue has no room,
     /// nothing is queued anywhere and that shard's index is returned.
     pub fn forward(&self, message: &Arc<Published>) -> Result<(), usize> {
-        let bytes = message.frame.len();
-        let others = || {
-            let index = self.index;
-            self.shared
-                .mailboxes
-                .iter()
-                .enumerate()
-                .filter(move |(i, _)| *i != index)
-        };
-        if let Some((full, _)) = others().find(|(_, mailbox)| !mailbox.reserve(bytes)) {
-            others()
-                .take_while(|(i, _)| *i != full)
-                .for_each(|(_, mailbox)| mailbox.cancel(bytes));
-            return Err(full);
+        self.reserve_others(message.frame.len())?;
+        for (_, mailbox) in self.others() {
+            mailbox.push_reserved(Inbound::Publish(message.clone()));
         }
-        others().for_each(|(_, mailbox)| mailbox.push_reserved(Inbound::Publish(message.clone())));
         Ok(())
     }
 

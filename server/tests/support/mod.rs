@@ -138,6 +138,26 @@ impl TestServer {
     }
 }
 
+/// Starts the binary with `overrides` expecting it to refuse; returns what it printed on stderr.
+pub async fn start_error(overrides: &[(&str, &str)]) -> Result<String> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsedge"));
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .env("WSEDGE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (key, value) in overrides {
+        cmd.env(format!("WSEDGE_{key}"), value);
+    }
+    let output = tokio::time::timeout(STEP, cmd.spawn()?.wait_with_output())
+        .await
+        .context("the server started")??;
+    if output.status.success() {
+        bail!("the server exited with success");
+    }
+    Ok(String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
 /// A WebSocket upgrade request for `path`, as raw bytes.
 pub fn upgrade_request(path: &str) -> String {
     format!(
@@ -227,6 +247,8 @@ pub struct Client {
     pub ws: Ws,
     pub shard: u64,
     pub connection: String,
+    /// The welcome's `user` (null when anonymous).
+    pub user: Value,
 }
 
 impl Client {
@@ -242,11 +264,19 @@ impl Client {
                 .headers_mut()
                 .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(p)?);
         }
+        Self::connect_request(request).await
+    }
+
+    /// Connects with `request` (any path, query and headers) and reads the welcome.
+    pub async fn connect_request(
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Result<Client> {
         let (ws, _) = tokio_tungstenite::connect_async(request).await?;
         let mut client = Client {
             ws,
             shard: 0,
             connection: String::new(),
+            user: Value::Null,
         };
         let welcome = client.recv_json().await?;
         assert_eq!(welcome["op"], "welcome", "{welcome}");
@@ -256,6 +286,7 @@ impl Client {
             .as_str()
             .context("connection")?
             .to_string();
+        client.user = welcome["user"].clone();
         Ok(client)
     }
 
@@ -312,6 +343,14 @@ impl Client {
     pub async fn subscribe(&mut self, channel: &str) -> Result<()> {
         self.request_ok(json!({"op": "subscribe", "channel": channel}), "sub")
             .await
+    }
+
+    /// Closes the connection and waits for the server's close frame: by then the server has
+    /// dropped the connection from its shard.
+    pub async fn close(mut self) -> Result<()> {
+        self.ws.close(None).await?;
+        while !self.recv().await?.is_close() {}
+        Ok(())
     }
 
     /// Expects a close frame and returns its code and reason.

@@ -18,17 +18,10 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use super::effects::Effects;
+use super::members::Subscriber;
 use crate::ids::{ConnId, IdMap};
 use crate::message::Published;
 use crate::protocol::Priority;
-
-/// A channel's subscriber, as its batches need it.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Subscriber {
-    pub(super) id: ConnId,
-    /// Takes the lz4 variants of frames.
-    pub(super) lz4: bool,
-}
 
 /// A channel's messages waiting for the shard's next release.
 #[derive(Debug, Default)]

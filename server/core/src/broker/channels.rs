@@ -5,24 +5,23 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::batch::{Batch, Subscriber};
+use super::batch::Batch;
 use super::effects::Effects;
-use crate::ids::{ConnId, IdMap};
+use super::members::{Members, Subscriber};
+use crate::ids::ConnId;
 use crate::message::Published;
+use crate::protocol::Priority;
 
 /// One channel on this shard.
 #[derive(Debug, Default)]
 struct Channel {
-    /// Subscribers in no particular order (kept dense, so a delivery copies a slice of ids).
-    subs: Vec<Subscriber>,
-    /// Connection id → its place in `subs`.
-    index: IdMap<ConnId, usize>,
+    subs: Members,
     batch: Batch,
 }
 
 impl Channel {
     fn release(&mut self, out: &mut Effects) {
-        self.batch.deliver(&self.subs, out);
+        self.batch.deliver(self.subs.as_slice(), out);
     }
 }
 
@@ -41,9 +40,9 @@ impl Channels {
             Some(entry) => entry,
             None => self.map.entry(channel.into()).or_default(),
         };
-        entry.index.insert(id, entry.subs.len());
-        entry.subs.push(Subscriber { id, lz4 });
-        entry.batch.join(id);
+        if entry.subs.insert(Subscriber { id, lz4 }) {
+            entry.batch.join(id);
+        }
     }
 
     /// Removes `id` from `channel`. With `out`, it gets the messages waiting in the channel's
@@ -52,13 +51,9 @@ impl Channels {
         let Some(entry) = self.map.get_mut(channel) else {
             return;
         };
-        let Some(at) = entry.index.remove(&id) else {
+        let Some(leaving) = entry.subs.remove(id) else {
             return;
         };
-        let leaving = entry.subs.swap_remove(at);
-        if let Some(moved) = entry.subs.get(at) {
-            entry.index.insert(moved.id, at);
-        }
         entry.batch.leave(leaving, out);
         if entry.subs.is_empty() {
             self.map.remove(channel);
@@ -77,8 +72,7 @@ impl Channels {
         let Some(entry) = self.map.get_mut(&*message.channel) else {
             return;
         };
-        let critical = message.priority == crate::protocol::Priority::Critical;
-        if critical {
+        if message.priority == Priority::Critical {
             entry.release(out);
         } else if batch || !entry.batch.is_empty() {
             if entry.batch.is_empty() {
@@ -91,7 +85,21 @@ impl Channels {
             }
             return;
         }
-        out.deliver(message, entry.subs.iter().map(|s| s.id));
+        out.deliver(message, entry.subs.ids());
+    }
+
+    /// Sends `channel`'s waiting batch out now and appends its subscribers to `out` (a publish
+    /// that pattern subscribers get too is delivered at once; see [`super::Broker::publish`]).
+    pub(super) fn release_and_list(
+        &mut self,
+        channel: &str,
+        effects: &mut Effects,
+        out: &mut Vec<ConnId>,
+    ) {
+        if let Some(entry) = self.map.get_mut(channel) {
+            entry.release(effects);
+            out.extend(entry.subs.ids());
+        }
     }
 
     /// Sends every waiting batch out.

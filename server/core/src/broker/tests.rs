@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::auth::Permissions;
 use crate::protocol::frame::{self, OpCode};
 use crate::protocol::Priority;
 
@@ -15,6 +16,14 @@ fn broker() -> Broker {
         max_subscriptions: 4,
         max_batch_bytes: 1000,
     })
+}
+
+fn peer() -> Peer {
+    Peer {
+        lz4: false,
+        user: None,
+        permissions: Arc::new(Permissions::all()),
+    }
 }
 
 fn conn(n: u64) -> ConnId {
@@ -75,7 +84,7 @@ fn deliveries(list: &[(u64, &str)]) -> Vec<(ConnId, String)> {
 fn an_idle_shard_delivers_at_once_to_every_subscriber_of_the_channel() {
     let (mut b, mut out) = (broker(), Effects::default());
     for n in 1..=3 {
-        b.connect(conn(n), false);
+        b.connect(conn(n), peer());
     }
     b.subscribe(conn(1), "a").unwrap();
     b.subscribe(conn(2), "a").unwrap();
@@ -89,7 +98,7 @@ fn an_idle_shard_delivers_at_once_to_every_subscriber_of_the_channel() {
 #[test]
 fn a_busy_shard_batches_until_the_release_then_sends_one_unit_per_subscriber() {
     let (mut b, mut out) = (broker(), Effects::default());
-    b.connect(conn(1), false);
+    b.connect(conn(1), peer());
     b.subscribe(conn(1), "a").unwrap();
     b.publish(&message("a", "m1", Priority::Normal), BATCH, &mut out);
     b.publish(&message("a", "m2", Priority::Normal), BATCH, &mut out);
@@ -111,7 +120,7 @@ fn a_busy_shard_batches_until_the_release_then_sends_one_unit_per_subscriber() {
 #[test]
 fn a_batch_reaching_max_bytes_goes_out_at_once() {
     let (mut b, mut out) = (broker(), Effects::default());
-    b.connect(conn(1), false);
+    b.connect(conn(1), peer());
     b.subscribe(conn(1), "a").unwrap();
     let big = "x".repeat(600);
     b.publish(&message("a", &big, Priority::Normal), BATCH, &mut out);
@@ -128,7 +137,7 @@ fn a_batch_reaching_max_bytes_goes_out_at_once() {
 #[test]
 fn a_critical_message_sends_the_waiting_batch_ahead_of_itself_and_never_waits() {
     let (mut b, mut out) = (broker(), Effects::default());
-    b.connect(conn(1), false);
+    b.connect(conn(1), peer());
     b.subscribe(conn(1), "a").unwrap();
     b.publish(&message("a", "m1", Priority::Normal), BATCH, &mut out);
     b.publish(&message("a", "c", Priority::Critical), BATCH, &mut out);
@@ -145,7 +154,7 @@ fn a_critical_message_sends_the_waiting_batch_ahead_of_itself_and_never_waits() 
 fn batch_membership_is_decided_at_publish_time() {
     let (mut b, mut out) = (broker(), Effects::default());
     for n in 1..=3 {
-        b.connect(conn(n), false);
+        b.connect(conn(n), peer());
     }
     b.subscribe(conn(1), "a").unwrap();
     b.subscribe(conn(2), "a").unwrap();
@@ -167,7 +176,7 @@ fn batch_membership_is_decided_at_publish_time() {
 #[test]
 fn lanes_are_sent_as_separate_units_each_in_publish_order() {
     let (mut b, mut out) = (broker(), Effects::default());
-    b.connect(conn(1), false);
+    b.connect(conn(1), peer());
     b.subscribe(conn(1), "a").unwrap();
     b.publish(&message("a", "n1", Priority::Normal), BATCH, &mut out);
     b.publish(&message("a", "h1", Priority::High), BATCH, &mut out);
@@ -191,8 +200,8 @@ fn lanes_are_sent_as_separate_units_each_in_publish_order() {
 #[test]
 fn a_disconnected_connection_leaves_every_channel_and_gets_nothing_more() {
     let (mut b, mut out) = (broker(), Effects::default());
-    b.connect(conn(1), false);
-    b.connect(conn(2), false);
+    b.connect(conn(1), peer());
+    b.connect(conn(2), peer());
     b.subscribe(conn(1), "a").unwrap();
     b.subscribe(conn(1), "b").unwrap();
     b.subscribe(conn(2), "a").unwrap();
@@ -207,7 +216,7 @@ fn a_disconnected_connection_leaves_every_channel_and_gets_nothing_more() {
 #[test]
 fn subscriptions_are_bounded_and_unsubscribing_needs_a_subscription() {
     let (mut b, mut out) = (broker(), Effects::default());
-    b.connect(conn(1), false);
+    b.connect(conn(1), peer());
     for channel in ["a", "b", "c", "d"] {
         b.subscribe(conn(1), channel).unwrap();
     }
@@ -222,4 +231,131 @@ fn subscriptions_are_bounded_and_unsubscribing_needs_a_subscription() {
         Err(ErrorCode::NotSubscribed)
     );
     b.subscribe(conn(1), "e").unwrap();
+}
+
+#[test]
+fn pattern_subscribers_get_matching_channels_once_however_many_subscriptions_match() {
+    let (mut b, mut out) = (broker(), Effects::default());
+    for n in 1..=4 {
+        b.connect(conn(n), peer());
+    }
+    b.subscribe(conn(1), "news.*").unwrap();
+    b.subscribe(conn(2), "news.>").unwrap();
+    // 3 holds the channel, a pattern and a wider pattern: still one copy.
+    for name in ["news.eu", "news.*", ">"] {
+        b.subscribe(conn(3), name).unwrap();
+    }
+    b.subscribe(conn(4), "sports.*").unwrap();
+    b.publish(&message("news.eu", "m1", Priority::Normal), NOW, &mut out);
+    assert_eq!(
+        sent(&mut out).deliveries,
+        deliveries(&[(1, "m1"), (2, "m1"), (3, "m1")])
+    );
+    b.publish(
+        &message("news.eu.fr", "m2", Priority::Normal),
+        NOW,
+        &mut out,
+    );
+    assert_eq!(
+        sent(&mut out).deliveries,
+        deliveries(&[(2, "m2"), (3, "m2")])
+    );
+    b.unsubscribe(conn(2), "news.>", &mut out).unwrap();
+    b.disconnect(conn(3));
+    b.publish(
+        &message("news.eu.fr", "m3", Priority::Normal),
+        NOW,
+        &mut out,
+    );
+    assert!(sent(&mut out).deliveries.is_empty());
+}
+
+#[test]
+fn a_pattern_matched_publish_sends_the_channels_waiting_batch_first() {
+    let (mut b, mut out) = (broker(), Effects::default());
+    b.connect(conn(1), peer());
+    b.connect(conn(2), peer());
+    b.subscribe(conn(1), "news.eu").unwrap();
+    b.publish(&message("news.eu", "m1", Priority::Normal), BATCH, &mut out);
+    b.subscribe(conn(2), "news.*").unwrap();
+    b.publish(&message("news.eu", "m2", Priority::Normal), BATCH, &mut out);
+    let mut order = Vec::new();
+    out.drain(|action| match action {
+        Action::Frames { to, frames, .. } => order.push((to, payloads(&frames))),
+        Action::Deliver { message, to } => {
+            let text = String::from_utf8(frame::payload_of(&message.frame).to_vec()).unwrap();
+            order.extend(to.iter().map(|&id| (id, text.clone())));
+        }
+        Action::Arm => {}
+    });
+    assert_eq!(
+        order,
+        deliveries(&[(1, "m1"), (1, "m2"), (2, "m2")]),
+        "1 gets m1 before m2; 2 subscribed after m1"
+    );
+}
+
+#[test]
+fn permissions_decide_what_a_connection_may_subscribe_and_publish_to() {
+    let (mut b, mut out) = (broker(), Effects::default());
+    let limited = Permissions::new(vec!["news.>".into()], vec!["chat.*".into()]);
+    b.connect(
+        conn(1),
+        Peer {
+            permissions: Arc::new(limited),
+            ..peer()
+        },
+    );
+    b.subscribe(conn(1), "news.*").unwrap();
+    b.subscribe(conn(1), "news.eu.fr").unwrap();
+    for denied in [">", "news", "chat.x", "*.eu"] {
+        let refusal = b.subscribe(conn(1), denied).unwrap_err();
+        assert_eq!(refusal.code(), ErrorCode::Forbidden, "{denied}");
+    }
+    assert_eq!(b.check_publish(conn(1), "chat.x"), Ok(()));
+    assert!(b.check_publish(conn(1), "news.eu").is_err());
+    // A refreshed token's permissions apply from then on.
+    b.refresh(conn(1), Arc::new(Permissions::all()));
+    b.subscribe(conn(1), ">").unwrap();
+    assert_eq!(b.check_publish(conn(1), "news.eu"), Ok(()));
+    let _ = sent(&mut out);
+}
+
+#[test]
+fn a_direct_message_reaches_every_connection_of_its_user_on_this_shard() {
+    let (mut b, mut out) = (broker(), Effects::default());
+    let user = |name: &str| Peer {
+        user: Some(name.into()),
+        ..peer()
+    };
+    b.connect(conn(1), user("alice"));
+    b.connect(conn(2), user("alice"));
+    b.connect(conn(3), user("bob"));
+    b.connect(conn(4), peer());
+    let m = message("", "hi", Priority::Normal);
+    assert_eq!(b.send_local("alice", &m, &mut out), 2);
+    assert_eq!(
+        sent(&mut out).deliveries,
+        deliveries(&[(1, "hi"), (2, "hi")])
+    );
+    assert_eq!(b.send_local("nobody", &m, &mut out), 0);
+    b.disconnect(conn(1));
+    assert_eq!(b.send_local("alice", &m, &mut out), 1);
+    b.disconnect(conn(2));
+    assert_eq!(b.send_local("alice", &m, &mut out), 0);
+    let _ = sent(&mut out);
+    // Sending is publishing to user.<id> as far as permissions go.
+    let limited = Permissions::new(vec![], vec!["user.bob".into()]);
+    b.connect(
+        conn(5),
+        Peer {
+            permissions: Arc::new(limited),
+            ..peer()
+        },
+    );
+    assert_eq!(b.check_send(conn(5), "bob"), Ok(()));
+    assert_eq!(
+        b.check_send(conn(5), "alice").map_err(|r| r.code()),
+        Err(ErrorCode::Forbidden)
+    );
 }

@@ -1,14 +1,25 @@
 //! Per-connection state: the one source of truth for what a connection is subscribed to.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
+use crate::auth::Permissions;
 use crate::ids::{ConnId, IdMap};
+
+/// Who a connection is, as it connects.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// It takes `wsedge.v1.lz4` frames.
+    pub lz4: bool,
+    /// The token's `sub`; `None` when anonymous.
+    pub user: Option<Arc<str>>,
+    pub permissions: Arc<Permissions>,
+}
 
 /// A connection as the broker knows it.
 #[derive(Debug)]
 pub(super) struct ConnState {
-    /// It takes `wsedge.v1.lz4` frames.
-    pub(super) lz4: bool,
+    pub(super) peer: Peer,
     pub(super) subscriptions: HashSet<Box<str>>,
 }
 
@@ -17,20 +28,21 @@ pub(super) struct ConnState {
 pub(super) struct Conns(IdMap<ConnId, ConnState>);
 
 impl Conns {
-    pub(super) fn insert(&mut self, id: ConnId, lz4: bool) {
+    pub(super) fn insert(&mut self, id: ConnId, peer: Peer) {
         let state = ConnState {
-            lz4,
+            peer,
             subscriptions: HashSet::new(),
         };
         self.0.insert(id, state);
     }
 
-    /// Forgets `id`; returns the channels it was subscribed to.
-    pub(super) fn remove(&mut self, id: ConnId) -> HashSet<Box<str>> {
-        self.0
-            .remove(&id)
-            .map(|state| state.subscriptions)
-            .unwrap_or_default()
+    /// Forgets `id`; returns what it was.
+    pub(super) fn remove(&mut self, id: ConnId) -> Option<ConnState> {
+        self.0.remove(&id)
+    }
+
+    pub(super) fn get(&self, id: ConnId) -> Option<&ConnState> {
+        self.0.get(&id)
     }
 
     pub(super) fn get_mut(&mut self, id: ConnId) -> Option<&mut ConnState> {

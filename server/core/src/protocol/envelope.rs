@@ -9,7 +9,9 @@ use simd_json::borrowed::Value;
 use simd_json::prelude::*;
 use simd_json::Buffers;
 
-use super::{is_valid_channel, json_check, Priority, MAX_CHANNEL_LEN};
+use super::{json_check, Priority};
+use crate::auth::MAX_USER_LEN;
+use crate::topic::{self, BadName};
 
 /// A JSON value borrowed from the request buffer.
 pub type Json<'a> = Value<'a>;
@@ -39,6 +41,16 @@ pub enum Op<'a> {
     Echo {
         data: Json<'a>,
     },
+    /// A direct message to every connection of `user`.
+    Send {
+        user: Cow<'a, str>,
+        data: Json<'a>,
+        priority: Priority,
+    },
+    /// Replace the connection's token (same `sub`).
+    Refresh {
+        token: Cow<'a, str>,
+    },
 }
 
 /// Machine-readable error codes sent in `{"op":"error","code":...}`.
@@ -55,6 +67,8 @@ pub enum ErrorCode {
     NotSubscribed,
     Overloaded,
     RateLimited,
+    Forbidden,
+    InvalidToken,
 }
 
 impl ErrorCode {
@@ -72,6 +86,8 @@ impl ErrorCode {
             ErrorCode::NotSubscribed => "not_subscribed",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::InvalidToken => "invalid_token",
         }
     }
 }
@@ -85,6 +101,15 @@ pub struct Rejection<'a> {
 }
 
 impl<'a> Rejection<'a> {
+    /// The same rejection, answering `reference`.
+    fn with<'b>(self, reference: Option<Json<'b>>) -> Rejection<'b> {
+        Rejection {
+            reference,
+            code: self.code,
+            message: self.message,
+        }
+    }
+
     pub fn new(reference: Option<Json<'a>>, code: ErrorCode, message: impl Into<String>) -> Self {
         Rejection {
             reference,
@@ -139,7 +164,7 @@ pub fn parse<'a>(
     };
     let op = match &*op {
         "subscribe" | "unsubscribe" | "publish" => {
-            let channel = match channel(field("channel")) {
+            let channel = match channel(field("channel"), &op != "publish") {
                 Ok(channel) => channel,
                 Err((code, message)) => return Err(Rejection::new(reference, code, message)),
             };
@@ -147,18 +172,9 @@ pub fn parse<'a>(
                 "subscribe" => Op::Subscribe { channel },
                 "unsubscribe" => Op::Unsubscribe { channel },
                 _ => {
-                    let priority = match field("priority") {
-                        None => Priority::Normal,
-                        Some(p) => match p.as_str().and_then(Priority::parse) {
-                            Some(p) => p,
-                            None => {
-                                return Err(Rejection::new(
-                                    reference,
-                                    ErrorCode::InvalidField,
-                                    "\"priority\" must be one of \"low\", \"normal\", \"high\", \"critical\"",
-                                ))
-                            }
-                        },
+                    let priority = match priority(field("priority")) {
+                        Ok(priority) => priority,
+                        Err(rejection) => return Err(rejection.with(reference)),
                     };
                     match field("data") {
                         Some(data) => Op::Publish {
@@ -171,7 +187,55 @@ pub fn parse<'a>(
                 }
             }
         }
+        "send" => {
+            let user = match field("user") {
+                Some(Value::String(user)) if (1..=MAX_USER_LEN).contains(&user.len()) => user,
+                Some(_) => {
+                    return Err(Rejection::new(
+                        reference,
+                        ErrorCode::InvalidField,
+                        format!("\"user\" must be a string of 1-{MAX_USER_LEN} bytes"),
+                    ))
+                }
+                None => {
+                    return Err(Rejection::new(
+                        reference,
+                        ErrorCode::MissingField,
+                        "missing field \"user\"",
+                    ))
+                }
+            };
+            let priority = match priority(field("priority")) {
+                Ok(priority) => priority,
+                Err(rejection) => return Err(rejection.with(reference)),
+            };
+            match field("data") {
+                Some(data) => Op::Send {
+                    user,
+                    data,
+                    priority,
+                },
+                None => return Err(missing_data(reference)),
+            }
+        }
         "ping" => Op::Ping,
+        "refresh" => match field("token") {
+            Some(Value::String(token)) => Op::Refresh { token },
+            Some(_) => {
+                return Err(Rejection::new(
+                    reference,
+                    ErrorCode::InvalidField,
+                    "\"token\" must be a string (a JWT)",
+                ))
+            }
+            None => {
+                return Err(Rejection::new(
+                    reference,
+                    ErrorCode::MissingField,
+                    "missing field \"token\"",
+                ))
+            }
+        },
         "echo" => match field("data") {
             Some(data) => Op::Echo { data },
             None => return Err(missing_data(reference)),
@@ -185,7 +249,7 @@ pub fn parse<'a>(
                 reference,
                 ErrorCode::UnknownOp,
                 format!(
-                    "unknown op {shown:?}; expected subscribe, unsubscribe, publish, ping or echo"
+                    "unknown op {shown:?}; expected subscribe, unsubscribe, publish, send, ping, echo or refresh"
                 ),
             ));
         }
@@ -193,23 +257,41 @@ pub fn parse<'a>(
     Ok(Request { op, reference })
 }
 
+/// Checks a `priority` field (default `normal`); the rejection's `ref` is filled in by the caller.
+fn priority(value: Option<Json<'_>>) -> Result<Priority, Rejection<'static>> {
+    match value {
+        None => Ok(Priority::Normal),
+        Some(p) => p.as_str().and_then(Priority::parse).ok_or_else(|| {
+            Rejection::new(
+                None,
+                ErrorCode::InvalidField,
+                "\"priority\" must be one of \"low\", \"normal\", \"high\", \"critical\"",
+            )
+        }),
+    }
+}
+
 fn missing_data(reference: Option<Json<'_>>) -> Rejection<'_> {
     Rejection::new(reference, ErrorCode::MissingField, "missing field \"data\"")
 }
 
-/// Checks a `channel` field.
-fn channel(value: Option<Json<'_>>) -> Result<Cow<'_, str>, (ErrorCode, String)> {
-    let bad = || {
-        (
-            ErrorCode::BadChannel,
-            format!("\"channel\" must be 1-{MAX_CHANNEL_LEN} bytes of [A-Za-z0-9_.:-]"),
-        )
+/// Checks a `channel` field: a channel name, or with `pattern_ok` (subscribing) a pattern too.
+fn channel(value: Option<Json<'_>>, pattern_ok: bool) -> Result<Cow<'_, str>, (ErrorCode, String)> {
+    let name = match value {
+        None => return Err((ErrorCode::MissingField, "missing field \"channel\"".into())),
+        Some(Value::String(name)) => name,
+        Some(_) => return Err(bad_channel(BadName::Syntax)),
     };
-    match value {
-        None => Err((ErrorCode::MissingField, "missing field \"channel\"".into())),
-        Some(Value::String(name)) if is_valid_channel(&name) => Ok(name),
-        Some(_) => Err(bad()),
-    }
+    let checked = if pattern_ok {
+        topic::check_pattern(&name)
+    } else {
+        topic::check_channel(&name)
+    };
+    checked.map(|()| name).map_err(bad_channel)
+}
+
+fn bad_channel(why: BadName) -> (ErrorCode, String) {
+    (ErrorCode::BadChannel, format!("\"channel\" {why}"))
 }
 
 #[cfg(test)]
@@ -236,6 +318,9 @@ mod tests {
                 .unwrap()
                 .contains("Subscribe")
         );
+        assert!(parse_str(r#"{"op":"subscribe","channel":"news.>"}"#)
+            .unwrap()
+            .contains("news.>"));
         assert!(parse_str(r#"{"op":"unsubscribe","channel":"x"}"#)
             .unwrap()
             .contains("Unsubscribe"));
@@ -250,6 +335,11 @@ mod tests {
         assert!(parse_str(r#"{"op":"publish","channel":"x","data":null}"#)
             .unwrap()
             .contains("Normal"));
+        assert!(
+            parse_str(r#"{"op":"send","user":"bob","data":[1],"priority":"low"}"#)
+                .unwrap()
+                .contains("Send")
+        );
         assert!(parse_str(r#"{"op":"ping","ref":{"a":1}}"#)
             .unwrap()
             .contains("Ping"));
@@ -274,6 +364,26 @@ mod tests {
             ),
             (r#"{"op":"subscribe","channel":"a b"}"#, None, "bad_channel"),
             (r#"{"op":"subscribe","channel":7}"#, None, "bad_channel"),
+            (
+                r#"{"op":"subscribe","channel":"a.>.b"}"#,
+                None,
+                "bad_channel",
+            ),
+            (
+                r#"{"op":"subscribe","channel":"news*"}"#,
+                None,
+                "bad_channel",
+            ),
+            (
+                r#"{"op":"publish","channel":"news.*","data":1}"#,
+                None,
+                "bad_channel",
+            ),
+            (
+                r#"{"op":"publish","channel":">","data":1}"#,
+                None,
+                "bad_channel",
+            ),
             (r#"{"op":"publish","channel":"c"}"#, None, "missing_field"),
             (
                 r#"{"op":"publish","channel":"c","data":1,"priority":"urgent"}"#,
@@ -281,12 +391,27 @@ mod tests {
                 "invalid_field",
             ),
             (r#"{"op":"echo"}"#, None, "missing_field"),
+            (r#"{"op":"refresh"}"#, None, "missing_field"),
+            (
+                r#"{"op":"send","data":1,"ref":5}"#,
+                Some("5"),
+                "missing_field",
+            ),
+            (r#"{"op":"send","user":"","data":1}"#, None, "invalid_field"),
+            (r#"{"op":"send","user":7,"data":1}"#, None, "invalid_field"),
+            (r#"{"op":"send","user":"u"}"#, None, "missing_field"),
+            (
+                r#"{"op":"send","user":"u","data":1,"priority":"x","ref":6}"#,
+                Some("6"),
+                "invalid_field",
+            ),
+            (r#"{"op":"refresh","token":1}"#, None, "invalid_field"),
         ];
         for (input, reference, code) in cases {
             let got = parse_str(input).unwrap_err();
             assert_eq!((got.0.as_deref(), got.1), (reference, code), "{input}");
         }
-        let long = "c".repeat(MAX_CHANNEL_LEN + 1);
+        let long = "c".repeat(crate::protocol::MAX_CHANNEL_LEN + 1);
         let err = parse_str(&format!(r#"{{"op":"subscribe","channel":"{long}"}}"#)).unwrap_err();
         assert_eq!(err.1, "bad_channel");
     }

@@ -44,11 +44,3 @@ impl Priority {
 
 /// Longest channel name in bytes.
 pub const MAX_CHANNEL_LEN: usize = 128;
-
-/// True when `name` is 1–128 bytes of `[A-Za-z0-9_.:-]`.
-pub fn is_valid_channel(name: &str) -> bool {
-    (1..=MAX_CHANNEL_LEN).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-}

@@ -70,13 +70,17 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// `{"op":"welcome","connection":"<id>","shard":<n>,"protocol":1}`
-pub fn welcome(connection: &str, shard: usize) -> Bytes {
-    Writer::new(80)
-        .raw(r#"{"op":"welcome","connection":"#)
+/// `{"op":"welcome","connection":"<id>","shard":<n>,"protocol":1,"user":"<sub>"|null}`
+pub fn welcome(connection: &str, shard: usize, user: Option<&str>) -> Bytes {
+    let mut w = Writer::new(96 + user.map_or(0, str::len));
+    w.raw(r#"{"op":"welcome","connection":"#)
         .string(connection)
-        .raw(&format!(r#","shard":{shard},"protocol":1}}"#))
-        .finish()
+        .raw(&format!(r#","shard":{shard},"protocol":1,"user":"#));
+    match user {
+        Some(user) => w.string(user),
+        None => w.raw("null"),
+    };
+    w.raw("}").finish()
 }
 
 /// `{"op":"ok","ref":<ref>}`
@@ -141,6 +145,42 @@ pub fn message(
         .finish()
 }
 
+/// `{"op":"message","user":"<to>","from":"<sender>"|null,"id":"<id>","priority":"<p>","data":<data>}`
+pub fn direct(
+    to: &str,
+    from: Option<&str>,
+    id: &str,
+    priority: Priority,
+    data: &Json<'_>,
+    size_hint: usize,
+) -> Bytes {
+    let mut w = Writer::new(size_hint + to.len() + from.map_or(4, str::len) + id.len() + 80);
+    w.raw(r#"{"op":"message","user":"#)
+        .string(to)
+        .raw(r#","from":"#);
+    match from {
+        Some(from) => w.string(from),
+        None => w.raw("null"),
+    };
+    w.raw(r#","id":"#)
+        .string(id)
+        .raw(r#","priority":""#)
+        .raw(priority.as_str())
+        .raw(r#"","data":"#)
+        .value(data)
+        .raw("}")
+        .finish()
+}
+
+/// `{"op":"ok","ref":<ref>,"delivered":<n>}`, the ref already encoded as JSON text.
+pub fn ok_delivered(reference: &str, delivered: usize) -> Bytes {
+    Writer::new(48 + reference.len())
+        .raw(r#"{"op":"ok","ref":"#)
+        .raw(reference)
+        .raw(&format!(r#","delivered":{delivered}}}"#))
+        .finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,8 +197,12 @@ mod tests {
         let v = simd_json::to_borrowed_value(&mut buf).unwrap();
         let (data, r) = (v.get("x").unwrap(), v.get("r").unwrap());
         assert_eq!(
-            text(&welcome("0-1", 1)),
-            r#"{"op":"welcome","connection":"0-1","shard":1,"protocol":1}"#
+            text(&welcome("0-1", 1, None)),
+            r#"{"op":"welcome","connection":"0-1","shard":1,"protocol":1,"user":null}"#
+        );
+        assert_eq!(
+            text(&welcome("0-1", 1, Some("a\"b"))),
+            r#"{"op":"welcome","connection":"0-1","shard":1,"protocol":1,"user":"a\"b"}"#
         );
         assert_eq!(text(&ok(r)), r#"{"op":"ok","ref":"id-1"}"#);
         assert_eq!(text(&pong(None)), r#"{"op":"pong"}"#);
@@ -169,6 +213,25 @@ mod tests {
         assert_eq!(
             text(&message("c", "a-1", Priority::High, data, 0)),
             r#"{"op":"message","channel":"c","id":"a-1","priority":"high","data":[1,"two",null]}"#
+        );
+        assert_eq!(
+            text(&direct("bob", None, "a-2", Priority::Low, data, 0)),
+            r#"{"op":"message","user":"bob","from":null,"id":"a-2","priority":"low","data":[1,"two",null]}"#
+        );
+        assert_eq!(
+            text(&direct(
+                "bob",
+                Some("al\"ice"),
+                "a-3",
+                Priority::Normal,
+                data,
+                0
+            )),
+            r#"{"op":"message","user":"bob","from":"al\"ice","id":"a-3","priority":"normal","data":[1,"two",null]}"#
+        );
+        assert_eq!(
+            text(&ok_delivered(r#""r1""#, 3)),
+            r#"{"op":"ok","ref":"r1","delivered":3}"#
         );
         let e = error(None, ErrorCode::UnknownOp, "bad \"op\"\n\u{1}");
         assert_eq!(
