@@ -9,7 +9,16 @@
 use super::error::ConfigError;
 
 /// The sections of the config file, as they appear in variable names.
-const SECTIONS: [&str; 6] = ["server", "connection", "protocol", "limits", "tls", "auth"];
+const SECTIONS: [&str; 8] = [
+    "server",
+    "connection",
+    "protocol",
+    "limits",
+    "tls",
+    "auth",
+    "groups",
+    "presence",
+];
 
 /// Environment variables of wsedge's that are not config keys.
 const NON_KEY_ENV: [&str; 2] = ["WSEDGE_CONFIG", "WSEDGE_LOG"];

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use wsedge_core::protocol::Balance;
 
 /// The shipped configuration file; every key it sets equals the default constant below.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../../config/wsedge.toml");
@@ -81,6 +82,8 @@ pub struct FileConfig {
     pub limits: LimitsSection,
     pub tls: TlsSection,
     pub auth: AuthSection,
+    pub groups: GroupsSection,
+    pub presence: PresenceSection,
     /// Keys set by environment variables, so that their errors name the variable.
     #[serde(skip)]
     overrides: env::Overrides,
@@ -225,6 +228,10 @@ pub struct Config {
     pub max_json_depth: usize,
     pub rate_limits: RateLimits,
     pub auth: Auth,
+    /// `groups.balance`.
+    pub default_balance: Balance,
+    /// `presence.max_users`.
+    pub presence_max_users: usize,
 }
 
 /// How many client sockets the server keeps at once, resolved against the open-file limit.
@@ -307,6 +314,8 @@ impl FileConfig {
     fn check(self) -> Result<Config, ConfigError> {
         let rate_limits = self.limits.validate(self.connection.max_message_size)?;
         let auth = self.auth.validate()?;
+        let default_balance = self.groups.validate()?;
+        let presence_max_users = self.presence.validate()?;
         let (s, c, p, t) = (self.server, self.connection, self.protocol, self.tls);
         let listen = s.listen.parse().map_err(|e| {
             invalid(
@@ -454,6 +463,8 @@ impl FileConfig {
             max_json_depth: p.max_json_depth,
             rate_limits,
             auth,
+            default_balance,
+            presence_max_users,
         })
     }
 }
@@ -461,10 +472,12 @@ impl FileConfig {
 mod auth;
 mod env;
 mod error;
+mod groups;
 mod limits;
 pub use auth::{Auth, AuthSection};
 pub use error::ConfigError;
 use error::{invalid, parse_error, positive};
+pub use groups::{GroupsSection, PresenceSection};
 pub use limits::LimitsSection;
 pub use limits::{
     DEFAULT_CONTROL_FRAMES_BURST, DEFAULT_CONTROL_FRAMES_PER_S, DEFAULT_MESSAGES_BURST,

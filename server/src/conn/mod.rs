@@ -9,12 +9,13 @@
 pub mod session;
 pub mod transport;
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use wsedge_core::auth::Permissions;
+use wsedge_core::broker::Load;
 use wsedge_core::ids::ConnId;
 use wsedge_core::message::Published;
 use wsedge_core::outbox::{Outbox, Push};
@@ -102,6 +103,8 @@ pub struct Conn {
     /// When its token expires (close 4001), and whether that changed since the task looked.
     expires: Cell<Option<Instant>>,
     expiry_changed: Cell<bool>,
+    /// Its outbox's bytes as queue groups see them, once it has joined one.
+    load: OnceCell<Arc<Load>>,
 }
 
 impl Conn {
@@ -118,6 +121,7 @@ impl Conn {
             user: identity.user.clone(),
             expires: Cell::new(identity.expires_at.map(instant_of)),
             expiry_changed: Cell::new(false),
+            load: OnceCell::new(),
         }
     }
 
@@ -128,6 +132,22 @@ impl Conn {
     /// The user its token named; `None` when anonymous.
     pub fn user(&self) -> Option<&Arc<str>> {
         self.user.as_ref()
+    }
+
+    /// Its load, as queue groups see it (kept up to date from the first call on).
+    pub fn load(&self) -> &Arc<Load> {
+        self.load.get_or_init(|| {
+            let load = Arc::new(Load::default());
+            load.set_queued(self.outbox.borrow().queued_bytes());
+            load
+        })
+    }
+
+    /// Tells queue groups how much its outbox holds, when it is in one.
+    fn report_load(&self, queued_bytes: usize) {
+        if let Some(load) = self.load.get() {
+            load.set_queued(queued_bytes);
+        }
     }
 
     /// A refreshed token expires at `unix_s` (Unix seconds).
@@ -172,7 +192,9 @@ impl Conn {
         // Wake the task when it may be waiting: on an empty outbox, or holding deliveries back.
         let wake = outbox.is_empty() || (urgent && !self.urgent.get());
         self.urgent.set(self.urgent.get() || urgent);
-        match outbox.push(lane, frame) {
+        let pushed = outbox.push(lane, frame);
+        self.report_load(outbox.queued_bytes());
+        match pushed {
             Push::Overflow => {
                 let queued = outbox.queued_bytes();
                 drop(outbox);

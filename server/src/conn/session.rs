@@ -296,6 +296,7 @@ impl Session<'_> {
             }
             let mut outbox = self.conn.outbox.borrow_mut();
             outbox.consume(written);
+            self.conn.report_load(outbox.queued_bytes());
             if outbox.is_empty() {
                 self.conn.urgent.set(false);
             }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use simd_json::prelude::Writable;
-use wsedge_core::broker::Refusal;
+use wsedge_core::broker::{GroupKey, Refusal};
 use wsedge_core::limits::{ConnLimits, Verdict};
 use wsedge_core::message::Published;
 use wsedge_core::protocol::decoder::Message;
@@ -44,8 +44,49 @@ pub fn handle_text(
     };
     let reference = request.reference.as_ref();
     let outcome = match request.op {
-        Op::Subscribe { channel } => subscribe(shard, conn, &channel),
-        Op::Unsubscribe { channel } => unsubscribe(shard, conn, &channel),
+        Op::Subscribe {
+            channel,
+            group: Some(group),
+            balance,
+            presence: _,
+        } => {
+            let key = group_key(&channel, &group);
+            let balance = balance.unwrap_or(shard.config().default_balance);
+            let encoded = reference.map(|r| r.encode());
+            let token = shard.pending(conn.id(), encoded);
+            let load = conn.load().clone();
+            let joined = shard.broker(|broker, out| {
+                broker.join_group(conn.id(), key, balance, &load, token, out)
+            });
+            match joined {
+                // The `ok` comes when the group's home has the member.
+                Ok(()) => return,
+                Err(refusal) => {
+                    shard.cancel_pending(token);
+                    Err(refused(refusal))
+                }
+            }
+        }
+        Op::Subscribe {
+            channel, presence, ..
+        } => shard
+            .broker(|broker, out| broker.subscribe(conn.id(), &channel, presence, out))
+            .map_err(refused),
+        Op::Presence { channel } => {
+            let token = shard.pending(conn.id(), reference.map(|r| r.encode()));
+            // The answer comes from the channel's presence home.
+            return shard.broker(|broker, out| broker.query_presence(&channel, token, out));
+        }
+        Op::Unsubscribe {
+            channel,
+            group: Some(group),
+        } => {
+            let key = group_key(&channel, &group);
+            shard
+                .broker(|broker, out| broker.leave_group(conn.id(), key, out))
+                .map_err(refused)
+        }
+        Op::Unsubscribe { channel, .. } => unsubscribe(shard, conn, &channel),
         Op::Publish {
             channel,
             data,
@@ -168,16 +209,17 @@ pub fn reject_binary(conn: &Conn) {
 
 type Outcome = Result<(), (ErrorCode, String)>;
 
-fn subscribe(shard: &Shard, conn: &Conn, channel: &str) -> Outcome {
-    shard
-        .broker(|broker, _| broker.subscribe(conn.id(), channel))
-        .map_err(refused)
-}
-
 fn unsubscribe(shard: &Shard, conn: &Conn, channel: &str) -> Outcome {
     shard
         .broker(|broker, out| broker.unsubscribe(conn.id(), channel, out))
         .map_err(refused)
+}
+
+fn group_key(channel: &str, group: &str) -> GroupKey {
+    GroupKey {
+        channel: channel.into(),
+        group: group.into(),
+    }
 }
 
 fn refused(refusal: Refusal) -> (ErrorCode, String) {

@@ -14,7 +14,8 @@ use std::task::Poll;
 use std::thread::Thread;
 
 use atomic_waker::AtomicWaker;
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
+use wsedge_core::broker::ShardMessage;
 
 use wsedge_core::message::Published;
 use wsedge_core::protocol::Priority;
@@ -34,6 +35,8 @@ pub enum Inbound {
     },
     /// How many connections direct message `send` reached on the answering shard.
     Delivered { send: u64, count: usize },
+    /// For this shard's broker (queue groups).
+    Broker(ShardMessage),
 }
 
 impl Inbound {
@@ -42,6 +45,7 @@ impl Inbound {
         match self {
             Inbound::Publish(message) | Inbound::Direct { message, .. } => message.frame.len(),
             Inbound::Delivered { .. } => 0,
+            Inbound::Broker(message) => message.message().map_or(0, |m| m.frame.len()),
         }
     }
 
@@ -52,6 +56,9 @@ impl Inbound {
                 message.priority == Priority::Critical
             }
             Inbound::Delivered { .. } => true,
+            Inbound::Broker(message) => message
+                .message()
+                .is_none_or(|m| m.priority == Priority::Critical),
         }
     }
 }
@@ -60,6 +67,9 @@ impl Inbound {
 #[derive(Debug)]
 pub struct Mailbox {
     queue: ArrayQueue<Inbound>,
+    /// Control messages (group joins and leaves): never refused, so a leave is never lost. They
+    /// are bounded by the connections and their memberships, not by this queue.
+    control: SegQueue<Inbound>,
     /// Messages queued or reserved (never more than the queue's capacity, so a reserved push
     /// always finds room), and their frame bytes; both released when a message is popped.
     reserved: AtomicUsize,
@@ -76,6 +86,7 @@ impl Mailbox {
     pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Mailbox {
             queue: ArrayQueue::new(capacity),
+            control: SegQueue::new(),
             reserved: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             max_bytes,
@@ -123,8 +134,20 @@ impl Mailbox {
         }
     }
 
-    /// Takes a message without waiting.
+    /// Queues a control message (see [`Mailbox`]'s `control`) and wakes the owner.
+    pub fn push_control(&self, inbound: Inbound) {
+        self.control.push(inbound);
+        self.waker.wake();
+        if let Some(owner) = self.owner.get() {
+            owner.unpark();
+        }
+    }
+
+    /// Takes a message without waiting: control messages first.
     pub fn try_pop(&self) -> Option<Inbound> {
+        if let Some(control) = self.control.pop() {
+            return Some(control);
+        }
         let inbound = self.queue.pop()?;
         self.cancel(inbound.bytes());
         Some(inbound)

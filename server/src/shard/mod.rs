@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use wsedge_core::auth::Verifier;
-use wsedge_core::broker::{Action, Broker, BrokerConfig, Effects, Peer};
+use wsedge_core::broker::{Action, Broker, BrokerConfig, Effects, Peer, ShardMessage};
 use wsedge_core::ids::{ConnId, IdMap, MessageIds};
 use wsedge_core::message::Published;
+use wsedge_core::protocol::{reply, Priority};
 
 use crate::config::{Config, SocketBudget};
 use crate::conn::{CloseKind, Conn, Identity};
@@ -143,6 +144,9 @@ pub struct Shard {
     /// Direct messages sent from this shard, waiting for the other shards' counts.
     sends: RefCell<IdMap<u64, PendingSend>>,
     next_send: Cell<u64>,
+    /// Group joins and presence queries waiting for another shard's answer: token →
+    /// (connection, encoded `ref`).
+    pending: RefCell<IdMap<u64, (ConnId, Option<String>)>>,
 }
 
 /// A direct message whose `ok` waits for the other shards to say how many connections it reached.
@@ -158,6 +162,9 @@ struct PendingSend {
 impl Shard {
     pub fn new(index: usize, shared: Arc<Shared>) -> Self {
         let broker = Broker::new(BrokerConfig {
+            shard: index,
+            shards: shared.config.shards,
+            presence_max_users: shared.config.presence_max_users,
             max_subscriptions: shared.config.max_subscriptions,
             max_batch_bytes: shared.config.write_batch_bytes,
         });
@@ -175,6 +182,7 @@ impl Shard {
             coalescer: Coalescer::default(),
             sends: RefCell::default(),
             next_send: Cell::new(0),
+            pending: RefCell::default(),
             shared,
         }
     }
@@ -233,7 +241,21 @@ impl Shard {
 
     /// The connection ended: it leaves the broker (and gets no more deliveries).
     pub fn disconnect(&self, id: ConnId) {
-        self.broker.borrow_mut().disconnect(id);
+        self.broker(|broker, out| broker.disconnect(id, out));
+    }
+
+    /// Registers a request (a group join, a presence query) whose answer (with `reference`)
+    /// waits for another shard; the token to pass to the broker.
+    pub fn pending(&self, conn: ConnId, reference: Option<String>) -> u64 {
+        let token = self.next_send.get() + 1;
+        self.next_send.set(token);
+        self.pending.borrow_mut().insert(token, (conn, reference));
+        token
+    }
+
+    /// Forgets a request the broker refused.
+    pub fn cancel_pending(&self, token: u64) {
+        self.pending.borrow_mut().remove(&token);
     }
 
     /// The connection's task is over: the shard forgets it.
@@ -273,7 +295,49 @@ impl Shard {
                 }
             }
             Action::Arm => self.coalescer.arm(),
+            Action::ToShard { shard, message } => self.send_to_shard(shard, message),
+            Action::Joined { token } => {
+                let join = self.pending.borrow_mut().remove(&token);
+                if let Some((id, Some(reference))) = join {
+                    if let Some(conn) = conns.get(&id) {
+                        conn.send(Priority::Critical, reply::ok_raw(&reference));
+                    }
+                }
+            }
+            Action::Presence { token, snapshot } => {
+                let query = self.pending.borrow_mut().remove(&token);
+                if let Some((id, reference)) = query {
+                    if let Some(conn) = conns.get(&id) {
+                        let frame = reply::presence(
+                            reference.as_deref(),
+                            &snapshot.channel,
+                            snapshot.connections,
+                            &snapshot.users,
+                            snapshot.truncated,
+                        );
+                        conn.send(Priority::Critical, frame);
+                    }
+                }
+            }
         });
+    }
+
+    /// Hands a broker message to another shard: control through the never-refusing queue, a
+    /// group's message through the bounded one (dropped, and logged, when that shard is full).
+    fn send_to_shard(&self, shard: usize, message: ShardMessage) {
+        let mailbox = &self.shared.mailboxes[shard];
+        let Some(bytes) = message.message().map(|m| m.frame.len()) else {
+            return mailbox.push_control(Inbound::Broker(message));
+        };
+        if mailbox.reserve(bytes) {
+            mailbox.push_reserved(Inbound::Broker(message));
+        } else {
+            tracing::warn!(
+                shard = self.index,
+                to = shard,
+                "a queue group's message was dropped: shard {shard}'s inbound queue is full"
+            );
+        }
     }
 
     /// Delivers `message` to this shard's subscribers of its channel; while the shard is busy,
@@ -302,6 +366,7 @@ impl Shard {
                 // Room for the answer was reserved by the origin.
                 self.shared.mailboxes[origin].push_reserved(Inbound::Delivered { send, count });
             }
+            Inbound::Broker(message) => self.broker(|broker, out| broker.receive(message, out)),
             Inbound::Delivered { send, count } => {
                 let mut sends = self.sends.borrow_mut();
                 let Some(pending) = sends.get_mut(&send) else {
@@ -372,8 +437,10 @@ impl Shard {
             return;
         };
         if let Some(conn) = self.conns.borrow().get(&done.conn) {
-            let ok = wsedge_core::protocol::reply::ok_delivered(&reference, done.delivered);
-            conn.send(wsedge_core::protocol::Priority::Critical, ok);
+            conn.send(
+                Priority::Critical,
+                reply::ok_delivered(&reference, done.delivered),
+            );
         }
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::{ShardMessage, Snapshot};
 use crate::ids::ConnId;
 use crate::message::Published;
 use crate::protocol::Priority;
@@ -21,6 +22,17 @@ enum Effect {
         frames: Bytes,
     },
     Arm,
+    ToShard {
+        shard: usize,
+        message: ShardMessage,
+    },
+    Joined {
+        token: u64,
+    },
+    Presence {
+        token: u64,
+        snapshot: Snapshot,
+    },
 }
 
 /// Effects in the order the broker produced them; the recipients of all deliveries share one
@@ -49,6 +61,12 @@ pub enum Action<'a> {
     },
     /// A message waits in a batch: a coalescing release must come.
     Arm,
+    /// Hand `message` to shard `shard`'s broker (through its mailbox).
+    ToShard { shard: usize, message: ShardMessage },
+    /// The group join made with `token` is in place at the group's home: answer the subscribe.
+    Joined { token: u64 },
+    /// The answer to the presence query made with `token`.
+    Presence { token: u64, snapshot: Snapshot },
 }
 
 impl Effects {
@@ -76,6 +94,18 @@ impl Effects {
         self.list.push(Effect::Arm);
     }
 
+    pub(super) fn send_to_shard(&mut self, shard: usize, message: ShardMessage) {
+        self.list.push(Effect::ToShard { shard, message });
+    }
+
+    pub(super) fn joined(&mut self, token: u64) {
+        self.list.push(Effect::Joined { token });
+    }
+
+    pub(super) fn presence(&mut self, token: u64, snapshot: Snapshot) {
+        self.list.push(Effect::Presence { token, snapshot });
+    }
+
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
@@ -90,6 +120,9 @@ impl Effects {
                 },
                 Effect::Frames { to, lane, frames } => Action::Frames { to, lane, frames },
                 Effect::Arm => Action::Arm,
+                Effect::ToShard { shard, message } => Action::ToShard { shard, message },
+                Effect::Joined { token } => Action::Joined { token },
+                Effect::Presence { token, snapshot } => Action::Presence { token, snapshot },
             });
         }
         self.recipients.clear();

@@ -4,6 +4,8 @@
 //!
 //! - [`channels`]: channel → this shard's subscribers, and each channel's waiting batch.
 //! - [`patterns`]: pattern subscriptions (`news.*`, `news.>`) in a token trie.
+//! - [`groups`]: queue groups whose home is this shard, and the pick of one member per message.
+//! - [`presence`]: who is subscribed to the channels whose home is this shard.
 //! - [`batch`]: the batch membership rule (a message reaches exactly the subscribers its channel
 //!   had when it was published).
 //! - [`users`]: per-connection state, the one source of truth for a connection's subscriptions.
@@ -11,10 +13,14 @@
 mod batch;
 mod channels;
 mod effects;
+mod groups;
 mod members;
 mod patterns;
+mod presence;
 mod users;
 
+#[cfg(test)]
+mod group_tests;
 #[cfg(test)]
 mod tests;
 
@@ -25,17 +31,92 @@ use crate::auth::Permissions;
 use crate::ids::ConnId;
 use crate::message::Published;
 use crate::protocol::envelope::ErrorCode;
+use crate::protocol::{reply, Balance, Priority};
 use crate::topic;
 use channels::Channels;
 pub use effects::{Action, Effects};
+pub use groups::{GroupKey, Load};
+use groups::{Groups, Member};
 use members::{Members, Subscriber};
 use patterns::Patterns;
+use presence::Presence;
+pub use presence::Snapshot;
 use users::Conns;
 pub use users::Peer;
 
-/// Limits the broker enforces.
+/// What one shard's broker tells another's, through the mailboxes.
+#[derive(Debug)]
+pub enum ShardMessage {
+    /// To a group's home: `member` joins; answer [`ShardMessage::GroupJoined`] with `token`.
+    GroupJoin {
+        key: GroupKey,
+        balance: Balance,
+        member: ConnId,
+        load: Arc<Load>,
+        token: u64,
+    },
+    /// To a member's shard: its join is in place.
+    GroupJoined { token: u64 },
+    /// To a group's home: `member` left (unsubscribed or disconnected).
+    GroupLeave { key: GroupKey, member: ConnId },
+    /// To a member's shard: the home picked `member` for `message`.
+    GroupMessage {
+        key: GroupKey,
+        member: ConnId,
+        message: Arc<Published>,
+    },
+    /// To a group's home: the picked member had left; pick another.
+    GroupRetry {
+        key: GroupKey,
+        message: Arc<Published>,
+    },
+    /// To a channel's presence home: `conn` subscribed.
+    PresenceJoin {
+        channel: Arc<str>,
+        conn: ConnId,
+        user: Option<Arc<str>>,
+    },
+    /// To a channel's presence home: `conn` unsubscribed or disconnected.
+    PresenceLeave { channel: Arc<str>, conn: ConnId },
+    /// From a presence home to every shard: a join or leave event, for the connections
+    /// subscribed with `presence`.
+    PresenceEvent { event: Arc<Published> },
+    /// To a channel's presence home: who is there? Answer shard `origin` with `token`.
+    PresenceQuery {
+        channel: Arc<str>,
+        origin: usize,
+        token: u64,
+    },
+    /// From a presence home: the answer to query `token`.
+    PresenceAnswer { token: u64, snapshot: Snapshot },
+}
+
+/// Whether a connection joined or left a channel, for its presence.
+#[derive(Debug, Clone, Copy)]
+enum PresenceChange {
+    Join,
+    Leave,
+}
+
+impl ShardMessage {
+    /// Whether it carries a message (bounded by the mailbox's byte budget), rather than control
+    /// (bounded by the connections and their memberships).
+    pub fn message(&self) -> Option<&Arc<Published>> {
+        match self {
+            ShardMessage::GroupMessage { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// Limits the broker enforces, and where it is.
 #[derive(Debug, Clone, Copy)]
 pub struct BrokerConfig {
+    /// This shard's index, and how many shards there are.
+    pub shard: usize,
+    pub shards: usize,
+    /// Users a presence answer lists at most (`presence.max_users`).
+    pub presence_max_users: usize,
     /// Subscriptions one connection may hold (`connection.max_subscriptions`).
     pub max_subscriptions: usize,
     /// A channel batch this large goes out at once (`connection.write_batch_bytes`).
@@ -73,6 +154,12 @@ pub struct Broker {
     conns: Conns,
     /// User → this shard's connections of that user.
     users: HashMap<Arc<str>, Members>,
+    /// Queue groups whose home is this shard.
+    homed: Groups,
+    /// Presence of the channels whose home is this shard.
+    presence: Presence,
+    /// Channel → this shard's connections that asked for its join and leave events.
+    watchers: HashMap<Arc<str>, Members>,
     /// Recipients being gathered (reused).
     scratch: Vec<ConnId>,
 }
@@ -85,6 +172,9 @@ impl Broker {
             patterns: Patterns::default(),
             conns: Conns::default(),
             users: HashMap::new(),
+            homed: Groups::default(),
+            presence: Presence::default(),
+            watchers: HashMap::new(),
             scratch: Vec::new(),
         }
     }
@@ -116,9 +206,9 @@ impl Broker {
         }
     }
 
-    /// A connection ended: it leaves every channel. Messages waiting in batches are not sent to
-    /// it.
-    pub fn disconnect(&mut self, id: ConnId) {
+    /// A connection ended: it leaves every channel and group. Messages waiting in batches are
+    /// not sent to it.
+    pub fn disconnect(&mut self, id: ConnId, out: &mut Effects) {
         let Some(state) = self.conns.remove(id) else {
             return;
         };
@@ -130,11 +220,16 @@ impl Broker {
                 }
             }
         }
+        for key in state.groups {
+            self.leave_home(key, id, out);
+        }
         for name in state.subscriptions {
             if topic::is_pattern(&name) {
                 self.patterns.remove(&name, id);
             } else {
                 self.channels.unsubscribe(&name, id, None);
+                self.unwatch(&name, id);
+                self.tell_presence_home(PresenceChange::Leave, &name, id, None, out);
             }
         }
     }
@@ -162,18 +257,34 @@ impl Broker {
 
     /// Subscribes `id` to `channel`, a (checked) channel name or pattern. Already subscribed is
     /// not an error. It will not get the messages already waiting in the channel's batch.
-    pub fn subscribe(&mut self, id: ConnId, channel: &str) -> Result<(), Refusal> {
+    ///
+    /// A subscription to a channel (not a pattern) counts in its presence; with `presence`, the
+    /// connection also gets the channel's join and leave events.
+    pub fn subscribe(
+        &mut self,
+        id: ConnId,
+        channel: &str,
+        presence: bool,
+        out: &mut Effects,
+    ) -> Result<(), Refusal> {
         let Some(conn) = self.conns.get_mut(id) else {
             return Ok(());
         };
         if conn.subscriptions.contains(channel) {
+            if presence {
+                let sub = Subscriber {
+                    id,
+                    lz4: conn.peer.lz4,
+                };
+                self.watchers.entry(channel.into()).or_default().insert(sub);
+            }
             return Ok(());
         }
         if !conn.peer.permissions.may_subscribe(channel) {
             return Err(Refusal::Forbidden(format!("subscribe to {channel:?}")));
         }
         let max = self.config.max_subscriptions;
-        if conn.subscriptions.len() >= max {
+        if conn.held() >= max {
             return Err(Refusal::TooManySubscriptions(max));
         }
         conn.subscriptions.insert(channel.into());
@@ -183,9 +294,18 @@ impl Broker {
                 lz4: conn.peer.lz4,
             };
             self.patterns.insert(channel, sub);
-        } else {
-            self.channels.subscribe(channel, id, conn.peer.lz4);
+            return Ok(());
         }
+        let sub = Subscriber {
+            id,
+            lz4: conn.peer.lz4,
+        };
+        let user = conn.peer.user.clone();
+        self.channels.subscribe(channel, id, sub.lz4);
+        if presence {
+            self.watchers.entry(channel.into()).or_default().insert(sub);
+        }
+        self.tell_presence_home(PresenceChange::Join, channel, id, user, out);
         Ok(())
     }
 
@@ -208,6 +328,8 @@ impl Broker {
             self.patterns.remove(channel, id);
         } else {
             self.channels.unsubscribe(channel, id, Some(out));
+            self.unwatch(channel, id);
+            self.tell_presence_home(PresenceChange::Leave, channel, id, None, out);
         }
         Ok(())
     }
@@ -220,10 +342,16 @@ impl Broker {
     /// `max_batch_bytes` or more goes out at once. A critical message never waits: it sends the
     /// waiting batch out ahead of itself.
     ///
+    /// Each queue group homed on this shard whose channel or pattern matches gets the message
+    /// too, at one member (see [`groups`]), at once.
+    ///
     /// A message that pattern subscriptions on this shard match is not batched: the channel's
     /// waiting batch goes out, then the message at once, to each connection subscribed to the
     /// channel or to a matching pattern once, however many of its subscriptions match.
     pub fn publish(&mut self, message: &Arc<Published>, batch: bool, out: &mut Effects) {
+        if !self.homed.is_empty() {
+            self.route_groups(message, out);
+        }
         let channel = &*message.channel;
         self.patterns.matching(channel, &mut self.scratch);
         if self.scratch.is_empty() {
@@ -235,6 +363,284 @@ impl Broker {
         self.scratch.sort_unstable();
         self.scratch.dedup();
         out.deliver(message, self.scratch.drain(..));
+    }
+
+    /// Makes `id` a member of queue group `group` on `channel` (a name or a pattern), with
+    /// `load` as its load; [`Action::Joined`] with `token` follows once the group's home has it
+    /// (at once when the home is this shard). Already a member: joined at once.
+    pub fn join_group(
+        &mut self,
+        id: ConnId,
+        key: GroupKey,
+        balance: Balance,
+        load: &Arc<Load>,
+        token: u64,
+        out: &mut Effects,
+    ) -> Result<(), Refusal> {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return Ok(());
+        };
+        if conn.groups.contains(&key) {
+            out.joined(token);
+            return Ok(());
+        }
+        if !conn.peer.permissions.may_subscribe(&key.channel) {
+            return Err(Refusal::Forbidden(format!(
+                "subscribe to {:?}",
+                key.channel
+            )));
+        }
+        let max = self.config.max_subscriptions;
+        if conn.held() >= max {
+            return Err(Refusal::TooManySubscriptions(max));
+        }
+        conn.groups.insert(key.clone());
+        conn.load = Some(load.clone());
+        let home = key.home(self.config.shards);
+        let member = Member {
+            id,
+            load: load.clone(),
+        };
+        if home == self.config.shard {
+            self.homed.join(key, balance, member);
+            out.joined(token);
+        } else {
+            let load = member.load;
+            let join = ShardMessage::GroupJoin {
+                key,
+                balance,
+                member: id,
+                load,
+                token,
+            };
+            out.send_to_shard(home, join);
+        }
+        Ok(())
+    }
+
+    /// Takes `id` out of queue group `key`: it gets no message the home picks from now on.
+    pub fn leave_group(
+        &mut self,
+        id: ConnId,
+        key: GroupKey,
+        out: &mut Effects,
+    ) -> Result<(), Refusal> {
+        let removed = self
+            .conns
+            .get_mut(id)
+            .is_some_and(|conn| conn.groups.remove(&key));
+        if !removed {
+            let text = format!("{}\" in group \"{}", key.channel, key.group);
+            return Err(Refusal::NotSubscribed(text.into()));
+        }
+        self.leave_home(key, id, out);
+        Ok(())
+    }
+
+    fn leave_home(&mut self, key: GroupKey, id: ConnId, out: &mut Effects) {
+        let home = key.home(self.config.shards);
+        if home == self.config.shard {
+            self.homed.leave(&key, id);
+        } else {
+            out.send_to_shard(home, ShardMessage::GroupLeave { key, member: id });
+        }
+    }
+
+    /// Asks who is subscribed to `channel`, on any shard: [`Action::Presence`] with `token`
+    /// answers (at once when this shard is the channel's presence home).
+    pub fn query_presence(&mut self, channel: &str, token: u64, out: &mut Effects) {
+        let query = ShardMessage::PresenceQuery {
+            channel: channel.into(),
+            origin: self.config.shard,
+            token,
+        };
+        let home = presence::home(channel, self.config.shards);
+        if home == self.config.shard {
+            self.receive(query, out);
+        } else {
+            out.send_to_shard(home, query);
+        }
+    }
+
+    fn unwatch(&mut self, channel: &str, id: ConnId) {
+        if let Some(watchers) = self.watchers.get_mut(channel) {
+            watchers.remove(id);
+            if watchers.is_empty() {
+                self.watchers.remove(channel);
+            }
+        }
+    }
+
+    /// Tells `channel`'s presence home that `id` joined or left it.
+    fn tell_presence_home(
+        &mut self,
+        change: PresenceChange,
+        channel: &str,
+        id: ConnId,
+        user: Option<Arc<str>>,
+        out: &mut Effects,
+    ) {
+        let home = presence::home(channel, self.config.shards);
+        let channel: Arc<str> = channel.into();
+        let message = match change {
+            PresenceChange::Join => ShardMessage::PresenceJoin {
+                channel,
+                conn: id,
+                user,
+            },
+            PresenceChange::Leave => ShardMessage::PresenceLeave { channel, conn: id },
+        };
+        if home == self.config.shard {
+            self.receive(message, out);
+        } else {
+            out.send_to_shard(home, message);
+        }
+    }
+
+    /// Sends a join or leave event to every shard's watchers of `channel`.
+    fn broadcast_presence(
+        &mut self,
+        kind: &str,
+        channel: &str,
+        user: Option<&str>,
+        conn: ConnId,
+        out: &mut Effects,
+    ) {
+        let frame = reply::presence_event(kind, channel, user, &conn.to_string());
+        let event = Arc::new(Published::new(channel, Priority::Normal, frame, usize::MAX));
+        for shard in 0..self.config.shards {
+            if shard == self.config.shard {
+                self.receive(
+                    ShardMessage::PresenceEvent {
+                        event: event.clone(),
+                    },
+                    out,
+                );
+            } else {
+                let event = event.clone();
+                out.send_to_shard(shard, ShardMessage::PresenceEvent { event });
+            }
+        }
+    }
+
+    /// Handles what another shard's broker sent.
+    pub fn receive(&mut self, message: ShardMessage, out: &mut Effects) {
+        match message {
+            ShardMessage::PresenceJoin {
+                channel,
+                conn,
+                user,
+            } => {
+                if self.presence.join(&channel, conn, user.clone()) {
+                    self.broadcast_presence("join", &channel, user.as_deref(), conn, out);
+                }
+            }
+            ShardMessage::PresenceLeave { channel, conn } => {
+                if let Some(user) = self.presence.leave(&channel, conn) {
+                    self.broadcast_presence("leave", &channel, user.as_deref(), conn, out);
+                }
+            }
+            ShardMessage::PresenceEvent { event } => {
+                if let Some(watchers) = self.watchers.get(&*event.channel) {
+                    out.deliver(&event, watchers.ids());
+                }
+            }
+            ShardMessage::PresenceQuery {
+                channel,
+                origin,
+                token,
+            } => {
+                let snapshot = self
+                    .presence
+                    .snapshot(channel, self.config.presence_max_users);
+                let answer = ShardMessage::PresenceAnswer { token, snapshot };
+                if origin == self.config.shard {
+                    self.receive(answer, out);
+                } else {
+                    out.send_to_shard(origin, answer);
+                }
+            }
+            ShardMessage::PresenceAnswer { token, snapshot } => out.presence(token, snapshot),
+            ShardMessage::GroupJoin {
+                key,
+                balance,
+                member,
+                load,
+                token,
+            } => {
+                self.homed.join(key, balance, Member { id: member, load });
+                out.send_to_shard(member.shard(), ShardMessage::GroupJoined { token });
+            }
+            ShardMessage::GroupJoined { token } => out.joined(token),
+            ShardMessage::GroupLeave { key, member } => self.homed.leave(&key, member),
+            ShardMessage::GroupMessage {
+                key,
+                member,
+                message,
+            } => {
+                let conn = self.conns.get(member);
+                if let Some(load) = conn.and_then(|c| c.load.as_ref()) {
+                    load.sub_in_flight(message.frame.len());
+                }
+                if conn.is_some_and(|c| c.groups.contains(&key)) {
+                    out.deliver(&message, [member]);
+                } else {
+                    self.retry(key, message, out);
+                }
+            }
+            ShardMessage::GroupRetry { key, message } => {
+                let picked = self.homed.pick(&key).map(|m| (m.id, m.load.clone()));
+                if let Some((member, load)) = picked {
+                    self.send_to_member(key, member, &load, &message, out);
+                }
+            }
+        }
+    }
+
+    /// A group message whose member left goes back to the group's home for another pick.
+    fn retry(&mut self, key: GroupKey, message: Arc<Published>, out: &mut Effects) {
+        let home = key.home(self.config.shards);
+        if home == self.config.shard {
+            self.receive(ShardMessage::GroupRetry { key, message }, out);
+        } else {
+            out.send_to_shard(home, ShardMessage::GroupRetry { key, message });
+        }
+    }
+
+    fn send_to_member(
+        &self,
+        key: GroupKey,
+        member: ConnId,
+        load: &Load,
+        message: &Arc<Published>,
+        out: &mut Effects,
+    ) {
+        if member.shard() == self.config.shard {
+            out.deliver(message, [member]);
+        } else {
+            load.add_in_flight(message.frame.len());
+            let message = message.clone();
+            let to = member.shard();
+            out.send_to_shard(
+                to,
+                ShardMessage::GroupMessage {
+                    key,
+                    member,
+                    message,
+                },
+            );
+        }
+    }
+
+    /// Picks one member of each group homed here that `message`'s channel matches.
+    fn route_groups(&mut self, message: &Arc<Published>, out: &mut Effects) {
+        let mut picked = Vec::new();
+        self.homed.route(&message.channel, |key, member| {
+            picked.push((key.clone(), member.id, member.load.clone()));
+        });
+        for (key, member, load) in picked {
+            self.send_to_member(key, member, &load, message, out);
+        }
     }
 
     /// Sends every waiting batch out (at the shard's coalescing release, and before shutdown).

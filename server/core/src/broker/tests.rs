@@ -13,6 +13,9 @@ const NOW: bool = false;
 
 fn broker() -> Broker {
     Broker::new(BrokerConfig {
+        shard: 0,
+        shards: 1,
+        presence_max_users: 10,
         max_subscriptions: 4,
         max_batch_bytes: 1000,
     })
@@ -55,6 +58,7 @@ fn sent(out: &mut Effects) -> Sent {
             sent.deliveries.push((to, payloads(&frames)));
         }
         Action::Arm => sent.armed = true,
+        Action::ToShard { .. } | Action::Joined { .. } | Action::Presence { .. } => {}
     });
     sent.deliveries.sort();
     sent
@@ -86,9 +90,9 @@ fn an_idle_shard_delivers_at_once_to_every_subscriber_of_the_channel() {
     for n in 1..=3 {
         b.connect(conn(n), peer());
     }
-    b.subscribe(conn(1), "a").unwrap();
-    b.subscribe(conn(2), "a").unwrap();
-    b.subscribe(conn(3), "b").unwrap();
+    b.subscribe(conn(1), "a", false, &mut out).unwrap();
+    b.subscribe(conn(2), "a", false, &mut out).unwrap();
+    b.subscribe(conn(3), "b", false, &mut out).unwrap();
     b.publish(&message("a", "m1", Priority::Normal), NOW, &mut out);
     let got = sent(&mut out);
     assert_eq!(got.deliveries, deliveries(&[(1, "m1"), (2, "m1")]));
@@ -99,7 +103,7 @@ fn an_idle_shard_delivers_at_once_to_every_subscriber_of_the_channel() {
 fn a_busy_shard_batches_until_the_release_then_sends_one_unit_per_subscriber() {
     let (mut b, mut out) = (broker(), Effects::default());
     b.connect(conn(1), peer());
-    b.subscribe(conn(1), "a").unwrap();
+    b.subscribe(conn(1), "a", false, &mut out).unwrap();
     b.publish(&message("a", "m1", Priority::Normal), BATCH, &mut out);
     b.publish(&message("a", "m2", Priority::Normal), BATCH, &mut out);
     let got = sent(&mut out);
@@ -121,7 +125,7 @@ fn a_busy_shard_batches_until_the_release_then_sends_one_unit_per_subscriber() {
 fn a_batch_reaching_max_bytes_goes_out_at_once() {
     let (mut b, mut out) = (broker(), Effects::default());
     b.connect(conn(1), peer());
-    b.subscribe(conn(1), "a").unwrap();
+    b.subscribe(conn(1), "a", false, &mut out).unwrap();
     let big = "x".repeat(600);
     b.publish(&message("a", &big, Priority::Normal), BATCH, &mut out);
     assert!(sent(&mut out).deliveries.is_empty());
@@ -138,14 +142,14 @@ fn a_batch_reaching_max_bytes_goes_out_at_once() {
 fn a_critical_message_sends_the_waiting_batch_ahead_of_itself_and_never_waits() {
     let (mut b, mut out) = (broker(), Effects::default());
     b.connect(conn(1), peer());
-    b.subscribe(conn(1), "a").unwrap();
+    b.subscribe(conn(1), "a", false, &mut out).unwrap();
     b.publish(&message("a", "m1", Priority::Normal), BATCH, &mut out);
     b.publish(&message("a", "c", Priority::Critical), BATCH, &mut out);
     let mut order = Vec::new();
     out.drain(|action| match action {
         Action::Frames { frames, .. } => order.push(payloads(&frames)),
         Action::Deliver { .. } => order.push("critical".into()),
-        Action::Arm => {}
+        _ => {}
     });
     assert_eq!(order, ["m1", "critical"]);
 }
@@ -156,11 +160,11 @@ fn batch_membership_is_decided_at_publish_time() {
     for n in 1..=3 {
         b.connect(conn(n), peer());
     }
-    b.subscribe(conn(1), "a").unwrap();
-    b.subscribe(conn(2), "a").unwrap();
+    b.subscribe(conn(1), "a", false, &mut out).unwrap();
+    b.subscribe(conn(2), "a", false, &mut out).unwrap();
     b.publish(&message("a", "m1", Priority::Normal), BATCH, &mut out);
     // 3 joins while m1 waits: it gets only what is published after.
-    b.subscribe(conn(3), "a").unwrap();
+    b.subscribe(conn(3), "a", false, &mut out).unwrap();
     b.publish(&message("a", "m2", Priority::Normal), BATCH, &mut out);
     // 2 leaves: it gets at once what it was there for, and nothing goes out early for others.
     b.unsubscribe(conn(2), "a", &mut out).unwrap();
@@ -177,7 +181,7 @@ fn batch_membership_is_decided_at_publish_time() {
 fn lanes_are_sent_as_separate_units_each_in_publish_order() {
     let (mut b, mut out) = (broker(), Effects::default());
     b.connect(conn(1), peer());
-    b.subscribe(conn(1), "a").unwrap();
+    b.subscribe(conn(1), "a", false, &mut out).unwrap();
     b.publish(&message("a", "n1", Priority::Normal), BATCH, &mut out);
     b.publish(&message("a", "h1", Priority::High), BATCH, &mut out);
     b.publish(&message("a", "n2", Priority::Normal), BATCH, &mut out);
@@ -202,11 +206,11 @@ fn a_disconnected_connection_leaves_every_channel_and_gets_nothing_more() {
     let (mut b, mut out) = (broker(), Effects::default());
     b.connect(conn(1), peer());
     b.connect(conn(2), peer());
-    b.subscribe(conn(1), "a").unwrap();
-    b.subscribe(conn(1), "b").unwrap();
-    b.subscribe(conn(2), "a").unwrap();
+    b.subscribe(conn(1), "a", false, &mut out).unwrap();
+    b.subscribe(conn(1), "b", false, &mut out).unwrap();
+    b.subscribe(conn(2), "a", false, &mut out).unwrap();
     b.publish(&message("a", "m1", Priority::Normal), BATCH, &mut out);
-    b.disconnect(conn(1));
+    b.disconnect(conn(1), &mut out);
     b.release(&mut out);
     assert_eq!(sent(&mut out).deliveries, deliveries(&[(2, "m1")]));
     b.publish(&message("b", "m2", Priority::Normal), NOW, &mut out);
@@ -218,11 +222,11 @@ fn subscriptions_are_bounded_and_unsubscribing_needs_a_subscription() {
     let (mut b, mut out) = (broker(), Effects::default());
     b.connect(conn(1), peer());
     for channel in ["a", "b", "c", "d"] {
-        b.subscribe(conn(1), channel).unwrap();
+        b.subscribe(conn(1), channel, false, &mut out).unwrap();
     }
-    b.subscribe(conn(1), "a").unwrap();
+    b.subscribe(conn(1), "a", false, &mut out).unwrap();
     assert_eq!(
-        b.subscribe(conn(1), "e"),
+        b.subscribe(conn(1), "e", false, &mut out),
         Err(Refusal::TooManySubscriptions(4))
     );
     b.unsubscribe(conn(1), "a", &mut out).unwrap();
@@ -230,7 +234,7 @@ fn subscriptions_are_bounded_and_unsubscribing_needs_a_subscription() {
         b.unsubscribe(conn(1), "a", &mut out).map_err(|r| r.code()),
         Err(ErrorCode::NotSubscribed)
     );
-    b.subscribe(conn(1), "e").unwrap();
+    b.subscribe(conn(1), "e", false, &mut out).unwrap();
 }
 
 #[test]
@@ -239,13 +243,13 @@ fn pattern_subscribers_get_matching_channels_once_however_many_subscriptions_mat
     for n in 1..=4 {
         b.connect(conn(n), peer());
     }
-    b.subscribe(conn(1), "news.*").unwrap();
-    b.subscribe(conn(2), "news.>").unwrap();
+    b.subscribe(conn(1), "news.*", false, &mut out).unwrap();
+    b.subscribe(conn(2), "news.>", false, &mut out).unwrap();
     // 3 holds the channel, a pattern and a wider pattern: still one copy.
     for name in ["news.eu", "news.*", ">"] {
-        b.subscribe(conn(3), name).unwrap();
+        b.subscribe(conn(3), name, false, &mut out).unwrap();
     }
-    b.subscribe(conn(4), "sports.*").unwrap();
+    b.subscribe(conn(4), "sports.*", false, &mut out).unwrap();
     b.publish(&message("news.eu", "m1", Priority::Normal), NOW, &mut out);
     assert_eq!(
         sent(&mut out).deliveries,
@@ -261,7 +265,7 @@ fn pattern_subscribers_get_matching_channels_once_however_many_subscriptions_mat
         deliveries(&[(2, "m2"), (3, "m2")])
     );
     b.unsubscribe(conn(2), "news.>", &mut out).unwrap();
-    b.disconnect(conn(3));
+    b.disconnect(conn(3), &mut out);
     b.publish(
         &message("news.eu.fr", "m3", Priority::Normal),
         NOW,
@@ -275,9 +279,9 @@ fn a_pattern_matched_publish_sends_the_channels_waiting_batch_first() {
     let (mut b, mut out) = (broker(), Effects::default());
     b.connect(conn(1), peer());
     b.connect(conn(2), peer());
-    b.subscribe(conn(1), "news.eu").unwrap();
+    b.subscribe(conn(1), "news.eu", false, &mut out).unwrap();
     b.publish(&message("news.eu", "m1", Priority::Normal), BATCH, &mut out);
-    b.subscribe(conn(2), "news.*").unwrap();
+    b.subscribe(conn(2), "news.*", false, &mut out).unwrap();
     b.publish(&message("news.eu", "m2", Priority::Normal), BATCH, &mut out);
     let mut order = Vec::new();
     out.drain(|action| match action {
@@ -286,7 +290,7 @@ fn a_pattern_matched_publish_sends_the_channels_waiting_batch_first() {
             let text = String::from_utf8(frame::payload_of(&message.frame).to_vec()).unwrap();
             order.extend(to.iter().map(|&id| (id, text.clone())));
         }
-        Action::Arm => {}
+        _ => {}
     });
     assert_eq!(
         order,
@@ -306,17 +310,17 @@ fn permissions_decide_what_a_connection_may_subscribe_and_publish_to() {
             ..peer()
         },
     );
-    b.subscribe(conn(1), "news.*").unwrap();
-    b.subscribe(conn(1), "news.eu.fr").unwrap();
+    b.subscribe(conn(1), "news.*", false, &mut out).unwrap();
+    b.subscribe(conn(1), "news.eu.fr", false, &mut out).unwrap();
     for denied in [">", "news", "chat.x", "*.eu"] {
-        let refusal = b.subscribe(conn(1), denied).unwrap_err();
+        let refusal = b.subscribe(conn(1), denied, false, &mut out).unwrap_err();
         assert_eq!(refusal.code(), ErrorCode::Forbidden, "{denied}");
     }
     assert_eq!(b.check_publish(conn(1), "chat.x"), Ok(()));
     assert!(b.check_publish(conn(1), "news.eu").is_err());
     // A refreshed token's permissions apply from then on.
     b.refresh(conn(1), Arc::new(Permissions::all()));
-    b.subscribe(conn(1), ">").unwrap();
+    b.subscribe(conn(1), ">", false, &mut out).unwrap();
     assert_eq!(b.check_publish(conn(1), "news.eu"), Ok(()));
     let _ = sent(&mut out);
 }
@@ -339,9 +343,9 @@ fn a_direct_message_reaches_every_connection_of_its_user_on_this_shard() {
         deliveries(&[(1, "hi"), (2, "hi")])
     );
     assert_eq!(b.send_local("nobody", &m, &mut out), 0);
-    b.disconnect(conn(1));
+    b.disconnect(conn(1), &mut out);
     assert_eq!(b.send_local("alice", &m, &mut out), 1);
-    b.disconnect(conn(2));
+    b.disconnect(conn(2), &mut out);
     assert_eq!(b.send_local("alice", &m, &mut out), 0);
     let _ = sent(&mut out);
     // Sending is publishing to user.<id> as far as permissions go.

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::groups::{GroupKey, Load};
 use crate::auth::Permissions;
 use crate::ids::{ConnId, IdMap};
 
@@ -21,6 +22,17 @@ pub struct Peer {
 pub(super) struct ConnState {
     pub(super) peer: Peer,
     pub(super) subscriptions: HashSet<Box<str>>,
+    /// Queue groups it is a member of.
+    pub(super) groups: HashSet<GroupKey>,
+    /// Its load, once it has joined a group.
+    pub(super) load: Option<Arc<Load>>,
+}
+
+impl ConnState {
+    /// Subscriptions and group memberships, counted against `max_subscriptions`.
+    pub(super) fn held(&self) -> usize {
+        self.subscriptions.len() + self.groups.len()
+    }
 }
 
 /// This shard's connections.
@@ -32,6 +44,8 @@ impl Conns {
         let state = ConnState {
             peer,
             subscriptions: HashSet::new(),
+            groups: HashSet::new(),
+            load: None,
         };
         self.0.insert(id, state);
     }

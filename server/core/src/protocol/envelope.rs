@@ -9,7 +9,7 @@ use simd_json::borrowed::Value;
 use simd_json::prelude::*;
 use simd_json::Buffers;
 
-use super::{json_check, Priority};
+use super::{is_valid_group, json_check, Balance, Priority, MAX_GROUP_LEN};
 use crate::auth::MAX_USER_LEN;
 use crate::topic::{self, BadName};
 
@@ -28,8 +28,19 @@ pub struct Request<'a> {
 pub enum Op<'a> {
     Subscribe {
         channel: Cow<'a, str>,
+        /// Join this queue group instead of subscribing plainly.
+        group: Option<Cow<'a, str>>,
+        /// The group's balance, when asked (else the configured default).
+        balance: Option<Balance>,
+        /// Also receive `join` and `leave` events of the channel.
+        presence: bool,
     },
     Unsubscribe {
+        channel: Cow<'a, str>,
+        group: Option<Cow<'a, str>>,
+    },
+    /// Who is subscribed to a channel.
+    Presence {
         channel: Cow<'a, str>,
     },
     Publish {
@@ -163,14 +174,57 @@ pub fn parse<'a>(
         }
     };
     let op = match &*op {
-        "subscribe" | "unsubscribe" | "publish" => {
-            let channel = match channel(field("channel"), &op != "publish") {
+        "subscribe" | "unsubscribe" | "publish" | "presence" => {
+            let pattern_ok = matches!(&*op, "subscribe" | "unsubscribe");
+            let channel = match channel(field("channel"), pattern_ok) {
                 Ok(channel) => channel,
                 Err((code, message)) => return Err(Rejection::new(reference, code, message)),
             };
+            let invalid = |text: &str| Rejection::new(None, ErrorCode::InvalidField, text);
+            let group = match field("group") {
+                None => None,
+                Some(Value::String(group)) if is_valid_group(&group) && op != "publish" => {
+                    Some(group)
+                }
+                Some(_) => {
+                    let text = format!("\"group\" must be 1-{MAX_GROUP_LEN} bytes of [A-Za-z0-9_:-], on subscribe and unsubscribe");
+                    return Err(invalid(&text).with(reference));
+                }
+            };
             match &*op {
-                "subscribe" => Op::Subscribe { channel },
-                "unsubscribe" => Op::Unsubscribe { channel },
+                "subscribe" => {
+                    let balance = match field("balance") {
+                        None => None,
+                        Some(b) => match b.as_str().and_then(Balance::parse) {
+                            Some(b) if group.is_some() => Some(b),
+                            _ => {
+                                let text = "\"balance\" must be \"least_loaded\" or \"round_robin\", with a \"group\"";
+                                return Err(invalid(text).with(reference));
+                            }
+                        },
+                    };
+                    let presence = match field("presence") {
+                        None => false,
+                        Some(Value::Static(simd_json::StaticNode::Bool(b))) => b,
+                        Some(_) => {
+                            return Err(
+                                invalid("\"presence\" must be true or false").with(reference)
+                            );
+                        }
+                    };
+                    if presence && (group.is_some() || topic::is_pattern(&channel)) {
+                        let text = "\"presence\" is for a plain subscription to a channel, not a pattern or a group";
+                        return Err(invalid(text).with(reference));
+                    }
+                    Op::Subscribe {
+                        channel,
+                        group,
+                        balance,
+                        presence,
+                    }
+                }
+                "unsubscribe" => Op::Unsubscribe { channel, group },
+                "presence" => Op::Presence { channel },
                 _ => {
                     let priority = match priority(field("priority")) {
                         Ok(priority) => priority,
@@ -249,7 +303,7 @@ pub fn parse<'a>(
                 reference,
                 ErrorCode::UnknownOp,
                 format!(
-                    "unknown op {shown:?}; expected subscribe, unsubscribe, publish, send, ping, echo or refresh"
+                    "unknown op {shown:?}; expected subscribe, unsubscribe, publish, send, presence, ping, echo or refresh"
                 ),
             ));
         }
@@ -318,6 +372,14 @@ mod tests {
                 .unwrap()
                 .contains("Subscribe")
         );
+        let g = parse_str(
+            r#"{"op":"subscribe","channel":"jobs.*","group":"workers","balance":"round_robin"}"#,
+        )
+        .unwrap();
+        assert!(g.contains("workers") && g.contains("RoundRobin"), "{g}");
+        assert!(parse_str(r#"{"op":"presence","channel":"room"}"#)
+            .unwrap()
+            .contains("Presence"));
         assert!(parse_str(r#"{"op":"subscribe","channel":"news.>"}"#)
             .unwrap()
             .contains("news.>"));
@@ -392,6 +454,48 @@ mod tests {
             ),
             (r#"{"op":"echo"}"#, None, "missing_field"),
             (r#"{"op":"refresh"}"#, None, "missing_field"),
+            (
+                r#"{"op":"subscribe","channel":"c","group":"a b","ref":1}"#,
+                Some("1"),
+                "invalid_field",
+            ),
+            (
+                r#"{"op":"subscribe","channel":"c","group":7}"#,
+                None,
+                "invalid_field",
+            ),
+            (
+                r#"{"op":"subscribe","channel":"c","balance":"round_robin"}"#,
+                None,
+                "invalid_field",
+            ),
+            (
+                r#"{"op":"subscribe","channel":"c","group":"g","balance":"fair"}"#,
+                None,
+                "invalid_field",
+            ),
+            (
+                r#"{"op":"subscribe","channel":"c","presence":"yes"}"#,
+                None,
+                "invalid_field",
+            ),
+            (
+                r#"{"op":"publish","channel":"c","group":"g","data":1}"#,
+                None,
+                "invalid_field",
+            ),
+            (r#"{"op":"presence","channel":"c.*"}"#, None, "bad_channel"),
+            (r#"{"op":"presence"}"#, None, "missing_field"),
+            (
+                r#"{"op":"subscribe","channel":"a.*","presence":true}"#,
+                None,
+                "invalid_field",
+            ),
+            (
+                r#"{"op":"subscribe","channel":"a","group":"g","presence":true}"#,
+                None,
+                "invalid_field",
+            ),
             (
                 r#"{"op":"send","data":1,"ref":5}"#,
                 Some("5"),

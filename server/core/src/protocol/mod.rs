@@ -42,5 +42,43 @@ impl Priority {
     }
 }
 
+/// How a queue group picks the member that gets a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// The member with the fewest bytes queued (and on their way) to it; ties round-robin.
+    #[default]
+    LeastLoaded,
+    /// Each member in turn.
+    RoundRobin,
+}
+
+impl Balance {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::LeastLoaded => "least_loaded",
+            Balance::RoundRobin => "round_robin",
+        }
+    }
+
+    /// Parses a wire (or config) name.
+    pub fn parse(name: &str) -> Option<Balance> {
+        [Balance::LeastLoaded, Balance::RoundRobin]
+            .into_iter()
+            .find(|b| b.as_str() == name)
+    }
+}
+
+/// Longest queue group name in bytes.
+pub const MAX_GROUP_LEN: usize = 64;
+
+/// Whether `name` is a queue group name: 1–64 bytes of `[A-Za-z0-9_:-]`.
+pub fn is_valid_group(name: &str) -> bool {
+    (1..=MAX_GROUP_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-'))
+}
+
 /// Longest channel name in bytes.
 pub const MAX_CHANNEL_LEN: usize = 128;

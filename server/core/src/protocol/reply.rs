@@ -92,6 +92,64 @@ pub fn ok(reference: &Json<'_>) -> Bytes {
         .finish()
 }
 
+/// `{"op":"join"|"leave","channel":"<c>","user":"<u>"|null,"connection":"<id>"}`
+pub fn presence_event(kind: &str, channel: &str, user: Option<&str>, connection: &str) -> Bytes {
+    let mut w = Writer::new(64 + channel.len() + user.map_or(4, str::len) + connection.len());
+    w.raw(r#"{"op":""#)
+        .raw(kind)
+        .raw(r#"","channel":""#)
+        .raw(channel) // channel names are validated to need no escaping
+        .raw(r#"","user":"#);
+    match user {
+        Some(user) => w.string(user),
+        None => w.raw("null"),
+    };
+    w.raw(r#","connection":"#)
+        .string(connection)
+        .raw("}")
+        .finish()
+}
+
+/// `{"op":"presence","ref":<ref>,"channel":"<c>","connections":N,"users":[...]}` (the ref, if
+/// any, already encoded as JSON text), with `"truncated":true` when users were left out.
+pub fn presence(
+    reference: Option<&str>,
+    channel: &str,
+    connections: usize,
+    users: &[impl AsRef<str>],
+    truncated: bool,
+) -> Bytes {
+    let size: usize = users.iter().map(|u| u.as_ref().len() + 3).sum();
+    let mut w = Writer::new(96 + channel.len() + size);
+    w.raw(r#"{"op":"presence""#);
+    if let Some(reference) = reference {
+        w.raw(r#","ref":"#).raw(reference);
+    }
+    w.raw(r#","channel":""#)
+        .raw(channel)
+        .raw(&format!(r#"","connections":{connections},"users":["#));
+    for (i, user) in users.iter().enumerate() {
+        if i > 0 {
+            w.raw(",");
+        }
+        w.string(user.as_ref());
+    }
+    w.raw("]");
+    if truncated {
+        w.raw(r#","truncated":true"#);
+    }
+    w.raw("}").finish()
+}
+
+/// `{"op":"ok","ref":<ref>}`, the ref already encoded as JSON text.
+pub fn ok_raw(reference: &str) -> Bytes {
+    Writer::new(32 + reference.len())
+        .raw(r#"{"op":"ok","ref":"#)
+        .raw(reference)
+        .raw("}")
+        .finish()
+}
+
 /// `{"op":"error","ref":<ref if any>,"code":"<code>","message":"<text>"}`
 pub fn error(reference: Option<&Json<'_>>, code: ErrorCode, message: &str) -> Bytes {
     Writer::new(64 + message.len())
@@ -232,6 +290,18 @@ mod tests {
         assert_eq!(
             text(&ok_delivered(r#""r1""#, 3)),
             r#"{"op":"ok","ref":"r1","delivered":3}"#
+        );
+        assert_eq!(
+            text(&presence_event("join", "room", Some("u1"), "0-3")),
+            r#"{"op":"join","channel":"room","user":"u1","connection":"0-3"}"#
+        );
+        assert_eq!(
+            text(&presence(Some("7"), "room", 3, &["a", "b"], true)),
+            r#"{"op":"presence","ref":7,"channel":"room","connections":3,"users":["a","b"],"truncated":true}"#
+        );
+        assert_eq!(
+            text(&presence(None, "room", 1, &[] as &[&str], false)),
+            r#"{"op":"presence","channel":"room","connections":1,"users":[]}"#
         );
         let e = error(None, ErrorCode::UnknownOp, "bad \"op\"\n\u{1}");
         assert_eq!(
