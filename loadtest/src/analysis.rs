@@ -29,6 +29,8 @@ pub struct Assembly<'a> {
     pub client_cpu: u64,
     /// Load-generating processes.
     pub processes: usize,
+    /// Tasks each queue group member took (empty without a group workload).
+    pub group_shares: Vec<u64>,
 }
 
 fn percentiles(h: &Histogram<u64>) -> Percentiles {
@@ -158,7 +160,19 @@ pub fn assemble(a: Assembly<'_>) -> RunResult {
         verdict,
         stress,
         spike,
+        group: group_shares(&a.group_shares),
     }
+}
+
+fn group_shares(shares: &[u64]) -> Option<GroupShares> {
+    let tasks: u64 = shares.iter().sum();
+    Some(GroupShares {
+        members: shares.len(),
+        tasks,
+        min: *shares.iter().min()?,
+        max: *shares.iter().max()?,
+        even: tasks as f64 / shares.len() as f64,
+    })
 }
 
 fn workload_result(h: Option<&Histogram<u64>>, c: Counts, secs: f64) -> WorkloadResult {
@@ -189,7 +203,12 @@ fn measure(
 ) -> Measured {
     let ops: u64 = counts.values().map(|c| c.sent.max(c.received)).sum();
     let errors: u64 = counts.values().map(Counts::error_total).sum();
-    let fan = counts.get(&Workload::Fanout).cloned().unwrap_or_default();
+    let mut fan = Counts::default();
+    for w in Workload::DELIVERY {
+        if let Some(c) = counts.get(&w) {
+            fan.merge(c);
+        }
+    }
     let expected = fan.received + fan.lost;
     Measured {
         p95_us: worst_quantile(latency, 0.95) as f64,

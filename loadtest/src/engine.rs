@@ -27,6 +27,36 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 const GOOSE_ERRORS_PER_TICK: u64 = 100;
 /// The fan-out channel.
 const CHANNEL: &str = "loadtest.fanout";
+/// The channel tasks are published to, and the queue group of agents that takes them.
+const TASKS: &str = "loadtest.tasks";
+const GROUP: &str = "agents";
+/// Sender ids of direct-message agents and of task publishers (fan-out publishers count up
+/// from 0 per process).
+const DIRECT_SENDER: u64 = 1 << 62;
+const TASK_SENDER: u64 = 1 << 61;
+/// How long a direct agent's token is valid: longer than any run.
+const TOKEN_TTL_S: u64 = 7 * 86_400;
+
+/// What the direct and group workloads need besides the rest.
+#[derive(Debug, Clone, Default)]
+pub struct Agents {
+    /// The server's `auth.hs256_secret`: direct agents sign their own tokens with it.
+    pub secret: Option<String>,
+    /// Direct and task sends start here (µs since start): after the ramp, so that every
+    /// recipient and group member is connected.
+    pub sends_from_us: u64,
+}
+
+/// Which tasks the group members of this process received, to count losses and duplicates.
+#[derive(Default)]
+struct Tasks {
+    /// Publisher → task sequence numbers received.
+    seen: HashMap<u64, std::collections::HashSet<u64>>,
+    /// Tasks each member took.
+    shares: Vec<u64>,
+    /// Losses were counted (once, by the first member to stop).
+    accounted: bool,
+}
 
 /// What all users of a run share.
 pub struct Run {
@@ -44,6 +74,9 @@ pub struct Run {
     pad: String,
     peers: Option<Peers>,
     all_last_seq: tokio::sync::OnceCell<Result<HashMap<u64, u64>, String>>,
+    agents: Agents,
+    next_direct: AtomicU64,
+    tasks: Mutex<Tasks>,
 }
 
 impl Run {
@@ -55,6 +88,7 @@ impl Run {
         sends_until_us: u64,
         raw: bool,
         peers: Option<Peers>,
+        agents: Agents,
     ) -> Self {
         let pad = "x".repeat(scenario.payload_bytes);
         // Publisher ids are unique across processes.
@@ -70,7 +104,25 @@ impl Run {
             pad,
             peers,
             all_last_seq: tokio::sync::OnceCell::new(),
+            agents,
+            next_direct: AtomicU64::new(0),
+            tasks: Mutex::default(),
         }
+    }
+
+    /// Tasks each group member of this process took (in member order).
+    pub fn group_shares(&self) -> Vec<u64> {
+        self.tasks.lock().unwrap().shares.clone()
+    }
+
+    /// This process's index among the run's processes.
+    fn process(&self) -> u64 {
+        self.peers.as_ref().map_or(0, |p| p.index as u64)
+    }
+
+    /// Direct agent `k`'s user id.
+    fn agent(&self, k: u64) -> String {
+        format!("agent-{}-{k}", self.process())
     }
 
     /// The last sequence number every publisher of the run sent (of every process: exchanged
@@ -133,6 +185,12 @@ enum Role {
     Publisher,
     Subscriber,
     Churn,
+    /// Sends direct messages to the next agent and receives the previous one's.
+    Direct,
+    /// Publishes tasks for the group.
+    TaskPublisher,
+    /// A member of the queue group that takes the tasks.
+    GroupMember,
 }
 
 /// One user's state; goose keeps it as session data.
@@ -150,6 +208,8 @@ struct UserState {
     interval_us: u64,
     seq: u64,
     publisher: u64,
+    /// A direct agent's number (its user is `agent-<process>-<k>`).
+    agent: u64,
 }
 
 #[derive(Clone)]
@@ -166,6 +226,9 @@ pub fn register(
         (Role::Publisher, "publisher", s.publishers),
         (Role::Subscriber, "subscriber", s.subscribers),
         (Role::Churn, "churn", s.churn_users),
+        (Role::Direct, "direct", s.direct_users),
+        (Role::TaskPublisher, "task_publisher", s.task_publishers),
+        (Role::GroupMember, "group_member", s.group_members),
     ] {
         if users == 0 {
             continue;
@@ -198,7 +261,9 @@ async fn on_start(run: Arc<Run>, role: Role, user: &mut GooseUser) -> Transactio
         Role::Echo => run.scenario.echo_rate,
         Role::Publisher => run.scenario.publish_rate,
         Role::Churn => run.scenario.churn_rate,
-        Role::Subscriber => 1.0,
+        Role::Direct => run.scenario.direct_rate,
+        Role::TaskPublisher => run.scenario.task_rate,
+        Role::Subscriber | Role::GroupMember => 1.0,
     };
     let interval_us = (1e6 / rate.max(0.001)) as u64;
     let index = user.weighted_users_index;
@@ -214,9 +279,26 @@ async fn on_start(run: Arc<Run>, role: Role, user: &mut GooseUser) -> Transactio
         interval_us,
         seq: 0,
         publisher: 0,
+        agent: 0,
     };
-    if role == Role::Publisher {
-        state.publisher = run.next_publisher.fetch_add(1, Ordering::Relaxed);
+    match role {
+        Role::Publisher => {
+            state.publisher = run.next_publisher.fetch_add(1, Ordering::Relaxed);
+        }
+        Role::TaskPublisher => {
+            let n = run.next_publisher.fetch_add(1, Ordering::Relaxed);
+            state.publisher = TASK_SENDER | n;
+        }
+        Role::Direct => {
+            state.agent = run.next_direct.fetch_add(1, Ordering::Relaxed);
+            state.publisher = DIRECT_SENDER | run.process() << 32 | state.agent;
+        }
+        _ => {}
+    }
+    if matches!(role, Role::Direct | Role::TaskPublisher) {
+        state.next_due_us = state
+            .next_due_us
+            .max(run.agents.sends_from_us + state.next_due_us % state.interval_us.max(1));
     }
     if role != Role::Churn {
         if let Err(e) = open(&run, role, index, &mut state).await {
@@ -237,7 +319,27 @@ fn workload_of(role: Role) -> Workload {
         Role::Echo => Workload::Echo,
         Role::Publisher | Role::Subscriber => Workload::Fanout,
         Role::Churn => Workload::Churn,
+        Role::Direct => Workload::Direct,
+        Role::TaskPublisher | Role::GroupMember => Workload::Group,
     }
+}
+
+/// A direct agent's target: the server's path with its token.
+fn agent_target(run: &Run, role: Role, agent: u64) -> anyhow::Result<Target> {
+    let mut target = run.target_for(role);
+    if role != Role::Direct {
+        return Ok(target);
+    }
+    let secret = run.agents.secret.as_deref().ok_or_else(|| {
+        anyhow::anyhow!("the direct workload needs the server's auth.hs256_secret (--hs256-secret)")
+    })?;
+    let exp = crate::clock::unix_ms() / 1000 + TOKEN_TTL_S;
+    let claims = serde_json::json!({"sub": run.agent(agent), "exp": exp});
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)?;
+    let separator = if target.path.contains('?') { '&' } else { '?' };
+    target.path = format!("{}{separator}token={token}", target.path);
+    Ok(target)
 }
 
 /// Connects, subscribes subscribers, and starts the reader task.
@@ -247,20 +349,45 @@ async fn open(
     index: usize,
     state: &mut UserState,
 ) -> anyhow::Result<()> {
-    let (mut reader, writer) =
-        wsclient::connect(&run.target_for(role), index, run.subprotocol()).await?;
+    let target = agent_target(run, role, state.agent)?;
+    let (mut reader, writer) = wsclient::connect(&target, index, run.subprotocol()).await?;
     if !run.raw {
         welcome(&mut reader, &writer).await?;
     }
-    if role == Role::Subscriber && !run.raw {
-        let request = format!(r#"{{"op":"subscribe","channel":"{CHANNEL}","ref":"s"}}"#);
+    let subscribe = match role {
+        Role::Subscriber => Some(format!(
+            r#"{{"op":"subscribe","channel":"{CHANNEL}","ref":"s"}}"#
+        )),
+        Role::GroupMember => Some(format!(
+            r#"{{"op":"subscribe","channel":"{TASKS}","group":"{GROUP}","ref":"s"}}"#
+        )),
+        _ => None,
+    };
+    if let Some(request) = subscribe.filter(|_| !run.raw) {
         wsclient::send_text(&writer, request.as_bytes()).await?;
         expect_op(&mut reader, &writer, "ok").await?;
+    }
+    let member = (role == Role::GroupMember).then(|| {
+        let mut tasks = run.tasks.lock().unwrap();
+        tasks.shares.push(0);
+        tasks.shares.len() - 1
+    });
+    if role == Role::Direct {
+        // This agent hears from the previous one: a sequence it expects, so that losses count
+        // even if nothing arrives.
+        let n = run.scenario.direct_users.max(1) as u64;
+        let from = DIRECT_SENDER | run.process() << 32 | ((state.agent + n - 1) % n);
+        state
+            .sequences
+            .lock()
+            .unwrap()
+            .insert(from, Sequence::expecting(0));
     }
     run.stats.connections.fetch_add(1, Ordering::Relaxed);
     let shared = Shared {
         run: run.clone(),
         role,
+        member,
         writer: writer.clone(),
         local: state.local.clone(),
         sequences: state.sequences.clone(),
@@ -296,6 +423,9 @@ struct Reply<'a> {
     data: Option<Data>,
     #[serde(borrow)]
     code: Option<Cow<'a, str>>,
+    /// Set on direct messages.
+    #[serde(borrow)]
+    user: Option<Cow<'a, str>>,
 }
 
 /// The `data` loadtest sends: publisher, sequence number, intended send time (µs).
@@ -310,6 +440,8 @@ struct Data {
 struct Shared {
     run: Arc<Run>,
     role: Role,
+    /// A group member's place in the run's shares.
+    member: Option<usize>,
     writer: Writer,
     local: Arc<Mutex<Local>>,
     sequences: Arc<Mutex<BTreeMap<u64, Sequence>>>,
@@ -322,6 +454,7 @@ async fn read_loop(shared: Shared, mut reader: wsclient::Reader) {
     let Shared {
         run,
         role,
+        member,
         writer,
         local,
         sequences,
@@ -353,6 +486,7 @@ async fn read_loop(shared: Shared, mut reader: wsclient::Reader) {
                 },
                 data: Some(data),
                 code: None,
+                user: None,
             })
         } else {
             serde_json::from_slice::<Reply<'_>>(&text)
@@ -370,13 +504,28 @@ async fn read_loop(shared: Shared, mut reader: wsclient::Reader) {
                 replies.fetch_add(1, Ordering::Relaxed);
             }
             Some("message") => {
+                let kind = match (role, reply.user.is_some()) {
+                    (_, true) => Workload::Direct,
+                    (Role::GroupMember, false) => Workload::Group,
+                    _ => Workload::Fanout,
+                };
                 let (Some(p), Some(s), Some(t)) = (data.p, data.s, data.t) else {
-                    local.error(Workload::Fanout, "bad_message");
+                    local.error(kind, "bad_message");
                     continue;
                 };
-                local.latency(Workload::Fanout, now.saturating_sub(t));
-                let counts = local.counts(Workload::Fanout);
+                local.latency(kind, now.saturating_sub(t));
+                let counts = local.counts(kind);
                 counts.received += 1;
+                if kind == Workload::Group {
+                    let mut tasks = run.tasks.lock().unwrap();
+                    if !tasks.seen.entry(p).or_default().insert(s) {
+                        counts.duplicated += 1;
+                    }
+                    if let Some(share) = member.and_then(|m| tasks.shares.get_mut(m)) {
+                        *share += 1;
+                    }
+                    continue;
+                }
                 sequences
                     .lock()
                     .unwrap()
@@ -404,8 +553,8 @@ async fn tick(run: Arc<Run>, role: Role, user: &mut GooseUser) -> TransactionRes
     let mut state = session.0.lock().await;
     let tick_end = run.stats.now_us() + TICK.as_micros() as u64;
     match role {
-        Role::Subscriber => tokio::time::sleep(TICK).await,
-        Role::Echo | Role::Publisher | Role::Churn => {
+        Role::Subscriber | Role::GroupMember => tokio::time::sleep(TICK).await,
+        Role::Echo | Role::Publisher | Role::Churn | Role::Direct | Role::TaskPublisher => {
             while state.next_due_us < tick_end && state.next_due_us < run.sends_until_us() {
                 let due = state.next_due_us;
                 tokio::time::sleep_until(
@@ -446,8 +595,18 @@ async fn send_one(run: &Arc<Run>, role: Role, index: usize, state: &mut UserStat
             )
         }
         (Role::Publisher, true) => format!(r#"{{"p":{p},"s":{seq},"t":{due},"pad":"{pad}"}}"#),
+        (Role::Direct, _) => {
+            let n = run.scenario.direct_users.max(1) as u64;
+            let to = run.agent((state.agent + 1) % n);
+            format!(
+                r#"{{"op":"send","user":"{to}","data":{{"p":{p},"s":{seq},"t":{due},"pad":"{pad}"}}}}"#
+            )
+        }
+        (Role::TaskPublisher, _) => format!(
+            r#"{{"op":"publish","channel":"{TASKS}","data":{{"p":{p},"s":{seq},"t":{due},"pad":"{pad}"}}}}"#
+        ),
         (Role::Churn, _) => return churn_cycle(run, index, state, due).await,
-        (Role::Subscriber, _) => return,
+        (Role::Subscriber | Role::GroupMember, _) => return,
     };
     let Some(writer) = &state.writer else {
         state
@@ -465,7 +624,7 @@ async fn send_one(run: &Arc<Run>, role: Role, index: usize, state: &mut UserStat
             .error(workload_of(role), &format!("send: {e}"));
         return;
     }
-    if role == Role::Publisher {
+    if matches!(role, Role::Publisher | Role::Direct | Role::TaskPublisher) {
         run.last_seq.lock().unwrap().insert(state.publisher, seq);
     }
 }
@@ -560,11 +719,27 @@ async fn on_stop(run: Arc<Run>, role: Role, user: &mut GooseUser) -> Transaction
         // the exchange of last sequence numbers, whether it has subscribers or not.
         let last = run.last_sent().await;
         match role {
-            Role::Subscriber => {
+            Role::GroupMember => {
+                let mut tasks = run.tasks.lock().unwrap();
+                if !std::mem::replace(&mut tasks.accounted, true) {
+                    // Every task of every publisher should have reached one member.
+                    let last = last.unwrap_or_default();
+                    let lost: u64 = last
+                        .iter()
+                        .filter(|(p, _)| **p & TASK_SENDER != 0)
+                        .map(|(p, &s)| {
+                            (s + 1).saturating_sub(tasks.seen.get(p).map_or(0, |x| x.len() as u64))
+                        })
+                        .sum();
+                    local.counts(Workload::Group).lost += lost;
+                }
+            }
+            Role::Subscriber | Role::Direct => {
+                let workload = workload_of(role);
                 let last = match last {
                     Ok(last) => last,
                     Err(e) => {
-                        local.error(Workload::Fanout, &e);
+                        local.error(workload, &e);
                         HashMap::new()
                     }
                 };
@@ -575,7 +750,7 @@ async fn on_stop(run: Arc<Run>, role: Role, user: &mut GooseUser) -> Transaction
                     .iter()
                     .map(|(p, seq)| seq.lost(last.get(p).copied()))
                     .sum();
-                local.counts(Workload::Fanout).lost += lost;
+                local.counts(workload).lost += lost;
             }
             Role::Echo => {
                 let missing = state

@@ -53,6 +53,10 @@ enum Command {
         /// the open-file limit requires, each holding at most the limit minus 200 connections].
         #[arg(long, default_value_t = 0)]
         processes: usize,
+        /// The target server's `auth.hs256_secret`, with which the direct workload's agents sign
+        /// their tokens [default: a spawned server gets a fresh one].
+        #[arg(long, env = "LOADTEST_HS256_SECRET")]
+        hs256_secret: Option<String>,
     },
     /// (internal) One share of a run split over processes; started by `run`.
     #[command(hide = true)]
@@ -114,6 +118,7 @@ async fn dispatch(command: Command) -> i32 {
             grading,
             raw,
             processes,
+            hs256_secret,
         } => {
             let setup = || -> anyhow::Result<run::Options> {
                 anyhow::ensure!(
@@ -149,6 +154,7 @@ async fn dispatch(command: Command) -> i32 {
                     shards,
                     raw,
                     processes,
+                    hs256_secret: hs256_secret.clone(),
                 })
             };
             let opts = match setup() {

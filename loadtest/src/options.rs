@@ -22,4 +22,7 @@ pub struct Options {
     pub raw: bool,
     /// Load-generating processes (0: as many as the open-file limit requires).
     pub processes: usize,
+    /// The server's `auth.hs256_secret`, for the direct workload's tokens (a spawned server
+    /// without one gets a fresh secret).
+    pub hs256_secret: Option<String>,
 }

@@ -40,8 +40,9 @@ pub fn server_binary() -> Result<PathBuf> {
 
 impl Spawned {
     /// Starts the server on a free loopback port with `shards` shards and its default limits
-    /// (flags, not environment variables, so that any build of wsedge takes them).
-    pub async fn start(shards: usize) -> Result<Spawned> {
+    /// (flags, not environment variables, so that any build of wsedge takes them); with
+    /// `hs256_secret`, it checks tokens signed with it (`WSEDGE_AUTH_HS256_SECRET`).
+    pub async fn start(shards: usize, hs256_secret: Option<&str>) -> Result<Spawned> {
         let bin = server_binary()?;
         let mut cmd = Command::new(&bin);
         let shards = shards.to_string();
@@ -50,6 +51,9 @@ impl Spawned {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        if let Some(secret) = hs256_secret {
+            cmd.env("WSEDGE_AUTH_HS256_SECRET", secret);
+        }
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;

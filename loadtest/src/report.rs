@@ -68,6 +68,13 @@ pub fn markdown(r: &RunResult) -> String {
     if !errors.is_empty() {
         let _ = writeln!(s, "\nErrors by kind: {}", errors.join("; "));
     }
+    if let Some(g) = &r.group {
+        let _ = writeln!(
+            s,
+            "\nQueue group: {} tasks over {} members; per member min {}, max {} (even share {:.1}).",
+            g.tasks, g.members, g.min, g.max, g.even
+        );
+    }
     let _ = writeln!(s, "\n## Phases\n\n| phase | connections | echo p99 | fanout p99 | echo/s | deliveries/s | errors | grade |");
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for p in &r.phases {

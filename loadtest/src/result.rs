@@ -32,6 +32,20 @@ pub struct RunResult {
     pub verdict: Verdict,
     pub stress: Option<StressSummary>,
     pub spike: Option<SpikeSummary>,
+    /// How the queue group shared the tasks (with a group workload).
+    #[serde(default)]
+    pub group: Option<GroupShares>,
+}
+
+/// How evenly a queue group's members took the tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupShares {
+    pub members: usize,
+    pub tasks: u64,
+    /// Fewest and most tasks one member took, and what an even share would be.
+    pub min: u64,
+    pub max: u64,
+    pub even: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use goose::prelude::*;
 
 use crate::analysis::{assemble, phase_result, Assembly};
 use crate::clock::{instant_of, unix_ms, utc_now};
-use crate::engine::{self, Run};
+use crate::engine::{self, Agents, Run};
 use crate::grade::Grade;
 pub use crate::options::Options;
 use crate::peers::Peers;
@@ -59,10 +59,28 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
         ))
         .into());
     }
+    let agents = &opts.scenario;
+    if agents.group_members > 0 && processes > 1 {
+        return Err(SetupError(
+            "the group workload counts losses within one process: give --processes 1".into(),
+        )
+        .into());
+    }
+    let mut secret = opts.hs256_secret.clone();
+    if agents.direct_users > 0 && secret.is_none() {
+        if opts.target.is_some() {
+            return Err(SetupError(
+                "the direct workload needs the server's auth.hs256_secret: give --hs256-secret"
+                    .into(),
+            )
+            .into());
+        }
+        secret = Some(fresh_secret());
+    }
     let spawned = match &opts.target {
         Some(_) => None,
         None => Some(
-            Spawned::start(opts.shards)
+            Spawned::start(opts.shards, secret.as_deref())
                 .await
                 .map_err(|e| SetupError(format!("{e:#}")))?,
         ),
@@ -85,13 +103,17 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
     let workers = match processes {
         1 => None,
         _ => Some(
-            Workers::spawn(&opts, &url, processes, start_unix_ms)
+            Workers::spawn(&opts, &url, processes, start_unix_ms, secret.as_deref())
                 .map_err(|e| SetupError(format!("starting worker processes: {e:#}")))?,
         ),
     };
     let share = opts.scenario.share(0, processes);
     let (plan, total_s) = share.test_plan(scale);
     let start = instant_of(start_unix_ms);
+    let agents = Agents {
+        secret: secret.clone(),
+        sends_from_us: (phases[0].start_s * 1e6) as u64,
+    };
     let run = Arc::new(Run::new(
         target,
         share,
@@ -99,6 +121,7 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
         ((total_s - drain_s) * 1e6) as u64,
         opts.raw,
         workers.as_ref().map(|w| w.peers.clone()),
+        agents,
     ));
 
     let attack_over = Arc::new(tokio::sync::Notify::new());
@@ -166,6 +189,7 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
         server_after,
         client_cpu,
         processes,
+        group_shares: run.group_shares(),
     });
     result.duration_s = wall.as_secs_f64();
     eprintln!(
@@ -197,6 +221,10 @@ pub async fn worker(dir: PathBuf, index: usize) -> Result<()> {
     let (test_plan, total_s) = plan.scenario.test_plan(plan.duration_scale);
     let drain = Duration::from_secs_f64(plan.scenario.drain_s.max(1.0));
     let start = instant_of(plan.start_unix_ms);
+    let agents = Agents {
+        secret: plan.hs256_secret.clone(),
+        sends_from_us: (plan.scenario.phases(plan.duration_scale)[0].start_s * 1e6) as u64,
+    };
     let run = Arc::new(Run::new(
         Target::parse(&plan.url)?,
         plan.scenario.clone(),
@@ -204,6 +232,7 @@ pub async fn worker(dir: PathBuf, index: usize) -> Result<()> {
         ((total_s - drain.as_secs_f64()) * 1e6) as u64,
         plan.raw,
         Some(peers.clone()),
+        agents,
     ));
     // The parent stops a stress run at a broken step: stop here too.
     let stopper = {
@@ -249,6 +278,19 @@ async fn attack(run: &Arc<Run>, url: &str, plan: &str) -> Result<GooseMetrics> {
         .execute()
         .await
         .map_err(goose_error)
+}
+
+/// A secret for a spawned server's `auth.hs256_secret`: unguessable enough for a server that
+/// lives for one run on loopback.
+fn fresh_secret() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "loadtest-{nanos:x}-{:x}-{:x}",
+        std::process::id(),
+        nanos.rotate_left(17)
+    )
 }
 
 /// Writes result.json, report.md and report.html into `dir`.

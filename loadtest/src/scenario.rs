@@ -44,6 +44,19 @@ pub struct Scenario {
     pub subscribers: u32,
     pub churn_users: u32,
     pub churn_rate: f64,
+    /// Agents that each send direct messages (`send`) to the next agent at `direct_rate`.
+    #[serde(default)]
+    pub direct_users: u32,
+    #[serde(default)]
+    pub direct_rate: f64,
+    /// Publishers of tasks to `loadtest.tasks` at `task_rate` each, consumed by a queue group of
+    /// `group_members` agents.
+    #[serde(default)]
+    pub task_publishers: u32,
+    #[serde(default)]
+    pub task_rate: f64,
+    #[serde(default)]
+    pub group_members: u32,
     pub payload_bytes: usize,
     pub lz4: bool,
     pub drain_s: f64,
@@ -78,6 +91,16 @@ impl Scenario {
         if self.publishers > 0 && self.subscribers == 0 {
             return Err("publishers need subscribers".into());
         }
+        if self.task_publishers > 0 && self.group_members == 0 {
+            return Err("task_publishers need group_members".into());
+        }
+        if self.direct_users == 1 {
+            return Err("direct_users must be 0 or at least 2 (each sends to the next)".into());
+        }
+        let agents = self.direct_users + self.task_publishers + self.group_members;
+        if agents > 0 && self.shape != Shape::Steady {
+            return Err("direct and group roles run in steady scenarios only".into());
+        }
         match self.shape {
             Shape::Steady if self.duration_s <= 0.0 => Err("duration_s must be > 0".into()),
             Shape::Steps if self.steps.is_empty() || self.step_s <= 0.0 => {
@@ -92,7 +115,13 @@ impl Scenario {
 
     /// Users at 1x: the sum of the roles.
     pub fn base_users(&self) -> u32 {
-        self.echo_users + self.publishers + self.subscribers + self.churn_users
+        self.echo_users
+            + self.publishers
+            + self.subscribers
+            + self.churn_users
+            + self.direct_users
+            + self.task_publishers
+            + self.group_members
     }
 
     /// Users at the busiest phase.

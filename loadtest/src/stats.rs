@@ -23,16 +23,39 @@ pub enum Workload {
     Fanout,
     /// Connect → welcome for a churning connection.
     Churn,
+    /// User-to-user `send` → delivery to the recipient, from the intended send time.
+    Direct,
+    /// Task published → delivery to the one group member that takes it.
+    Group,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 3] = [Workload::Echo, Workload::Fanout, Workload::Churn];
+    pub const ALL: [Workload; 5] = [
+        Workload::Echo,
+        Workload::Fanout,
+        Workload::Churn,
+        Workload::Direct,
+        Workload::Group,
+    ];
+
+    /// The workloads whose latency grades a run (churn's connect time does not).
+    pub const LATENCY: [Workload; 4] = [
+        Workload::Echo,
+        Workload::Fanout,
+        Workload::Direct,
+        Workload::Group,
+    ];
+
+    /// The workloads whose deliveries are counted for loss.
+    pub const DELIVERY: [Workload; 3] = [Workload::Fanout, Workload::Direct, Workload::Group];
 
     pub fn name(self) -> &'static str {
         match self {
             Workload::Echo => "echo",
             Workload::Fanout => "fanout",
             Workload::Churn => "churn",
+            Workload::Direct => "direct",
+            Workload::Group => "group",
         }
     }
 }
@@ -222,10 +245,10 @@ impl Stats {
     }
 }
 
-/// The worst `q` quantile over the latency workloads (echo round trip, fan-out delivery): what
-/// grading, the spike summary and the progress line judge. 0 when neither ran.
+/// The worst `q` quantile over the latency workloads (echo round trip, fan-out, direct and group
+/// delivery): what grading, the spike summary and the progress line judge. 0 when none ran.
 pub fn worst_quantile(latency: &BTreeMap<Workload, Histogram<u64>>, q: f64) -> u64 {
-    [Workload::Echo, Workload::Fanout]
+    Workload::LATENCY
         .iter()
         .filter_map(|w| latency.get(w))
         .map(|h| h.value_at_quantile(q))
@@ -248,6 +271,16 @@ const MAX_GAPS: usize = 100_000;
 
 impl Sequence {
     /// Notes `seq`; updates `counts`.
+    /// A sequence that must start at `first` (a direct sender's, known from the start): what
+    /// never arrives from it counts as lost.
+    pub fn expecting(first: u64) -> Self {
+        Sequence {
+            started: true,
+            next: first,
+            ..Sequence::default()
+        }
+    }
+
     pub fn observe(&mut self, seq: u64, counts: &mut Counts) {
         if !self.started {
             self.started = true;
@@ -296,6 +329,13 @@ mod tests {
         assert_eq!((c.out_of_order, c.duplicated), (1, 1));
         assert_eq!(s.lost(Some(10)), 0);
         assert_eq!(s.lost(Some(12)), 2, "11 and 12 never arrived");
+        let silent = Sequence::expecting(0);
+        assert_eq!(
+            silent.lost(Some(4)),
+            5,
+            "an expected sender's messages count from 0"
+        );
+        assert_eq!(Sequence::default().lost(Some(4)), 0);
         s.observe(13, &mut c);
         assert_eq!(s.lost(Some(13)), 2, "11 and 12 are gaps now");
     }

@@ -44,6 +44,9 @@ pub struct WorkerPlan {
     pub processes: usize,
     /// When every process starts its clock (Unix ms).
     pub start_unix_ms: u64,
+    /// The server's `auth.hs256_secret`, for direct agents' tokens.
+    #[serde(default)]
+    pub hs256_secret: Option<String>,
 }
 
 impl WorkerPlan {
@@ -63,7 +66,13 @@ pub struct Workers {
 impl Workers {
     /// Writes a plan for each share but the first (the parent's) and starts a `loadtest worker`
     /// for it. The children die with the parent.
-    pub fn spawn(opts: &Options, url: &str, processes: usize, start_unix_ms: u64) -> Result<Self> {
+    pub fn spawn(
+        opts: &Options,
+        url: &str,
+        processes: usize,
+        start_unix_ms: u64,
+        hs256_secret: Option<&str>,
+    ) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("loadtest-workers-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -84,6 +93,7 @@ impl Workers {
                 index,
                 processes,
                 start_unix_ms,
+                hs256_secret: hs256_secret.map(str::to_string),
             };
             write_atomic(&plan_path(&peers.dir, index), &serde_json::to_vec(&plan)?)?;
             let child = tokio::process::Command::new(&exe)

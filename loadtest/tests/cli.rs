@@ -287,6 +287,68 @@ fn a_run_split_over_two_processes_merges_their_measurements() {
     }
 }
 
+/// The agents' workloads end to end: direct messages between token-holding agents of a
+/// spawned server, and tasks taken by a queue group, each exactly once.
+#[test]
+fn direct_and_group_workloads_deliver_each_message_once_and_report_the_shares() {
+    let out = temp_dir("agents");
+    let scenario = r#"
+[tinyagents]
+description = "a ~3 s agents run for tests"
+shape = "steady"
+ramp_s = 1
+duration_s = 3
+echo_users = 0
+echo_rate = 0
+publishers = 0
+publish_rate = 0
+subscribers = 0
+churn_users = 0
+churn_rate = 0
+direct_users = 6
+direct_rate = 20
+task_publishers = 2
+task_rate = 50
+group_members = 4
+payload_bytes = 64
+lz4 = false
+drain_s = 1
+"#;
+    let grading = tiny_grading().replace("[tiny]", "[tinyagents]");
+    let (output, r) = run_in(&out, "tinyagents", scenario, &grading, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    for w in ["direct", "group"] {
+        let w = &r["workloads"][w];
+        let (sent, received) = (w["sent"].as_u64().unwrap(), w["received"].as_u64().unwrap());
+        assert!(sent > 0 && received == sent, "{w}");
+        for field in ["lost", "duplicated", "out_of_order"] {
+            assert_eq!(w[field], 0, "{field}: {w}");
+        }
+    }
+    let group = &r["group"];
+    assert_eq!(group["members"], 4);
+    assert_eq!(group["tasks"], r["workloads"]["group"]["received"]);
+    assert!(
+        group["min"].as_u64().unwrap() > 0,
+        "no member starved: {group}"
+    );
+    // A target server needs the secret the agents sign with.
+    let refused = loadtest(&[
+        "run",
+        "--scenario",
+        "tinyagents",
+        "--target",
+        "ws://127.0.0.1:9/ws",
+        "--scenarios",
+        &out.join("scenarios.toml").display().to_string(),
+        "--grading",
+        &out.join("grading.toml").display().to_string(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--hs256-secret"));
+}
+
 /// Every step graded F under impossible limits: stress stops after its first step.
 #[test]
 fn stress_stops_at_the_first_step_that_breaks() {
