@@ -183,10 +183,11 @@ async fn an_expired_token_closes_with_4001_and_a_refresh_keeps_the_connection() 
         (token("eve", 60, json!({})), "eve"),
         (token("dave", 60, json!({"iss": "x"})), "issuer"),
     ] {
-        refreshed
+        let mut other = connect(&server, &token("dave", 60, json!({}))).await?;
+        other
             .send(json!({"op": "refresh", "token": bad, "ref": "bad"}))
             .await?;
-        let reply = refreshed.recv_json().await?;
+        let reply = other.recv_json().await?;
         assert_eq!(reply["code"], "invalid_token", "{reply}");
         assert!(
             reply["message"].as_str().unwrap().contains(words),
@@ -195,8 +196,13 @@ async fn an_expired_token_closes_with_4001_and_a_refresh_keeps_the_connection() 
     }
     let fresh = token("dave", 60, json!({}));
     refreshed
-        .request_ok(json!({"op": "refresh", "token": fresh}), "r")
+        .request_ok(json!({"op": "refresh", "token": fresh.clone()}), "r")
         .await?;
+    // Checking signatures is costly: one refresh per second at most.
+    refreshed
+        .send(json!({"op": "refresh", "token": fresh, "ref": "again"}))
+        .await?;
+    assert_eq!(refreshed.recv_json().await?["code"], "rate_limited");
     let (code, reason) = expiring.expect_close().await?;
     assert_eq!((code, reason.as_str()), (4001, "token expired"));
     // The old token's expiry has passed too: the refreshed connection still answers.

@@ -105,6 +105,8 @@ pub struct Conn {
     expiry_changed: Cell<bool>,
     /// Its outbox's bytes as queue groups see them, once it has joined one.
     load: OnceCell<Arc<Load>>,
+    /// When it last asked to refresh its token.
+    refreshed: Cell<Option<Instant>>,
 }
 
 impl Conn {
@@ -122,6 +124,7 @@ impl Conn {
             expires: Cell::new(identity.expires_at.map(instant_of)),
             expiry_changed: Cell::new(false),
             load: OnceCell::new(),
+            refreshed: Cell::new(None),
         }
     }
 
@@ -148,6 +151,16 @@ impl Conn {
         if let Some(load) = self.load.get() {
             load.set_queued(queued_bytes);
         }
+    }
+
+    /// Whether a refresh may be checked now: not within `interval` of the last one.
+    pub fn may_refresh(&self, interval: Duration) -> bool {
+        let now = Instant::now();
+        if self.refreshed.get().is_some_and(|at| now < at + interval) {
+            return false;
+        }
+        self.refreshed.set(Some(now));
+        true
     }
 
     /// A refreshed token expires at `unix_s` (Unix seconds).

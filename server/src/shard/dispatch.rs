@@ -209,6 +209,9 @@ pub fn reject_binary(conn: &Conn) {
 
 type Outcome = Result<(), (ErrorCode, String)>;
 
+/// Shortest time between two `refresh` requests of one connection.
+const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn unsubscribe(shard: &Shard, conn: &Conn, channel: &str) -> Outcome {
     shard
         .broker(|broker, out| broker.unsubscribe(conn.id(), channel, out))
@@ -226,8 +229,14 @@ fn refused(refusal: Refusal) -> (ErrorCode, String) {
     (refusal.code(), refusal.to_string())
 }
 
-/// Replaces the connection's token: same user, a later expiry, the new token's permissions.
+/// Replaces the connection's token: same user, a later expiry, the new token's permissions. At
+/// most one per [`REFRESH_INTERVAL`]: checking a signature costs far more than any other
+/// request (tens of microseconds for RS256), so a flood of refreshes is refused cheaply.
 fn refresh(shard: &Shard, conn: &Conn, token: &str) -> Outcome {
+    if !conn.may_refresh(REFRESH_INTERVAL) {
+        let text = "at most one refresh per second; request not carried out";
+        return Err((ErrorCode::RateLimited, text.into()));
+    }
     let invalid = |text: String| (ErrorCode::InvalidToken, text);
     let Some(verifier) = &shard.shared().verifier else {
         return Err(invalid(
