@@ -37,7 +37,10 @@ def file_of(src, parts):
 
 def edges(src, file):
     text = re.sub(r"//[^\n]*", "", file.read_text())
-    text = text.split("#[cfg(test)]")[0]
+    # Test-only code may import anything: drop `#[cfg(test)] mod x;` declarations and the inline
+    # test module (by convention the file's last item).
+    text = re.sub(r"#\[cfg\(test\)\]\s*mod\s+\w+\s*;", "", text)
+    text = re.split(r"#\[cfg\(test\)\]\s*mod\s+\w+\s*\{", text)[0]
     here = module_of(src, file)
     paths = []
     for root, rest in PATH.findall(text):

@@ -282,6 +282,16 @@ UNKNOWN_OP = text({"op": "x"})
 ping_flood = flood_attack("ping_flood", b"", PING * 8192)
 empty_fragment_flood = flood_attack("empty_fragment_flood", frame(1, fin=False), EMPTY_CONTINUATION * 8192)
 unknown_op_flood = flood_attack("unknown_op_flood", b"", UNKNOWN_OP * 4096)
+# The ops that cost more than a lookup: a presence query (a round trip to the channel's home
+# shard), a group join and leave (a message to the group's home each), a direct message (one to
+# every shard and an answer back from each), a refresh (a signature check).
+presence_flood = flood_attack("presence_flood", text({"op": "subscribe", "channel": "room"}),
+                              text({"op": "presence", "channel": "room"}) * 4096)
+group_churn_flood = flood_attack("group_churn_flood", b"", (
+    text({"op": "subscribe", "channel": "tasks.*", "group": "g", "ref": 1})
+    + text({"op": "unsubscribe", "channel": "tasks.*", "group": "g"})) * 2048)
+send_flood = flood_attack("send_flood", b"", text({"op": "send", "user": "nobody", "data": 1, "ref": 1}) * 4096)
+refresh_flood = flood_attack("refresh_flood", b"", text({"op": "refresh", "token": "a.b.c"}) * 4096)
 
 
 async def shutdown_under_flood(server):
@@ -470,6 +480,10 @@ ATTACKS = [
     (message_ids, {}, {}),
     (overloaded_nowhere, {"SERVER_SHARD_QUEUE_CAPACITY": "2"}, {}),
     (rate_limit, {}, {}),
+    (presence_flood, {}, {}),
+    (group_churn_flood, {}, {}),
+    (send_flood, {}, {}),
+    (refresh_flood, {}, {}),
 ]
 
 

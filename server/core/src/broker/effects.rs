@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{ShardMessage, Snapshot};
+use super::messages::ShardMessage;
+use super::presence::Snapshot;
 use crate::ids::ConnId;
 use crate::message::Published;
 use crate::protocol::Priority;

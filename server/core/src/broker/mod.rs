@@ -6,6 +6,7 @@
 //! - [`patterns`]: pattern subscriptions (`news.*`, `news.>`) in a token trie.
 //! - [`groups`]: queue groups whose home is this shard, and the pick of one member per message.
 //! - [`presence`]: who is subscribed to the channels whose home is this shard.
+//! - [`messages`]: what one shard's broker tells another's.
 //! - [`batch`]: the batch membership rule (a message reaches exactly the subscribers its channel
 //!   had when it was published).
 //! - [`users`]: per-connection state, the one source of truth for a connection's subscriptions.
@@ -15,6 +16,7 @@ mod channels;
 mod effects;
 mod groups;
 mod members;
+mod messages;
 mod patterns;
 mod presence;
 mod users;
@@ -38,76 +40,13 @@ pub use effects::{Action, Effects};
 pub use groups::{GroupKey, Load};
 use groups::{Groups, Member};
 use members::{Members, Subscriber};
+use messages::PresenceChange;
+pub use messages::ShardMessage;
 use patterns::Patterns;
 use presence::Presence;
 pub use presence::Snapshot;
 use users::Conns;
 pub use users::Peer;
-
-/// What one shard's broker tells another's, through the mailboxes.
-#[derive(Debug)]
-pub enum ShardMessage {
-    /// To a group's home: `member` joins; answer [`ShardMessage::GroupJoined`] with `token`.
-    GroupJoin {
-        key: GroupKey,
-        balance: Balance,
-        member: ConnId,
-        load: Arc<Load>,
-        token: u64,
-    },
-    /// To a member's shard: its join is in place.
-    GroupJoined { token: u64 },
-    /// To a group's home: `member` left (unsubscribed or disconnected).
-    GroupLeave { key: GroupKey, member: ConnId },
-    /// To a member's shard: the home picked `member` for `message`.
-    GroupMessage {
-        key: GroupKey,
-        member: ConnId,
-        message: Arc<Published>,
-    },
-    /// To a group's home: the picked member had left; pick another.
-    GroupRetry {
-        key: GroupKey,
-        message: Arc<Published>,
-    },
-    /// To a channel's presence home: `conn` subscribed.
-    PresenceJoin {
-        channel: Arc<str>,
-        conn: ConnId,
-        user: Option<Arc<str>>,
-    },
-    /// To a channel's presence home: `conn` unsubscribed or disconnected.
-    PresenceLeave { channel: Arc<str>, conn: ConnId },
-    /// From a presence home to every shard: a join or leave event, for the connections
-    /// subscribed with `presence`.
-    PresenceEvent { event: Arc<Published> },
-    /// To a channel's presence home: who is there? Answer shard `origin` with `token`.
-    PresenceQuery {
-        channel: Arc<str>,
-        origin: usize,
-        token: u64,
-    },
-    /// From a presence home: the answer to query `token`.
-    PresenceAnswer { token: u64, snapshot: Snapshot },
-}
-
-/// Whether a connection joined or left a channel, for its presence.
-#[derive(Debug, Clone, Copy)]
-enum PresenceChange {
-    Join,
-    Leave,
-}
-
-impl ShardMessage {
-    /// Whether it carries a message (bounded by the mailbox's byte budget), rather than control
-    /// (bounded by the connections and their memberships).
-    pub fn message(&self) -> Option<&Arc<Published>> {
-        match self {
-            ShardMessage::GroupMessage { message, .. } => Some(message),
-            _ => None,
-        }
-    }
-}
 
 /// Limits the broker enforces, and where it is.
 #[derive(Debug, Clone, Copy)]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Mints an HS256 JWT for wsedge (standard library only).
 
-    scripts/token.py SECRET USER [--ttl SECONDS] [--subscribe PATTERN ...] [--publish PATTERN ...]
+    scripts/mint-token.py SECRET USER [--ttl SECONDS] [--subscribe PATTERN ...] [--publish PATTERN ...]
 
 SECRET is the server's auth.hs256_secret (WSEDGE_AUTH_HS256_SECRET); USER becomes `sub`; the token
 expires after --ttl seconds (default 3600). --subscribe/--publish add the
