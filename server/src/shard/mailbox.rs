@@ -25,25 +25,31 @@ use wsedge_core::protocol::Priority;
 pub enum Inbound {
     /// A message published on the sending shard, for this shard's subscribers.
     Publish(Arc<Published>),
-    /// A direct message for this shard's connections of `user`; answered with
-    /// [`Inbound::Delivered`] to shard `origin`, whose mailbox holds room for the answer.
-    Direct {
-        user: Arc<str>,
-        message: Arc<Published>,
-        origin: usize,
-        send: u64,
-    },
+    /// A direct message for this shard's connections of a user (boxed, like every larger
+    /// variant: the queue preallocates `shard_queue_capacity` slots of this enum's size).
+    Direct(Box<Direct>),
     /// How many connections direct message `send` reached on the answering shard.
     Delivered { send: u64, count: usize },
-    /// For this shard's broker (queue groups).
-    Broker(ShardMessage),
+    /// For this shard's broker (queue groups, presence).
+    Broker(Box<ShardMessage>),
+}
+
+/// A direct message for the connections of `user`; answered with [`Inbound::Delivered`] to
+/// shard `origin`, whose mailbox holds room for the answer.
+#[derive(Debug)]
+pub struct Direct {
+    pub user: Arc<str>,
+    pub message: Arc<Published>,
+    pub origin: usize,
+    pub send: u64,
 }
 
 impl Inbound {
     /// The bytes it holds, counted against `server.shard_queue_max_bytes`.
     pub fn bytes(&self) -> usize {
         match self {
-            Inbound::Publish(message) | Inbound::Direct { message, .. } => message.frame.len(),
+            Inbound::Publish(message) => message.frame.len(),
+            Inbound::Direct(direct) => direct.message.frame.len(),
             Inbound::Delivered { .. } => 0,
             Inbound::Broker(message) => message.message().map_or(0, |m| m.frame.len()),
         }
@@ -52,9 +58,8 @@ impl Inbound {
     /// Whether it wakes a shard sleeping until its coalescing release.
     fn is_critical(&self) -> bool {
         match self {
-            Inbound::Publish(message) | Inbound::Direct { message, .. } => {
-                message.priority == Priority::Critical
-            }
+            Inbound::Publish(message) => message.priority == Priority::Critical,
+            Inbound::Direct(direct) => direct.message.priority == Priority::Critical,
             Inbound::Delivered { .. } => true,
             Inbound::Broker(message) => message
                 .message()
@@ -197,6 +202,11 @@ mod tests {
             frame,
             usize::MAX,
         )))
+    }
+
+    #[test]
+    fn a_queue_slot_stays_small() {
+        assert!(std::mem::size_of::<Inbound>() <= 24);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::config::{Config, SocketBudget};
 use crate::conn::{CloseKind, Conn, Identity};
 use crate::notify::LocalNotify;
 use coalesce::Coalescer;
-use mailbox::{try_increment, Inbound, Mailbox};
+use mailbox::{try_increment, Direct, Inbound, Mailbox};
 
 /// Size of each shard's read buffer, shared by its connections (a connection keeps no read
 /// buffer of its own while idle).
@@ -327,10 +327,10 @@ impl Shard {
     fn send_to_shard(&self, shard: usize, message: ShardMessage) {
         let mailbox = &self.shared.mailboxes[shard];
         let Some(bytes) = message.message().map(|m| m.frame.len()) else {
-            return mailbox.push_control(Inbound::Broker(message));
+            return mailbox.push_control(Inbound::Broker(Box::new(message)));
         };
         if mailbox.reserve(bytes) {
-            mailbox.push_reserved(Inbound::Broker(message));
+            mailbox.push_reserved(Inbound::Broker(Box::new(message)));
         } else {
             tracing::warn!(
                 shard = self.index,
@@ -356,17 +356,18 @@ impl Shard {
     pub fn receive(&self, inbound: Inbound) {
         match inbound {
             Inbound::Publish(message) => self.deliver_local(&message),
-            Inbound::Direct {
-                user,
-                message,
-                origin,
-                send,
-            } => {
+            Inbound::Direct(direct) => {
+                let Direct {
+                    user,
+                    message,
+                    origin,
+                    send,
+                } = *direct;
                 let count = self.broker(|broker, out| broker.send_local(&user, &message, out));
                 // Room for the answer was reserved by the origin.
                 self.shared.mailboxes[origin].push_reserved(Inbound::Delivered { send, count });
             }
-            Inbound::Broker(message) => self.broker(|broker, out| broker.receive(message, out)),
+            Inbound::Broker(message) => self.broker(|broker, out| broker.receive(*message, out)),
             Inbound::Delivered { send, count } => {
                 let mut sends = self.sends.borrow_mut();
                 let Some(pending) = sends.get_mut(&send) else {
@@ -422,12 +423,12 @@ impl Shard {
         self.sends.borrow_mut().insert(n, pending);
         let user: Arc<str> = user.into();
         for (_, mailbox) in self.others() {
-            mailbox.push_reserved(Inbound::Direct {
+            mailbox.push_reserved(Inbound::Direct(Box::new(Direct {
                 user: user.clone(),
                 message: message.clone(),
                 origin: self.index,
                 send: n,
-            });
+            })));
         }
         Ok(())
     }
