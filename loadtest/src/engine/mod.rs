@@ -3,8 +3,12 @@
 //! open-model schedule says is due (latency counts from the *intended* send time, so a stalled
 //! server cannot hide its stall), then hands the samples its reader task collected to goose
 //! (`record_custom_request_duration`) and to the run's HdrHistograms.
+//!
+//! [`state`] holds what a run's users share and the roles; [`reader`] each connection's reader.
 
-use std::borrow::Cow;
+mod reader;
+mod state;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,10 +18,11 @@ use goose::prelude::*;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::peers::Peers;
-use crate::scenario::Scenario as Plan;
-use crate::stats::{Local, Sequence, Stats, Workload};
-use crate::wsclient::{self, Incoming, Target, Writer};
+use crate::stats::{Local, Sequence, Workload};
+use crate::wsclient::{self, Incoming, Writer};
+use reader::{read_loop, Shared};
+use state::{agent_target, workload_of, Role, GROUP, TASKS, TASK_SENDER};
+pub use state::{Agents, Run};
 
 /// Longest a tick runs before returning to goose (which may then stop the user).
 const TICK: Duration = Duration::from_millis(100);
@@ -27,171 +32,6 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 const GOOSE_ERRORS_PER_TICK: u64 = 100;
 /// The fan-out channel.
 const CHANNEL: &str = "loadtest.fanout";
-/// The channel tasks are published to, and the queue group of agents that takes them.
-const TASKS: &str = "loadtest.tasks";
-const GROUP: &str = "agents";
-/// Sender ids of direct-message agents and of task publishers (fan-out publishers count up
-/// from 0 per process).
-const DIRECT_SENDER: u64 = 1 << 62;
-const TASK_SENDER: u64 = 1 << 61;
-/// How long a direct agent's token is valid: longer than any run.
-const TOKEN_TTL_S: u64 = 7 * 86_400;
-
-/// What the direct and group workloads need besides the rest.
-#[derive(Debug, Clone, Default)]
-pub struct Agents {
-    /// The server's `auth.hs256_secret`: direct agents sign their own tokens with it.
-    pub secret: Option<String>,
-    /// Direct and task sends start here (µs since start): after the ramp, so that every
-    /// recipient and group member is connected.
-    pub sends_from_us: u64,
-}
-
-/// Which tasks the group members of this process received, to count losses and duplicates.
-#[derive(Default)]
-struct Tasks {
-    /// Publisher → task sequence numbers received.
-    seen: HashMap<u64, std::collections::HashSet<u64>>,
-    /// Tasks each member took.
-    shares: Vec<u64>,
-    /// Losses were counted (once, by the first member to stop).
-    accounted: bool,
-}
-
-/// What all users of a run share.
-pub struct Run {
-    pub target: Target,
-    pub scenario: Plan,
-    pub stats: Stats,
-    /// Sends stop at this time (µs since start); the rest of the run drains in-flight messages.
-    /// Moved earlier when a stress step breaks ([`Run::stop_sends`]).
-    sends_until_us: AtomicU64,
-    /// Last sequence number each publisher sent.
-    pub last_seq: Mutex<HashMap<u64, u64>>,
-    pub next_publisher: AtomicU64,
-    /// Raw mode: bare payloads to `/echo` and `/broadcast`, no wsedge envelope (for a plain peer).
-    pub raw: bool,
-    pad: String,
-    peers: Option<Peers>,
-    all_last_seq: tokio::sync::OnceCell<Result<HashMap<u64, u64>, String>>,
-    agents: Agents,
-    next_direct: AtomicU64,
-    tasks: Mutex<Tasks>,
-}
-
-impl Run {
-    /// `peers`: the other processes of a run split over several (`None`: this one alone).
-    pub fn new(
-        target: Target,
-        scenario: Plan,
-        stats: Stats,
-        sends_until_us: u64,
-        raw: bool,
-        peers: Option<Peers>,
-        agents: Agents,
-    ) -> Self {
-        let pad = "x".repeat(scenario.payload_bytes);
-        // Publisher ids are unique across processes.
-        let first_publisher = peers.as_ref().map_or(0, |p| (p.index as u64) << 32);
-        Run {
-            target,
-            scenario,
-            stats,
-            sends_until_us: AtomicU64::new(sends_until_us),
-            last_seq: Mutex::default(),
-            next_publisher: AtomicU64::new(first_publisher),
-            raw,
-            pad,
-            peers,
-            all_last_seq: tokio::sync::OnceCell::new(),
-            agents,
-            next_direct: AtomicU64::new(0),
-            tasks: Mutex::default(),
-        }
-    }
-
-    /// Tasks each group member of this process took (in member order).
-    pub fn group_shares(&self) -> Vec<u64> {
-        self.tasks.lock().unwrap().shares.clone()
-    }
-
-    /// This process's index among the run's processes.
-    fn process(&self) -> u64 {
-        self.peers.as_ref().map_or(0, |p| p.index as u64)
-    }
-
-    /// Direct agent `k`'s user id.
-    fn agent(&self, k: u64) -> String {
-        format!("agent-{}-{k}", self.process())
-    }
-
-    /// The last sequence number every publisher of the run sent (of every process: exchanged
-    /// once, after sends stopped).
-    async fn last_sent(&self) -> Result<HashMap<u64, u64>, String> {
-        let own = self.last_seq.lock().unwrap().clone();
-        let Some(peers) = &self.peers else {
-            return Ok(own);
-        };
-        self.all_last_seq
-            .get_or_init(|| async {
-                peers
-                    .exchange_last_seq(&own)
-                    .await
-                    .map_err(|e| format!("{e:#}"))
-            })
-            .await
-            .clone()
-    }
-
-    /// When sends stop (µs since start).
-    pub fn sends_until_us(&self) -> u64 {
-        self.sends_until_us.load(Ordering::Relaxed)
-    }
-
-    /// Stops every sender now (at most one tick late); in-flight messages still count.
-    pub fn stop_sends(&self) {
-        self.sends_until_us
-            .fetch_min(self.stats.now_us(), Ordering::Relaxed);
-    }
-
-    /// [`Run::stop_sends`] here and in the run's other processes.
-    pub fn stop_sends_everywhere(&self) -> anyhow::Result<()> {
-        self.stop_sends();
-        self.peers.as_ref().map_or(Ok(()), Peers::request_stop)
-    }
-
-    fn subprotocol(&self) -> Option<&'static str> {
-        (self.scenario.lz4 && !self.raw).then_some("wsedge.v1.lz4")
-    }
-
-    /// Where a role connects: the target's path, or in raw mode `/echo` or `/broadcast`.
-    fn target_for(&self, role: Role) -> Target {
-        let mut target = self.target.clone();
-        if self.raw {
-            let path = if matches!(role, Role::Publisher | Role::Subscriber) {
-                "/broadcast"
-            } else {
-                "/echo"
-            };
-            target.path = path.into();
-        }
-        target
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Echo,
-    Publisher,
-    Subscriber,
-    Churn,
-    /// Sends direct messages to the next agent and receives the previous one's.
-    Direct,
-    /// Publishes tasks for the group.
-    TaskPublisher,
-    /// A member of the queue group that takes the tasks.
-    GroupMember,
-}
 
 /// One user's state; goose keeps it as session data.
 struct UserState {
@@ -291,7 +131,7 @@ async fn on_start(run: Arc<Run>, role: Role, user: &mut GooseUser) -> Transactio
         }
         Role::Direct => {
             state.agent = run.next_direct.fetch_add(1, Ordering::Relaxed);
-            state.publisher = DIRECT_SENDER | run.process() << 32 | state.agent;
+            state.publisher = run.direct_sender(state.agent);
         }
         _ => {}
     }
@@ -312,34 +152,6 @@ async fn on_start(run: Arc<Run>, role: Role, user: &mut GooseUser) -> Transactio
     }
     user.set_session_data(Session(Arc::new(tokio::sync::Mutex::new(state))));
     Ok(())
-}
-
-fn workload_of(role: Role) -> Workload {
-    match role {
-        Role::Echo => Workload::Echo,
-        Role::Publisher | Role::Subscriber => Workload::Fanout,
-        Role::Churn => Workload::Churn,
-        Role::Direct => Workload::Direct,
-        Role::TaskPublisher | Role::GroupMember => Workload::Group,
-    }
-}
-
-/// A direct agent's target: the server's path with its token.
-fn agent_target(run: &Run, role: Role, agent: u64) -> anyhow::Result<Target> {
-    let mut target = run.target_for(role);
-    if role != Role::Direct {
-        return Ok(target);
-    }
-    let secret = run.agents.secret.as_deref().ok_or_else(|| {
-        anyhow::anyhow!("the direct workload needs the server's auth.hs256_secret (--hs256-secret)")
-    })?;
-    let exp = crate::clock::unix_ms() / 1000 + TOKEN_TTL_S;
-    let claims = serde_json::json!({"sub": run.agent(agent), "exp": exp});
-    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)?;
-    let separator = if target.path.contains('?') { '&' } else { '?' };
-    target.path = format!("{}{separator}token={token}", target.path);
-    Ok(target)
 }
 
 /// Connects, subscribes subscribers, and starts the reader task.
@@ -367,16 +179,12 @@ async fn open(
         wsclient::send_text(&writer, request.as_bytes()).await?;
         expect_op(&mut reader, &writer, "ok").await?;
     }
-    let member = (role == Role::GroupMember).then(|| {
-        let mut tasks = run.tasks.lock().unwrap();
-        tasks.shares.push(0);
-        tasks.shares.len() - 1
-    });
+    let member = (role == Role::GroupMember).then(|| run.tasks.lock().unwrap().member());
     if role == Role::Direct {
         // This agent hears from the previous one: a sequence it expects, so that losses count
         // even if nothing arrives.
         let n = run.scenario.direct_users.max(1) as u64;
-        let from = DIRECT_SENDER | run.process() << 32 | ((state.agent + n - 1) % n);
+        let from = run.direct_sender((state.agent + n - 1) % n);
         state
             .sequences
             .lock()
@@ -413,136 +221,6 @@ async fn expect_op(reader: &mut wsclient::Reader, writer: &Writer, op: &str) -> 
     let v: Value = serde_json::from_slice(&text)?;
     anyhow::ensure!(v["op"] == op, "expected {op}, got {v}");
     Ok(())
-}
-
-/// A server frame as the reader needs it (other fields are skipped).
-#[derive(serde::Deserialize)]
-struct Reply<'a> {
-    #[serde(borrow)]
-    op: Option<Cow<'a, str>>,
-    data: Option<Data>,
-    #[serde(borrow)]
-    code: Option<Cow<'a, str>>,
-    /// Set on direct messages.
-    #[serde(borrow)]
-    user: Option<Cow<'a, str>>,
-}
-
-/// The `data` loadtest sends: publisher, sequence number, intended send time (µs).
-#[derive(serde::Deserialize, Default)]
-struct Data {
-    p: Option<u64>,
-    s: Option<u64>,
-    t: Option<u64>,
-}
-
-/// What a reader task shares with its user.
-struct Shared {
-    run: Arc<Run>,
-    role: Role,
-    /// A group member's place in the run's shares.
-    member: Option<usize>,
-    writer: Writer,
-    local: Arc<Mutex<Local>>,
-    sequences: Arc<Mutex<BTreeMap<u64, Sequence>>>,
-    closing: Arc<AtomicBool>,
-    replies: Arc<AtomicU64>,
-}
-
-/// Reads replies and deliveries until the connection ends, recording latencies.
-async fn read_loop(shared: Shared, mut reader: wsclient::Reader) {
-    let Shared {
-        run,
-        role,
-        member,
-        writer,
-        local,
-        sequences,
-        closing,
-        replies,
-    } = shared;
-    let workload = workload_of(role);
-    loop {
-        let text = match wsclient::next(&mut reader, &writer).await {
-            Ok(Incoming::Text(t)) => t,
-            Ok(Incoming::Binary(b)) => match lz4_flex::decompress_size_prepended(&b) {
-                Ok(t) => t,
-                Err(_) => {
-                    local.lock().unwrap().error(workload, "bad_lz4");
-                    continue;
-                }
-            },
-            Ok(Incoming::Closed) | Err(_) => break,
-        };
-        let now = run.stats.now_us();
-        // Typed, borrowed parsing: a subscriber may read hundreds of thousands of messages/s.
-        let parsed = if run.raw {
-            serde_json::from_slice::<Data>(&text).map(|data| Reply {
-                // A plain peer broadcasts to publishers too: only subscribers count deliveries.
-                op: match role {
-                    Role::Echo => Some("echo".into()),
-                    Role::Subscriber => Some("message".into()),
-                    _ => None,
-                },
-                data: Some(data),
-                code: None,
-                user: None,
-            })
-        } else {
-            serde_json::from_slice::<Reply<'_>>(&text)
-        };
-        let Ok(reply) = parsed else {
-            local.lock().unwrap().error(workload, "bad_json");
-            continue;
-        };
-        let mut local = local.lock().unwrap();
-        let data = reply.data.unwrap_or_default();
-        match reply.op.as_deref() {
-            Some("echo") => {
-                local.latency(Workload::Echo, now.saturating_sub(data.t.unwrap_or(now)));
-                local.counts(Workload::Echo).received += 1;
-                replies.fetch_add(1, Ordering::Relaxed);
-            }
-            Some("message") => {
-                let kind = match (role, reply.user.is_some()) {
-                    (_, true) => Workload::Direct,
-                    (Role::GroupMember, false) => Workload::Group,
-                    _ => Workload::Fanout,
-                };
-                let (Some(p), Some(s), Some(t)) = (data.p, data.s, data.t) else {
-                    local.error(kind, "bad_message");
-                    continue;
-                };
-                local.latency(kind, now.saturating_sub(t));
-                let counts = local.counts(kind);
-                counts.received += 1;
-                if kind == Workload::Group {
-                    let mut tasks = run.tasks.lock().unwrap();
-                    if !tasks.seen.entry(p).or_default().insert(s) {
-                        counts.duplicated += 1;
-                    }
-                    if let Some(share) = member.and_then(|m| tasks.shares.get_mut(m)) {
-                        *share += 1;
-                    }
-                    continue;
-                }
-                sequences
-                    .lock()
-                    .unwrap()
-                    .entry(p)
-                    .or_default()
-                    .observe(s, counts);
-            }
-            Some("error") => {
-                let code = reply.code.as_deref().unwrap_or("unknown");
-                local.error(workload, &format!("server_error:{code}"));
-            }
-            _ => {}
-        }
-    }
-    if !closing.load(Ordering::Relaxed) {
-        local.lock().unwrap().error(workload, "closed_by_server");
-    }
 }
 
 async fn tick(run: Arc<Run>, role: Role, user: &mut GooseUser) -> TransactionResult {
@@ -720,17 +398,9 @@ async fn on_stop(run: Arc<Run>, role: Role, user: &mut GooseUser) -> Transaction
         let last = run.last_sent().await;
         match role {
             Role::GroupMember => {
-                let mut tasks = run.tasks.lock().unwrap();
-                if !std::mem::replace(&mut tasks.accounted, true) {
-                    // Every task of every publisher should have reached one member.
-                    let last = last.unwrap_or_default();
-                    let lost: u64 = last
-                        .iter()
-                        .filter(|(p, _)| **p & TASK_SENDER != 0)
-                        .map(|(p, &s)| {
-                            (s + 1).saturating_sub(tasks.seen.get(p).map_or(0, |x| x.len() as u64))
-                        })
-                        .sum();
+                // Every task of every publisher should have reached one member.
+                let last = last.unwrap_or_default();
+                if let Some(lost) = run.tasks.lock().unwrap().lost(&last) {
                     local.counts(Workload::Group).lost += lost;
                 }
             }

@@ -1,0 +1,137 @@
+//! A connection's reader task: parses what the server sends and records latencies, losses,
+//! duplicates and errors.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::state::{workload_of, Role, Run};
+use crate::stats::{Local, Sequence, Workload};
+use crate::wsclient::{self, Incoming, Writer};
+
+/// A server frame as the reader needs it (other fields are skipped).
+#[derive(serde::Deserialize)]
+struct Reply<'a> {
+    #[serde(borrow)]
+    op: Option<Cow<'a, str>>,
+    data: Option<Data>,
+    #[serde(borrow)]
+    code: Option<Cow<'a, str>>,
+    /// Set on direct messages.
+    #[serde(borrow)]
+    user: Option<Cow<'a, str>>,
+}
+
+/// The `data` loadtest sends: publisher, sequence number, intended send time (µs).
+#[derive(serde::Deserialize, Default)]
+struct Data {
+    p: Option<u64>,
+    s: Option<u64>,
+    t: Option<u64>,
+}
+
+/// What a reader task shares with its user.
+pub(super) struct Shared {
+    pub(super) run: Arc<Run>,
+    pub(super) role: Role,
+    /// A group member's place in the run's shares.
+    pub(super) member: Option<usize>,
+    pub(super) writer: Writer,
+    pub(super) local: Arc<Mutex<Local>>,
+    pub(super) sequences: Arc<Mutex<BTreeMap<u64, Sequence>>>,
+    pub(super) closing: Arc<AtomicBool>,
+    pub(super) replies: Arc<AtomicU64>,
+}
+
+/// Reads replies and deliveries until the connection ends, recording latencies.
+pub(super) async fn read_loop(shared: Shared, mut reader: wsclient::Reader) {
+    let Shared {
+        run,
+        role,
+        member,
+        writer,
+        local,
+        sequences,
+        closing,
+        replies,
+    } = shared;
+    let workload = workload_of(role);
+    loop {
+        let text = match wsclient::next(&mut reader, &writer).await {
+            Ok(Incoming::Text(t)) => t,
+            Ok(Incoming::Binary(b)) => match lz4_flex::decompress_size_prepended(&b) {
+                Ok(t) => t,
+                Err(_) => {
+                    local.lock().unwrap().error(workload, "bad_lz4");
+                    continue;
+                }
+            },
+            Ok(Incoming::Closed) | Err(_) => break,
+        };
+        let now = run.stats.now_us();
+        // Typed, borrowed parsing: a subscriber may read hundreds of thousands of messages/s.
+        let parsed = if run.raw {
+            serde_json::from_slice::<Data>(&text).map(|data| Reply {
+                // A plain peer broadcasts to publishers too: only subscribers count deliveries.
+                op: match role {
+                    Role::Echo => Some("echo".into()),
+                    Role::Subscriber => Some("message".into()),
+                    _ => None,
+                },
+                data: Some(data),
+                code: None,
+                user: None,
+            })
+        } else {
+            serde_json::from_slice::<Reply<'_>>(&text)
+        };
+        let Ok(reply) = parsed else {
+            local.lock().unwrap().error(workload, "bad_json");
+            continue;
+        };
+        let mut local = local.lock().unwrap();
+        let data = reply.data.unwrap_or_default();
+        match reply.op.as_deref() {
+            Some("echo") => {
+                local.latency(Workload::Echo, now.saturating_sub(data.t.unwrap_or(now)));
+                local.counts(Workload::Echo).received += 1;
+                replies.fetch_add(1, Ordering::Relaxed);
+            }
+            Some("message") => {
+                let kind = match (role, reply.user.is_some()) {
+                    (_, true) => Workload::Direct,
+                    (Role::GroupMember, false) => Workload::Group,
+                    _ => Workload::Fanout,
+                };
+                let (Some(p), Some(s), Some(t)) = (data.p, data.s, data.t) else {
+                    local.error(kind, "bad_message");
+                    continue;
+                };
+                local.latency(kind, now.saturating_sub(t));
+                let counts = local.counts(kind);
+                counts.received += 1;
+                if kind == Workload::Group {
+                    if !run.tasks.lock().unwrap().take(member, p, s) {
+                        counts.duplicated += 1;
+                    }
+                    continue;
+                }
+                sequences
+                    .lock()
+                    .unwrap()
+                    .entry(p)
+                    .or_default()
+                    .observe(s, counts);
+            }
+            Some("error") => {
+                let code = reply.code.as_deref().unwrap_or("unknown");
+                local.error(workload, &format!("server_error:{code}"));
+            }
+            _ => {}
+        }
+    }
+    if !closing.load(Ordering::Relaxed) {
+        local.lock().unwrap().error(workload, "closed_by_server");
+    }
+}
