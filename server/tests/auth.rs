@@ -4,30 +4,20 @@
 mod support;
 
 use anyhow::Result;
-use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
-use support::{raw_request, upgrade_request, Client, TestServer};
+use support::{raw_request, unix_now, upgrade_request, Client, TestServer, SECRET};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-const SECRET: &str = "a test secret of at least 32 bytes!";
 const ISSUER: &str = "wsedge-tests";
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn token_with(claims: Value, secret: &str) -> String {
-    let key = EncodingKey::from_secret(secret.as_bytes());
-    encode(&Header::default(), &claims, &key).unwrap()
+    support::sign(&claims, secret)
 }
 
 /// A token for `user`, valid for `seconds`, with `extra` claims merged in.
 fn token(user: &str, seconds: u64, extra: Value) -> String {
-    let mut claims = json!({"sub": user, "exp": now() + seconds, "iss": ISSUER});
+    let mut claims = json!({"sub": user, "exp": unix_now() + seconds, "iss": ISSUER});
     for (k, v) in extra.as_object().unwrap() {
         claims[k] = v.clone();
     }
@@ -48,12 +38,7 @@ async fn server(anonymous: bool) -> Result<TestServer> {
 }
 
 async fn connect(server: &TestServer, token: &str) -> Result<Client> {
-    Client::connect_request(
-        server
-            .url(&format!("/ws?token={token}"))
-            .into_client_request()?,
-    )
-    .await
+    Client::connect_with_token(server, token).await
 }
 
 #[tokio::test]
@@ -63,14 +48,14 @@ async fn a_request_without_a_good_token_gets_401_with_a_reason_and_no_connection
         (String::new(), "token_required", "token"),
         (
             token_with(
-                json!({"sub":"a","exp":now() + 60,"iss":ISSUER}),
+                json!({"sub":"a","exp":unix_now() + 60,"iss":ISSUER}),
                 "another secret of 32 bytes or more",
             ),
             "invalid_token",
             "signature",
         ),
         (
-            token("a", 0, json!({"exp": now() - 1})),
+            token("a", 0, json!({"exp": unix_now() - 1})),
             "invalid_token",
             "expired",
         ),
@@ -80,7 +65,7 @@ async fn a_request_without_a_good_token_gets_401_with_a_reason_and_no_connection
             "issuer",
         ),
         (
-            token_with(json!({"exp":now() + 60,"iss":ISSUER}), SECRET),
+            token_with(json!({"exp":unix_now() + 60,"iss":ISSUER}), SECRET),
             "invalid_token",
             "sub",
         ),
@@ -111,6 +96,11 @@ async fn a_request_without_a_good_token_gets_401_with_a_reason_and_no_connection
         assert!(body["message"].as_str().unwrap().contains(words), "{body}");
     }
     assert_eq!(server.health().await?["connections"], 0);
+    // A server with no key cannot check a token, so it refuses one rather than ignore it.
+    let keyless = TestServer::start(&[]).await?;
+    let path = format!("/ws?token={}", token("a", 60, json!({})));
+    let (_, head) = raw_request(&keyless, upgrade_request(&path).as_bytes()).await?;
+    assert!(head.starts_with("HTTP/1.1 401 "), "{head}");
     Ok(())
 }
 

@@ -4,46 +4,18 @@
 mod support;
 
 use anyhow::Result;
-use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
-use support::{Client, TestServer};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-const SECRET: &str = "a test secret of at least 32 bytes!";
-
-fn token(user: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let key = EncodingKey::from_secret(SECRET.as_bytes());
-    encode(&Header::default(), &json!({"sub": user, "exp": exp}), &key).unwrap()
-}
-
-/// A connection of `user` on `shard`.
-async fn user_on_shard(server: &TestServer, user: &str, shard: u64) -> Result<Client> {
-    let url = server.url(&format!("/ws?token={}", token(user)));
-    for _ in 0..200 {
-        let c = Client::connect_request(url.as_str().into_client_request()?).await?;
-        if c.shard == shard {
-            return Ok(c);
-        }
-        // Closed, not dropped, so that it no longer counts as one of the user's connections.
-        c.close().await?;
-    }
-    anyhow::bail!("no connection landed on shard {shard}")
-}
+use support::{Client, TestServer, SECRET};
 
 #[tokio::test]
 async fn a_direct_message_reaches_the_users_connections_on_both_shards_in_order() -> Result<()> {
     let server =
         TestServer::start(&[("SERVER_SHARDS", "2"), ("AUTH_HS256_SECRET", SECRET)]).await?;
     let mut alice = [
-        user_on_shard(&server, "alice", 0).await?,
-        user_on_shard(&server, "alice", 1).await?,
+        Client::user_on_shard(&server, "alice", 0).await?,
+        Client::user_on_shard(&server, "alice", 1).await?,
     ];
-    let mut bob = user_on_shard(&server, "bob", 1).await?;
+    let mut bob = Client::user_on_shard(&server, "bob", 1).await?;
     bob.send(
         json!({"op": "send", "user": "alice", "data": {"hi": 1}, "priority": "high", "ref": "s1"}),
     )

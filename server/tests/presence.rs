@@ -3,30 +3,8 @@
 mod support;
 
 use anyhow::Result;
-use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::json;
-use support::{Client, TestServer};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-const SECRET: &str = "a test secret of at least 32 bytes!";
-
-async fn user_on_shard(server: &TestServer, user: &str, shard: u64) -> Result<Client> {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs()
-        + 600;
-    let key = EncodingKey::from_secret(SECRET.as_bytes());
-    let token = encode(&Header::default(), &json!({"sub": user, "exp": exp}), &key)?;
-    let url = server.url(&format!("/ws?token={token}"));
-    for _ in 0..200 {
-        let c = Client::connect_request(url.as_str().into_client_request()?).await?;
-        if c.shard == shard {
-            return Ok(c);
-        }
-        c.close().await?;
-    }
-    anyhow::bail!("no connection landed on shard {shard}")
-}
+use support::{Client, TestServer, SECRET};
 
 #[tokio::test]
 async fn presence_lists_users_on_both_shards_and_watchers_see_joins_and_leaves() -> Result<()> {
@@ -36,7 +14,7 @@ async fn presence_lists_users_on_both_shards_and_watchers_see_joins_and_leaves()
         ("PRESENCE_MAX_USERS", "2"),
     ])
     .await?;
-    let mut watcher = user_on_shard(&server, "watcher", 0).await?;
+    let mut watcher = Client::user_on_shard(&server, "watcher", 0).await?;
     watcher
         .request_ok(
             json!({"op": "subscribe", "channel": "room", "presence": true}),
@@ -49,7 +27,7 @@ async fn presence_lists_users_on_both_shards_and_watchers_see_joins_and_leaves()
         join,
         json!({"op": "join", "channel": "room", "user": "watcher", "connection": me})
     );
-    let mut ann = user_on_shard(&server, "ann", 1).await?;
+    let mut ann = Client::user_on_shard(&server, "ann", 1).await?;
     ann.subscribe("room").await?;
     let mut anonymous = Client::connect_on_shard(&server, 1).await?;
     anonymous.subscribe("room").await?;
@@ -73,7 +51,7 @@ async fn presence_lists_users_on_both_shards_and_watchers_see_joins_and_leaves()
         );
     }
     // A third user is beyond presence.max_users = 2.
-    let mut bo = user_on_shard(&server, "bo", 0).await?;
+    let mut bo = Client::user_on_shard(&server, "bo", 0).await?;
     bo.subscribe("room").await?;
     assert_eq!(watcher.recv_json().await?["user"], "bo");
     bo.send(json!({"op": "presence", "channel": "room"}))

@@ -4,7 +4,7 @@
 //! server cannot hide its stall), then hands the samples its reader task collected to goose
 //! (`record_custom_request_duration`) and to the run's HdrHistograms.
 //!
-//! [`state`] holds what a run's users share and the roles; [`reader`] each connection's reader.
+//! `state` holds what a run's users share and the roles; `reader` is each connection's reader.
 
 mod reader;
 mod state;

@@ -58,6 +58,19 @@ impl MessageIds {
     }
 }
 
+/// The shard that owns what `names` name (a queue group, a channel's presence): FNV-1a of the
+/// names (separated), the same on every shard and every start.
+pub fn home_shard<'a>(names: impl IntoIterator<Item = &'a str>, shards: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, name) in names.into_iter().enumerate() {
+        let separator = (i > 0).then_some(0u8);
+        for byte in separator.into_iter().chain(name.bytes()) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    (hash % shards.max(1) as u64) as usize
+}
+
 /// The hasher of maps keyed by ids: one multiplication (Fibonacci hashing). Ids are not chosen
 /// by clients, so they need no protection against collisions crafted on purpose.
 #[derive(Debug, Default, Clone, Copy)]

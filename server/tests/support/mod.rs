@@ -138,6 +138,27 @@ impl TestServer {
     }
 }
 
+/// The HS256 secret the identity tests give the server (`AUTH_HS256_SECRET`).
+pub const SECRET: &str = "a test secret of at least 32 bytes!";
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An HS256 JWT of `claims`, signed with `secret`.
+pub fn sign(claims: &Value, secret: &str) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key).unwrap()
+}
+
+/// A token of [`SECRET`] for `user`, valid for `seconds`.
+pub fn token(user: &str, seconds: u64) -> String {
+    sign(&json!({"sub": user, "exp": unix_now() + seconds}), SECRET)
+}
+
 /// Starts the binary with `overrides` expecting it to refuse; returns what it printed on stderr.
 pub async fn start_error(overrides: &[(&str, &str)]) -> Result<String> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsedge"));
@@ -288,6 +309,26 @@ impl Client {
             .to_string();
         client.user = welcome["user"].clone();
         Ok(client)
+    }
+
+    /// Connects to `/ws?token=<token>`.
+    pub async fn connect_with_token(server: &TestServer, token: &str) -> Result<Client> {
+        let url = server.url(&format!("/ws?token={token}"));
+        Self::connect_request(url.as_str().into_client_request()?).await
+    }
+
+    /// A connection of `user` (a [`token`] valid for 10 minutes) on `shard`.
+    pub async fn user_on_shard(server: &TestServer, user: &str, shard: u64) -> Result<Client> {
+        let token = token(user, 600);
+        for _ in 0..200 {
+            let c = Self::connect_with_token(server, &token).await?;
+            if c.shard == shard {
+                return Ok(c);
+            }
+            // Closed, not dropped, so that it no longer counts as one of the user's connections.
+            c.close().await?;
+        }
+        bail!("no connection landed on shard {shard}")
     }
 
     /// A client on `shard` (connects until the kernel's SO_REUSEPORT hash lands one there).

@@ -22,14 +22,9 @@ pub struct GroupKey {
 }
 
 impl GroupKey {
-    /// The shard that keeps the group's members and picks among them: FNV-1a of both names,
-    /// the same on every shard and every start.
+    /// The shard that keeps the group's members and picks among them.
     pub fn home(&self, shards: usize) -> usize {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in self.channel.bytes().chain([0]).chain(self.group.bytes()) {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-        (hash % shards.max(1) as u64) as usize
+        crate::ids::home_shard([&*self.channel, &*self.group], shards)
     }
 }
 

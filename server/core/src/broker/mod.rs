@@ -528,9 +528,9 @@ impl Broker {
                 }
             }
             ShardMessage::GroupRetry { key, message } => {
-                let picked = self.homed.pick(&key).map(|m| (m.id, m.load.clone()));
-                if let Some((member, load)) = picked {
-                    self.send_to_member(key, member, &load, &message, out);
+                let shard = self.config.shard;
+                if let Some(member) = self.homed.pick(&key) {
+                    send_to_member(shard, key, member, &message, out);
                 }
             }
         }
@@ -546,44 +546,42 @@ impl Broker {
         }
     }
 
-    fn send_to_member(
-        &self,
-        key: GroupKey,
-        member: ConnId,
-        load: &Load,
-        message: &Arc<Published>,
-        out: &mut Effects,
-    ) {
-        if member.shard() == self.config.shard {
-            out.deliver(message, [member]);
-        } else {
-            load.add_in_flight(message.frame.len());
-            let message = message.clone();
-            let to = member.shard();
-            out.send_to_shard(
-                to,
-                ShardMessage::GroupMessage {
-                    key,
-                    member,
-                    message,
-                },
-            );
-        }
-    }
-
     /// Picks one member of each group homed here that `message`'s channel matches.
     fn route_groups(&mut self, message: &Arc<Published>, out: &mut Effects) {
-        let mut picked = Vec::new();
-        self.homed.route(&message.channel, |key, member| {
-            picked.push((key.clone(), member.id, member.load.clone()));
+        let Broker { homed, config, .. } = self;
+        homed.route(&message.channel, |key, member| {
+            send_to_member(config.shard, key.clone(), member, message, out);
         });
-        for (key, member, load) in picked {
-            self.send_to_member(key, member, &load, message, out);
-        }
     }
 
     /// Sends every waiting batch out (at the shard's coalescing release, and before shutdown).
     pub fn release(&mut self, out: &mut Effects) {
         self.channels.release(out);
+    }
+}
+
+/// Delivers a group's `message` to the picked `member`: at once on this shard (`shard`), else
+/// through the member's shard, counting it in the member's load while it travels.
+fn send_to_member(
+    shard: usize,
+    key: GroupKey,
+    member: &Member,
+    message: &Arc<Published>,
+    out: &mut Effects,
+) {
+    if member.id.shard() == shard {
+        out.deliver(message, [member.id]);
+    } else {
+        member.load.add_in_flight(message.frame.len());
+        let message = message.clone();
+        let to = member.id.shard();
+        out.send_to_shard(
+            to,
+            ShardMessage::GroupMessage {
+                key,
+                member: member.id,
+                message,
+            },
+        );
     }
 }

@@ -21,13 +21,9 @@ pub struct Snapshot {
     pub truncated: bool,
 }
 
-/// The home shard of `channel`'s presence: FNV-1a, the same on every shard.
+/// The home shard of `channel`'s presence.
 pub fn home(channel: &str, shards: usize) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in channel.bytes() {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-    }
-    (hash % shards.max(1) as u64) as usize
+    crate::ids::home_shard([channel], shards)
 }
 
 #[derive(Debug, Default)]

@@ -363,3 +363,45 @@ fn a_direct_message_reaches_every_connection_of_its_user_on_this_shard() {
         Err(ErrorCode::Forbidden)
     );
 }
+
+#[test]
+fn group_memberships_count_against_max_subscriptions_and_need_permission() {
+    let (mut b, mut out) = (broker(), Effects::default());
+    b.connect(conn(1), peer());
+    let load = Arc::new(Load::default());
+    let key = |n: u32| GroupKey {
+        channel: "tasks".into(),
+        group: format!("g{n}").into(),
+    };
+    b.subscribe(conn(1), "a", false, &mut out).unwrap();
+    for n in 0..3 {
+        b.join_group(conn(1), key(n), Balance::RoundRobin, &load, 1, &mut out)
+            .unwrap();
+    }
+    // 1 subscription + 3 groups = max_subscriptions (4): one more of either is refused.
+    let refused = b.join_group(conn(1), key(9), Balance::RoundRobin, &load, 1, &mut out);
+    assert_eq!(refused, Err(Refusal::TooManySubscriptions(4)));
+    assert!(b.subscribe(conn(1), "b", false, &mut out).is_err());
+    // Joining again is not another membership; leaving frees a place.
+    b.join_group(conn(1), key(0), Balance::RoundRobin, &load, 1, &mut out)
+        .unwrap();
+    b.leave_group(conn(1), key(0), &mut out).unwrap();
+    assert_eq!(
+        b.leave_group(conn(1), key(0), &mut out)
+            .map_err(|r| r.code()),
+        Err(ErrorCode::NotSubscribed)
+    );
+    b.subscribe(conn(1), "b", false, &mut out).unwrap();
+    // Without permission to subscribe to the channel, no joining its group.
+    let limited = Permissions::new(vec!["news.>".into()], vec![]);
+    b.connect(
+        conn(2),
+        Peer {
+            permissions: Arc::new(limited),
+            ..peer()
+        },
+    );
+    let denied = b.join_group(conn(2), key(0), Balance::RoundRobin, &load, 2, &mut out);
+    assert_eq!(denied.map_err(|r| r.code()), Err(ErrorCode::Forbidden));
+    let _ = sent(&mut out);
+}

@@ -26,6 +26,14 @@ impl Writer {
         self
     }
 
+    /// `s` as a JSON string, or `null`.
+    fn string_or_null(&mut self, s: Option<&str>) -> &mut Self {
+        match s {
+            Some(s) => self.string(s),
+            None => self.raw("null"),
+        }
+    }
+
     fn value(&mut self, v: &Json<'_>) -> &mut Self {
         v.write(&mut self.0).expect("writing to a Vec cannot fail");
         self
@@ -72,15 +80,13 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
 
 /// `{"op":"welcome","connection":"<id>","shard":<n>,"protocol":1,"user":"<sub>"|null}`
 pub fn welcome(connection: &str, shard: usize, user: Option<&str>) -> Bytes {
-    let mut w = Writer::new(96 + user.map_or(0, str::len));
-    w.raw(r#"{"op":"welcome","connection":"#)
+    Writer::new(96 + user.map_or(0, str::len))
+        .raw(r#"{"op":"welcome","connection":"#)
         .string(connection)
-        .raw(&format!(r#","shard":{shard},"protocol":1,"user":"#));
-    match user {
-        Some(user) => w.string(user),
-        None => w.raw("null"),
-    };
-    w.raw("}").finish()
+        .raw(&format!(r#","shard":{shard},"protocol":1,"user":"#))
+        .string_or_null(user)
+        .raw("}")
+        .finish()
 }
 
 /// `{"op":"ok","ref":<ref>}`
@@ -212,15 +218,12 @@ pub fn direct(
     data: &Json<'_>,
     size_hint: usize,
 ) -> Bytes {
-    let mut w = Writer::new(size_hint + to.len() + from.map_or(4, str::len) + id.len() + 80);
-    w.raw(r#"{"op":"message","user":"#)
+    Writer::new(size_hint + to.len() + from.map_or(4, str::len) + id.len() + 80)
+        .raw(r#"{"op":"message","user":"#)
         .string(to)
-        .raw(r#","from":"#);
-    match from {
-        Some(from) => w.string(from),
-        None => w.raw("null"),
-    };
-    w.raw(r#","id":"#)
+        .raw(r#","from":"#)
+        .string_or_null(from)
+        .raw(r#","id":"#)
         .string(id)
         .raw(r#","priority":""#)
         .raw(priority.as_str())
