@@ -115,6 +115,7 @@ fn broker_publish(c: &mut Criterion) {
         presence_max_users: 1000,
         max_subscriptions: 16,
         max_batch_bytes: 64 << 10,
+        delivery: Default::default(),
     });
     let peer = Peer {
         lz4: false,

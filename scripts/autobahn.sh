@@ -121,6 +121,7 @@ run_suite() {
     # size limits for this run only, the fragment limit in step (max_message_size / 64).
     env "$@" WSEDGE_CONNECTION_MAX_MESSAGE_SIZE=20000000 WSEDGE_CONNECTION_MAX_FRAGMENTS=312500 \
         WSEDGE_CONNECTION_OUTBOX_MAX_BYTES=48000000 WSEDGE_SERVER_ECHO_ENDPOINT=true WSEDGE_LOG=warn \
+        WSEDGE_STORE_PATH="$dir/store" \
         "$ROOT/target/release/wsedge" --listen 127.0.0.1:0 --shards 2 --config "$ROOT/config/wsedge.toml" \
         > "$dir/server.out" &
     server=$!

@@ -9,11 +9,28 @@ use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// A spawned server, stopped (SIGTERM) by [`Spawned::stop`] or on drop.
+/// A spawned server, stopped (SIGTERM) by [`Spawned::stop`] or on drop. Its store is a fresh
+/// directory under the temp dir, removed on drop.
 pub struct Spawned {
     child: Child,
     pub url: String,
     pub pid: u32,
+    store: PathBuf,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// A store directory no other spawned server uses.
+fn fresh_store() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("loadtest-store-{}-{n}", std::process::id()))
 }
 
 /// The `wsedge` binary beside this one (same target directory), or `LOADTEST_WSEDGE_BIN`.
@@ -54,6 +71,10 @@ impl Spawned {
         if let Some(secret) = hs256_secret {
             cmd.env("WSEDGE_AUTH_HS256_SECRET", secret);
         }
+        // Builds without a store ignore it.
+        let store = fresh_store();
+        let _ = std::fs::remove_dir_all(&store);
+        cmd.env("WSEDGE_STORE_PATH", &store);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
@@ -71,6 +92,7 @@ impl Spawned {
             child,
             url: format!("ws://{addr}/ws"),
             pid,
+            store,
         })
     }
 

@@ -21,6 +21,7 @@ mod notify;
 mod per_ip;
 pub mod runtime;
 mod shard;
+mod store;
 mod tls;
 
 pub use config::{Config, FileConfig};

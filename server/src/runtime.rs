@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use wsedge_core::broker::Broker;
+
 use crate::config::Config;
 use crate::shard::{coalesce, Shard, Shared};
+use crate::store::{self, Restored, StoreError};
 use crate::tls::TlsError;
 
 /// Messages a shard's router handles before yielding to its connections.
@@ -30,6 +33,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("cannot start a shard: {0}")]
     Thread(io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A running server.
@@ -38,6 +43,8 @@ pub struct Server {
     local_addr: SocketAddr,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    store_thread: JoinHandle<()>,
 }
 
 impl Server {
@@ -62,15 +69,26 @@ impl Server {
             max_sockets = budget.max_sockets,
             "connection limits"
         );
-        let shared = Arc::new(Shared::new(config, budget, tls));
+        let (opened, restored) = store::open(&config.store, crate::conn::unix_ms())?;
+        tracing::info!(
+            path = %config.store.path.display(),
+            inbox_messages = restored.inbox.len(),
+            dedup_keys = restored.dedup.len(),
+            dead_letters = restored.dead_letters,
+            "store open"
+        );
+        let mut restores = split(restored, shards).into_iter();
+        let (shared, store_thread) = Shared::new(config, budget, tls, opened)?;
+        let shared = Arc::new(shared);
         let (stop, stopped) = watch::channel(false);
         let mut threads = Vec::with_capacity(shards);
         for (index, listener) in listeners.into_iter().enumerate() {
             let (shared, stopped) = (shared.clone(), stopped.clone());
+            let restore = restores.next().unwrap_or_default();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("wsedge-shard-{index}"))
-                    .spawn(move || run_shard(index, listener, shared, stopped))
+                    .spawn(move || run_shard(index, listener, shared, stopped, restore))
                     .map_err(StartError::Thread)?,
             );
         }
@@ -78,6 +96,8 @@ impl Server {
             local_addr,
             stop,
             threads,
+            shared,
+            store_thread,
         })
     }
 
@@ -95,7 +115,28 @@ impl Server {
                 tracing::error!("a shard thread panicked");
             }
         }
+        self.shared.store.close();
+        if self.store_thread.join().is_err() {
+            tracing::error!("the store thread panicked");
+        }
     }
+}
+
+/// Hands each shard what the store held for the users homed on it.
+fn split(restored: Restored, shards: usize) -> Vec<Restored> {
+    let mut parts: Vec<Restored> = (0..shards).map(|_| Restored::default()).collect();
+    for (user, seq, message) in restored.inbox {
+        parts[Broker::user_home(&user, shards)]
+            .inbox
+            .push((user, seq, message));
+    }
+    for (key, expires) in restored.dedup {
+        // Keys are `user:<id>` NUL `<msg_id>`.
+        let user = key.split('\0').next().unwrap_or("");
+        let home = Broker::user_home(user.strip_prefix("user:").unwrap_or(user), shards);
+        parts[home].dedup.push((key, expires));
+    }
+    parts
 }
 
 /// The open-file soft limit in force.
@@ -168,6 +209,7 @@ fn run_shard(
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
+    restore: Restored,
 ) {
     shared.mailboxes[index].set_owner();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -191,7 +233,12 @@ fn run_shard(
             }
         };
         let shard = Rc::new(Shard::new(index, shared));
+        shard.restore(restore);
         let router = tokio::task::spawn_local(route(shard.clone()));
+        let timers = {
+            let shard = shard.clone();
+            tokio::task::spawn_local(async move { shard.run_timers().await })
+        };
         let collector = tokio::task::spawn_local(return_memory());
         let coalescer = {
             let shard = shard.clone();
@@ -219,6 +266,7 @@ fn run_shard(
             );
         }
         router.abort();
+        timers.abort();
         coalescer.abort();
         collector.abort();
     });

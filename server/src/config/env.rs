@@ -9,7 +9,7 @@
 use super::error::ConfigError;
 
 /// The sections of the config file, as they appear in variable names.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 12] = [
     "server",
     "connection",
     "protocol",
@@ -18,6 +18,10 @@ const SECTIONS: [&str; 8] = [
     "auth",
     "groups",
     "presence",
+    "store",
+    "ack",
+    "inbox",
+    "dedup",
 ];
 
 /// Environment variables of wsedge's that are not config keys.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use wsedge_core::broker::DeliveryConfig;
 use wsedge_core::protocol::Balance;
 
 /// The shipped configuration file; every key it sets equals the default constant below.
@@ -84,6 +85,10 @@ pub struct FileConfig {
     pub auth: AuthSection,
     pub groups: GroupsSection,
     pub presence: PresenceSection,
+    pub store: StoreSection,
+    pub ack: AckSection,
+    pub inbox: InboxSection,
+    pub dedup: DedupSection,
     /// Keys set by environment variables, so that their errors name the variable.
     #[serde(skip)]
     overrides: env::Overrides,
@@ -232,6 +237,9 @@ pub struct Config {
     pub default_balance: Balance,
     /// `presence.max_users`.
     pub presence_max_users: usize,
+    pub store: StoreConfig,
+    /// `[ack]`, `[inbox]`, `[dedup]`; inbox and dedup bounds are for the whole server.
+    pub delivery: DeliveryConfig,
 }
 
 /// How many client sockets the server keeps at once, resolved against the open-file limit.
@@ -316,6 +324,13 @@ impl FileConfig {
         let auth = self.auth.validate()?;
         let default_balance = self.groups.validate()?;
         let presence_max_users = self.presence.validate()?;
+        let store = self.store.validate(self.connection.max_message_size)?;
+        let delivery = delivery::delivery(
+            &self.ack,
+            &self.inbox,
+            &self.dedup,
+            self.protocol.lz4_threshold,
+        )?;
         let (s, c, p, t) = (self.server, self.connection, self.protocol, self.tls);
         let listen = s.listen.parse().map_err(|e| {
             invalid(
@@ -465,16 +480,20 @@ impl FileConfig {
             auth,
             default_balance,
             presence_max_users,
+            store,
+            delivery,
         })
     }
 }
 
 mod auth;
+mod delivery;
 mod env;
 mod error;
 mod groups;
 mod limits;
 pub use auth::{Auth, AuthSection};
+pub use delivery::{AckSection, DedupSection, Durability, InboxSection, StoreConfig, StoreSection};
 pub use error::ConfigError;
 use error::{invalid, parse_error, positive};
 pub use groups::{GroupsSection, PresenceSection};

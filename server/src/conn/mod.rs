@@ -41,6 +41,13 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The Unix time in milliseconds: the broker's clock (deadlines it keeps survive restarts).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The instant a Unix time (in seconds) falls on.
 fn instant_of(unix_s: u64) -> Instant {
     Instant::now() + Duration::from_secs(unix_s.saturating_sub(unix_now()))

@@ -91,6 +91,7 @@ pub(super) fn upgrade(
                 Priority::Critical,
                 reply::welcome(&name, shard.index(), user),
             );
+            shard.announce(conn.id());
         }
         if shard.is_closing() {
             conn.close(

@@ -7,15 +7,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use simd_json::prelude::Writable;
-use wsedge_core::broker::{GroupKey, Refusal};
+use wsedge_core::broker::{GroupKey, InboxMessage, Origin, Refusal, Settle};
 use wsedge_core::limits::{ConnLimits, Verdict};
 use wsedge_core::message::Published;
 use wsedge_core::protocol::decoder::Message;
-use wsedge_core::protocol::envelope::{self, ErrorCode, Json, Op};
+use wsedge_core::protocol::envelope::{self, ErrorCode, Json, Op, SettleOp};
 use wsedge_core::protocol::{reply, Priority};
 
 use super::Shard;
-use crate::conn::{CloseKind, Conn};
+use crate::conn::{unix_ms, CloseKind, Conn};
 
 /// Handles one text message; `limits` and `now` decide whether a publish may go out.
 pub fn handle_text(
@@ -97,7 +97,8 @@ pub fn handle_text(
                 let frame = reply::message(&channel, id, priority, &data, size);
                 Published::new(&channel, priority, frame, lz4_threshold)
             };
-            let Some(message) = admit(shard, conn, reference, allowed, limits, now, build) else {
+            let Some((message, _)) = admit(shard, conn, reference, allowed, limits, now, build)
+            else {
                 return;
             };
             match shard.forward(&message) {
@@ -108,6 +109,24 @@ pub fn handle_text(
                 Err(full) => Err(overloaded(full)),
             }
         }
+        Op::Settle { id, how } => {
+            let settle = match how {
+                SettleOp::Ack => Settle::Ack,
+                SettleOp::Nak { delay_ms } => Settle::Nak { delay_ms },
+                SettleOp::Term { reason } => Settle::Term {
+                    reason: reason.map(|r| (*r).into()),
+                },
+            };
+            let token = shard.pending(conn.id(), reference.map(|r| r.encode()));
+            let origin = Origin {
+                shard: shard.index(),
+                token,
+            };
+            // Answered by the home of the connection's user.
+            return shard.broker(|broker, out| {
+                broker.settle(conn.id(), &id, settle, origin, unix_ms(), out)
+            });
+        }
         Op::Ping => return conn.send(Priority::Critical, reply::pong(reference)),
         Op::Echo { data } => {
             return conn.send(Priority::Normal, reply::echo(&data, reference, size))
@@ -117,18 +136,39 @@ pub fn handle_text(
             user,
             data,
             priority,
+            ack,
+            persist,
+            msg_id,
         } => {
             let allowed = shard.broker(|broker, _| broker.check_send(conn.id(), &user));
             let from = conn.user().map(|u| &**u);
             let build = |id: &str, lz4_threshold| {
-                let frame = reply::direct(&user, from, id, priority, &data, size);
+                let frame = reply::direct(&user, from, id, priority, ack, &data, size);
                 // Routed by user, never by channel.
                 Published::new("", priority, frame, lz4_threshold)
             };
-            let Some(message) = admit(shard, conn, reference, allowed, limits, now, build) else {
+            let Some((message, id)) = admit(shard, conn, reference, allowed, limits, now, build)
+            else {
                 return;
             };
             let encoded = reference.map(|r| r.encode());
+            if ack {
+                let token = shard.pending(conn.id(), encoded);
+                let put = InboxMessage {
+                    user: (*user).into(),
+                    id: id.into(),
+                    frame: message.frame.clone(),
+                    priority,
+                    persist,
+                    msg_id: msg_id.map(|m| (*m).into()),
+                    origin: Origin {
+                        shard: shard.index(),
+                        token,
+                    },
+                };
+                // Answered by the user's home (after the store, when persisted).
+                return shard.broker(|broker, out| broker.send_to_inbox(put, unix_ms(), out));
+            }
             match shard.send_direct(conn.id(), &user, message, encoded) {
                 // The answer, with the count, comes from `send_direct`.
                 Ok(()) => return,
@@ -145,9 +185,9 @@ pub fn handle_text(
     }
 }
 
-/// A message a connection asks to publish or send, once `allowed` (its permission) and its
-/// `publish_bytes_per_s` limit let it through; `None` when refused (and answered). `build`
-/// makes it from its message id and the lz4 threshold.
+/// A message a connection asks to publish or send, with its id, once `allowed` (its
+/// permission) and its `publish_bytes_per_s` limit let it through; `None` when refused (and
+/// answered). `build` makes it from its message id and the lz4 threshold.
 fn admit(
     shard: &Shard,
     conn: &Conn,
@@ -156,13 +196,14 @@ fn admit(
     limits: &mut ConnLimits,
     now: Instant,
     build: impl FnOnce(&str, usize) -> Published,
-) -> Option<Arc<Published>> {
+) -> Option<(Arc<Published>, String)> {
     if let Err(refusal) = allowed {
         let frame = reply::error(reference, refusal.code(), &refusal.to_string());
         conn.send(Priority::Critical, frame);
         return None;
     }
-    let message = build(&shard.next_message_id(), shard.config().lz4_threshold);
+    let id = shard.next_message_id();
+    let message = build(&id, shard.config().lz4_threshold);
     match limits.publish(message.frame.len(), now) {
         Verdict::Allow => {}
         Verdict::Refuse => {
@@ -174,7 +215,7 @@ fn admit(
             return None;
         }
     }
-    Some(Arc::new(message))
+    Some((Arc::new(message), id))
 }
 
 fn overloaded(full: usize) -> (ErrorCode, String) {

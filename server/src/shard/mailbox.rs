@@ -30,8 +30,10 @@ pub enum Inbound {
     Direct(Box<Direct>),
     /// How many connections direct message `send` reached on the answering shard.
     Delivered { send: u64, count: usize },
-    /// For this shard's broker (queue groups, presence).
+    /// For this shard's broker (queue groups, presence, inboxes).
     Broker(Box<ShardMessage>),
+    /// From the store: the write made with `token` is durable (`ok`) or failed.
+    Stored { token: u64, ok: bool },
 }
 
 /// A direct message for the connections of `user`; answered with [`Inbound::Delivered`] to
@@ -51,7 +53,8 @@ impl Inbound {
             Inbound::Publish(message) => message.frame.len(),
             Inbound::Direct(direct) => direct.message.frame.len(),
             Inbound::Delivered { .. } => 0,
-            Inbound::Broker(message) => message.message().map_or(0, |m| m.frame.len()),
+            Inbound::Broker(message) => message.load().map_or(0, |(bytes, _)| bytes),
+            Inbound::Stored { .. } => 0,
         }
     }
 
@@ -60,10 +63,10 @@ impl Inbound {
         match self {
             Inbound::Publish(message) => message.priority == Priority::Critical,
             Inbound::Direct(direct) => direct.message.priority == Priority::Critical,
-            Inbound::Delivered { .. } => true,
+            Inbound::Delivered { .. } | Inbound::Stored { .. } => true,
             Inbound::Broker(message) => message
-                .message()
-                .is_none_or(|m| m.priority == Priority::Critical),
+                .load()
+                .is_none_or(|(_, priority)| priority == Priority::Critical),
         }
     }
 }

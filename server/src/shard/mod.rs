@@ -7,121 +7,30 @@
 pub mod coalesce;
 pub mod dispatch;
 pub mod mailbox;
+mod shared;
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use wsedge_core::auth::Verifier;
-use wsedge_core::broker::{Action, Broker, BrokerConfig, Effects, Peer, ShardMessage};
+use wsedge_core::broker::{
+    Action, Answer, Broker, BrokerConfig, DeliveryConfig, Effects, Peer, ShardMessage,
+};
 use wsedge_core::ids::{ConnId, IdMap, MessageIds};
 use wsedge_core::message::Published;
 use wsedge_core::protocol::{reply, Priority};
 
-use crate::config::{Config, SocketBudget};
-use crate::conn::{CloseKind, Conn, Identity};
+use crate::config::Config;
+use crate::conn::{unix_ms, CloseKind, Conn, Identity};
 use crate::notify::LocalNotify;
+use crate::store;
 use coalesce::Coalescer;
-use mailbox::{try_increment, Direct, Inbound, Mailbox};
+use mailbox::{Direct, Inbound, Mailbox};
+pub use shared::{Pending, Shared, Slot};
 
 /// Size of each shard's read buffer, shared by its connections (a connection keeps no read
 /// buffer of its own while idle).
 pub const READ_BUFFER_BYTES: usize = 64 << 10;
-
-/// What all shards share: read-only config, the socket counts, the mailboxes.
-#[derive(Debug)]
-pub struct Shared {
-    pub config: Config,
-    /// `max_connections` resolved against the open-file limit.
-    pub budget: SocketBudget,
-    /// WebSocket connections (see [`Slot`]).
-    pub connections: AtomicUsize,
-    /// TCP connections still in the HTTP phase (see [`Pending`]).
-    pub pending: AtomicUsize,
-    pub mailboxes: Box<[Mailbox]>,
-    /// Connections per client address.
-    pub per_ip: Arc<crate::per_ip::PerIp>,
-    /// The TLS config, when `[tls]` is set.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Checks tokens, when `[auth]` has a key.
-    pub verifier: Option<Verifier>,
-    /// Start time in unix microseconds: no two starts share it, so message ids stay unique
-    /// across restarts, however quick.
-    pub boot: u64,
-}
-
-impl Shared {
-    pub fn new(
-        config: Config,
-        budget: SocketBudget,
-        tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> Self {
-        let mailboxes = (0..config.shards)
-            .map(|_| Mailbox::new(config.shard_queue_capacity, config.shard_queue_max_bytes))
-            .collect();
-        let boot = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        let per_ip = Arc::new(crate::per_ip::PerIp::new(
-            config.max_connections_per_ip,
-            config.new_connections_per_ip_per_s,
-        ));
-        Shared {
-            verifier: config.auth.verifier(),
-            per_ip,
-            config,
-            budget,
-            connections: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
-            mailboxes,
-            tls,
-            boot,
-        }
-    }
-}
-
-/// A reserved place under `max_connections`, released on drop.
-#[derive(Debug)]
-pub struct Slot(Arc<Shared>);
-
-impl Slot {
-    /// Reserves a connection slot, or `None` at `max_connections`.
-    pub fn acquire(shared: &Arc<Shared>) -> Option<Slot> {
-        try_increment(&shared.connections, shared.budget.max_connections)
-            .then(|| Slot(shared.clone()))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A TCP connection in the HTTP phase, counted against `server.handshake_budget_bytes` and,
-/// with the WebSocket connections, against the sockets the open-file limit allows.
-#[derive(Debug)]
-pub struct Pending(Arc<Shared>);
-
-impl Pending {
-    /// Admits a newly accepted connection, or `None` when it must be answered 503.
-    pub fn acquire(shared: &Arc<Shared>) -> Option<Pending> {
-        let open = shared.connections.load(Ordering::Acquire);
-        let max = shared
-            .config
-            .max_pending_handshakes
-            .min(shared.budget.max_sockets.saturating_sub(open));
-        try_increment(&shared.pending, max).then(|| Pending(shared.clone()))
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.0.pending.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// One shard's state, owned by its thread.
 pub struct Shard {
@@ -147,6 +56,10 @@ pub struct Shard {
     /// Group joins and presence queries waiting for another shard's answer: token →
     /// (connection, encoded `ref`).
     pending: RefCell<IdMap<u64, (ConnId, Option<String>)>>,
+    /// Woken when the broker's next deadline moves earlier than `armed`.
+    timer_changed: LocalNotify,
+    /// The deadline the timer task sleeps until (unix ms).
+    armed: Cell<Option<u64>>,
 }
 
 /// A direct message whose `ok` waits for the other shards to say how many connections it reached.
@@ -161,12 +74,20 @@ struct PendingSend {
 
 impl Shard {
     pub fn new(index: usize, shared: Arc<Shared>) -> Self {
+        let config = &shared.config;
+        // The inbox and dedup bounds are the server's; each shard keeps its share.
+        let delivery = DeliveryConfig {
+            inbox_max_bytes: config.delivery.inbox_max_bytes / config.shards,
+            dedup_max_entries: config.delivery.dedup_max_entries.div_ceil(config.shards),
+            ..config.delivery.clone()
+        };
         let broker = Broker::new(BrokerConfig {
             shard: index,
-            shards: shared.config.shards,
-            presence_max_users: shared.config.presence_max_users,
-            max_subscriptions: shared.config.max_subscriptions,
-            max_batch_bytes: shared.config.write_batch_bytes,
+            shards: config.shards,
+            presence_max_users: config.presence_max_users,
+            max_subscriptions: config.max_subscriptions,
+            max_batch_bytes: config.write_batch_bytes,
+            delivery,
         });
         Shard {
             index,
@@ -183,7 +104,43 @@ impl Shard {
             sends: RefCell::default(),
             next_send: Cell::new(0),
             pending: RefCell::default(),
+            timer_changed: LocalNotify::default(),
+            armed: Cell::new(None),
             shared,
+        }
+    }
+
+    /// Takes back what the store held for the users homed on this shard (before it serves).
+    pub fn restore(&self, restore: store::Restored) {
+        let now = unix_ms();
+        let mut broker = self.broker.borrow_mut();
+        for (user, seq, message) in restore.inbox {
+            broker.restore_inbox(user, seq, message);
+        }
+        for (key, expires) in restore.dedup {
+            broker.restore_dedup(key, expires, now);
+        }
+    }
+
+    /// Runs the broker's deadlines (redeliveries, expiries) as they come due.
+    pub async fn run_timers(&self) {
+        loop {
+            let next = self.broker.borrow().poll_timeout();
+            self.armed.set(next);
+            let Some(at) = next else {
+                self.timer_changed.notified().await;
+                continue;
+            };
+            let now = unix_ms();
+            if at > now {
+                let sleep = tokio::time::sleep(std::time::Duration::from_millis(at - now));
+                tokio::select! {
+                    _ = sleep => {}
+                    _ = self.timer_changed.notified() => {}
+                }
+                continue;
+            }
+            self.broker(|broker, out| broker.handle_timeout(now, out));
         }
     }
 
@@ -239,9 +196,14 @@ impl Shard {
         conn
     }
 
+    /// The protocol connection `id` has been welcomed: what waits in its user's inbox may come.
+    pub fn announce(&self, id: ConnId) {
+        self.broker(|broker, out| broker.announce(id, unix_ms(), out));
+    }
+
     /// The connection ended: it leaves the broker (and gets no more deliveries).
     pub fn disconnect(&self, id: ConnId) {
-        self.broker(|broker, out| broker.disconnect(id, out));
+        self.broker(|broker, out| broker.disconnect(id, unix_ms(), out));
     }
 
     /// Registers a request (a group join, a presence query) whose answer (with `reference`)
@@ -272,7 +234,15 @@ impl Shard {
     /// Calls the broker, then applies the effects it returned.
     pub fn broker<R>(&self, call: impl FnOnce(&mut Broker, &mut Effects) -> R) -> R {
         let mut effects = self.effects.borrow_mut();
-        let result = call(&mut self.broker.borrow_mut(), &mut effects);
+        let (result, next) = {
+            let mut broker = self.broker.borrow_mut();
+            let result = call(&mut broker, &mut effects);
+            (result, broker.poll_timeout())
+        };
+        if next.is_some_and(|at| self.armed.get().is_none_or(|armed| at < armed)) {
+            self.armed.set(next);
+            self.timer_changed.notify();
+        }
         if !effects.is_empty() {
             self.apply(&mut effects);
         }
@@ -295,12 +265,21 @@ impl Shard {
                 }
             }
             Action::Arm => self.coalescer.arm(),
-            Action::ToShard { shard, message } => self.send_to_shard(shard, message),
-            Action::Joined { token } => {
-                let join = self.pending.borrow_mut().remove(&token);
-                if let Some((id, Some(reference))) = join {
-                    if let Some(conn) = conns.get(&id) {
-                        conn.send(Priority::Critical, reply::ok_raw(&reference));
+            Action::ToShard { shard, message } => self.send_to_shard(&conns, shard, message),
+            Action::Answer { origin, answer } if origin.shard == self.index => {
+                self.answer(&conns, origin.token, answer);
+            }
+            Action::Answer { origin, answer } => {
+                let token = origin.token;
+                let answer = Inbound::Broker(Box::new(ShardMessage::Answer { token, answer }));
+                self.shared.mailboxes[origin.shard].push_control(answer);
+            }
+            Action::Persist { token, records } => {
+                if !self.shared.store.submit(self.index, token, records) {
+                    tracing::warn!(shard = self.index, "the store's queue is full");
+                    if let Some(token) = token {
+                        let failed = Inbound::Stored { token, ok: false };
+                        self.shared.mailboxes[self.index].push_control(failed);
                     }
                 }
             }
@@ -322,22 +301,48 @@ impl Shard {
         });
     }
 
-    /// Hands a broker message to another shard: control through the never-refusing queue, a
-    /// group's message through the bounded one (dropped, and logged, when that shard is full).
-    fn send_to_shard(&self, shard: usize, message: ShardMessage) {
+    /// Hands a broker message to another shard: control through the never-refusing queue,
+    /// messages and requests through the bounded one. When that is full, a request is answered
+    /// `overloaded`; a message is dropped and logged (an acknowledged one is redelivered).
+    fn send_to_shard(&self, conns: &IdMap<ConnId, Rc<Conn>>, shard: usize, message: ShardMessage) {
         let mailbox = &self.shared.mailboxes[shard];
-        let Some(bytes) = message.message().map(|m| m.frame.len()) else {
+        let Some((bytes, _)) = message.load() else {
             return mailbox.push_control(Inbound::Broker(Box::new(message)));
         };
         if mailbox.reserve(bytes) {
-            mailbox.push_reserved(Inbound::Broker(Box::new(message)));
-        } else {
-            tracing::warn!(
+            return mailbox.push_reserved(Inbound::Broker(Box::new(message)));
+        }
+        match message.origin() {
+            Some(origin) => {
+                let refusal = wsedge_core::broker::Refusal::Overloaded(shard);
+                self.answer(conns, origin.token, Answer::Refused(refusal));
+            }
+            None => tracing::warn!(
                 shard = self.index,
                 to = shard,
-                "a queue group's message was dropped: shard {shard}'s inbound queue is full"
-            );
+                "a message was dropped: shard {shard}'s inbound queue is full"
+            ),
         }
+    }
+
+    /// Answers the request registered as `token` (see [`Shard::pending`]): an `ok` only when it
+    /// had a `ref`, an error always.
+    fn answer(&self, conns: &IdMap<ConnId, Rc<Conn>>, token: u64, answer: Answer) {
+        let Some((id, reference)) = self.pending.borrow_mut().remove(&token) else {
+            return;
+        };
+        let Some(conn) = conns.get(&id) else {
+            return;
+        };
+        let frame = match (answer, reference) {
+            (Answer::Ok, Some(reference)) => reply::ok_raw(&reference),
+            (Answer::Duplicate, Some(reference)) => reply::ok_duplicate(&reference),
+            (Answer::Ok | Answer::Duplicate, None) => return,
+            (Answer::Refused(refusal), reference) => {
+                reply::error_raw(reference.as_deref(), refusal.code(), &refusal.to_string())
+            }
+        };
+        conn.send(Priority::Critical, frame);
     }
 
     /// Delivers `message` to this shard's subscribers of its channel; while the shard is busy,
@@ -367,7 +372,12 @@ impl Shard {
                 // Room for the answer was reserved by the origin.
                 self.shared.mailboxes[origin].push_reserved(Inbound::Delivered { send, count });
             }
-            Inbound::Broker(message) => self.broker(|broker, out| broker.receive(*message, out)),
+            Inbound::Broker(message) => {
+                self.broker(|broker, out| broker.receive(*message, unix_ms(), out))
+            }
+            Inbound::Stored { token, ok } => {
+                self.broker(|broker, out| broker.stored(token, ok, unix_ms(), out))
+            }
             Inbound::Delivered { send, count } => {
                 let mut sends = self.sends.borrow_mut();
                 let Some(pending) = sends.get_mut(&send) else {

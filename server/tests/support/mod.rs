@@ -24,6 +24,29 @@ pub const STEP: Duration = Duration::from_secs(20);
 pub struct TestServer {
     child: Child,
     pub addr: SocketAddr,
+    /// Its store's directory (a fresh one under the temp dir unless `STORE_PATH` was given).
+    pub store: std::path::PathBuf,
+    /// The store is this server's own: removed when it is dropped.
+    owns_store: bool,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if self.owns_store {
+            let _ = self.child.start_kill();
+            let _ = std::fs::remove_dir_all(&self.store);
+        }
+    }
+}
+
+/// A directory no other test server uses.
+pub fn fresh_store_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("wsedge-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 impl TestServer {
@@ -71,6 +94,10 @@ impl TestServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        let given = overrides.iter().find(|(key, _)| *key == "STORE_PATH");
+        let owns_store = given.is_none();
+        let store = given.map_or_else(fresh_store_dir, |(_, path)| path.into());
+        cmd.env("WSEDGE_STORE_PATH", &store);
         for (key, value) in overrides {
             cmd.env(format!("WSEDGE_{key}"), value);
         }
@@ -86,7 +113,23 @@ impl TestServer {
             .nth(3)
             .with_context(|| format!("unexpected first line {line:?}"))?
             .parse()?;
-        Ok(TestServer { child, addr })
+        Ok(TestServer {
+            child,
+            addr,
+            store,
+            owns_store,
+        })
+    }
+
+    /// Kills the process with SIGKILL (a crash: nothing is flushed) and waits for it.
+    pub async fn kill9(mut self) -> Result<()> {
+        let pid = self.pid() as i32;
+        // SAFETY: kill(2) on the PID of our own child process.
+        if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+            bail!("kill failed");
+        }
+        tokio::time::timeout(STEP, self.child.wait()).await??;
+        Ok(())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -167,6 +210,9 @@ pub async fn start_error(overrides: &[(&str, &str)]) -> Result<String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if !overrides.iter().any(|(key, _)| *key == "STORE_PATH") {
+        cmd.env("WSEDGE_STORE_PATH", fresh_store_dir());
+    }
     for (key, value) in overrides {
         cmd.env(format!("WSEDGE_{key}"), value);
     }

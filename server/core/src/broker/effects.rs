@@ -5,8 +5,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::inbox::Origin;
 use super::messages::ShardMessage;
 use super::presence::Snapshot;
+use super::records::Record;
+use super::Refusal;
 use crate::ids::ConnId;
 use crate::message::Published;
 use crate::protocol::Priority;
@@ -27,13 +30,30 @@ enum Effect {
         shard: usize,
         message: ShardMessage,
     },
-    Joined {
-        token: u64,
+    Answer {
+        origin: Origin,
+        answer: Answer,
     },
     Presence {
         token: u64,
         snapshot: Snapshot,
     },
+    Persist {
+        token: Option<u64>,
+        records: Vec<Record>,
+    },
+}
+
+/// The outcome of a request whose answer waited (for another shard, or the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Carried out: `{"op":"ok"}`.
+    Ok,
+    /// A repeat of a `msg_id` within the dedup window: `{"op":"ok","duplicate":true}`, carried
+    /// out nowhere.
+    Duplicate,
+    /// Refused: an `error` frame.
+    Refused(Refusal),
 }
 
 /// Effects in the order the broker produced them; the recipients of all deliveries share one
@@ -64,10 +84,17 @@ pub enum Action<'a> {
     Arm,
     /// Hand `message` to shard `shard`'s broker (through its mailbox).
     ToShard { shard: usize, message: ShardMessage },
-    /// The group join made with `token` is in place at the group's home: answer the subscribe.
-    Joined { token: u64 },
+    /// The request that shard `origin.shard` registered as `origin.token` is answered (a group
+    /// join in place at its home, a message in an inbox, an ack): answer it there.
+    Answer { origin: Origin, answer: Answer },
     /// The answer to the presence query made with `token`.
     Presence { token: u64, snapshot: Snapshot },
+    /// Hand `records` to the store, in order; with a `token`, the store confirms them (or says
+    /// it failed) with it, and the broker's [`super::Broker::stored`] must hear of it.
+    Persist {
+        token: Option<u64>,
+        records: Vec<Record>,
+    },
 }
 
 impl Effects {
@@ -99,8 +126,12 @@ impl Effects {
         self.list.push(Effect::ToShard { shard, message });
     }
 
-    pub(super) fn joined(&mut self, token: u64) {
-        self.list.push(Effect::Joined { token });
+    pub(super) fn answer(&mut self, origin: Origin, answer: Answer) {
+        self.list.push(Effect::Answer { origin, answer });
+    }
+
+    pub(super) fn persist(&mut self, token: Option<u64>, records: Vec<Record>) {
+        self.list.push(Effect::Persist { token, records });
     }
 
     pub(super) fn presence(&mut self, token: u64, snapshot: Snapshot) {
@@ -122,8 +153,9 @@ impl Effects {
                 Effect::Frames { to, lane, frames } => Action::Frames { to, lane, frames },
                 Effect::Arm => Action::Arm,
                 Effect::ToShard { shard, message } => Action::ToShard { shard, message },
-                Effect::Joined { token } => Action::Joined { token },
+                Effect::Answer { origin, answer } => Action::Answer { origin, answer },
                 Effect::Presence { token, snapshot } => Action::Presence { token, snapshot },
+                Effect::Persist { token, records } => Action::Persist { token, records },
             });
         }
         self.recipients.clear();

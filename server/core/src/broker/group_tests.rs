@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::*;
 use crate::auth::Permissions;
 use crate::protocol::frame::{self, OpCode};
+use crate::protocol::Balance;
 use crate::protocol::Priority;
 
 /// Several shards' brokers and what each connection received.
@@ -27,6 +28,7 @@ impl Cluster {
                     presence_max_users: 10,
                     max_subscriptions: 8,
                     max_batch_bytes: 1 << 20,
+                    delivery: DeliveryConfig::default(),
                 })
             })
             .collect();
@@ -66,7 +68,7 @@ impl Cluster {
         let mut queue = Vec::new();
         self.collect(&mut out, &mut queue);
         while let Some((to, message)) = queue.pop() {
-            self.brokers[to].receive(message, &mut out);
+            self.brokers[to].receive(message, 0, &mut out);
             self.collect(&mut out, &mut queue);
         }
     }
@@ -80,9 +82,9 @@ impl Cluster {
                 }
             }
             Action::ToShard { shard, message } => queue.insert(0, (shard, message)),
-            Action::Joined { token } => self.joined.push(token),
+            Action::Answer { origin, .. } => self.joined.push(origin.token),
             Action::Presence { token, snapshot } => self.answers.push((token, snapshot)),
-            Action::Frames { .. } | Action::Arm => {}
+            Action::Frames { .. } | Action::Arm | Action::Persist { .. } => {}
         });
     }
 
@@ -171,7 +173,7 @@ fn a_member_that_leaves_or_disconnects_gets_nothing_more_and_nothing_is_lost() {
         c.publish(1, "jobs.y", &format!("{n}"));
     }
     assert_eq!((c.count(a), c.count(b)), (5, 15));
-    c.on(1, |broker, out| broker.disconnect(b, out));
+    c.on(1, |broker, out| broker.disconnect(b, 0, out));
     c.publish(0, "jobs.z", "nobody");
     assert_eq!((c.count(a), c.count(b)), (5, 15), "no member: no delivery");
     // Pattern groups match by token; other channels do not reach them.
@@ -213,7 +215,7 @@ fn a_message_in_flight_to_a_member_that_left_goes_to_another() {
     let kk = k.clone();
     c.on(1, |b, out| b.leave_group(remote, kk, out).unwrap());
     let (shard, message) = in_flight.pop().unwrap();
-    c.on(shard, |b, out| b.receive(message, out));
+    c.on(shard, |b, out| b.receive(message, 0, out));
     assert_eq!(
         (c.count(remote), c.count(local)),
         (0, 1),
@@ -285,7 +287,7 @@ fn presence_counts_connections_and_users_on_every_shard_and_tells_watchers() {
     // Leaving and disconnecting are told too; ann stays while one connection remains.
     let (ann0, bo) = (people[0].0, people[2].0);
     c.on(0, |b, out| b.unsubscribe(ann0, "room", out).unwrap());
-    c.on(1, |b, out| b.disconnect(bo, out));
+    c.on(1, |b, out| b.disconnect(bo, 0, out));
     let s = c.presence(1, "room");
     assert_eq!((s.connections, s.users.len()), (3, 2));
     let events = &c.received[&watcher];

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
+use super::effects::Answer;
 use super::groups::{GroupKey, Load};
+use super::inbox::{InboxMessage, Origin, Settle};
 use super::presence::Snapshot;
 use crate::ids::ConnId;
 use crate::message::Published;
-use crate::protocol::Balance;
+use crate::protocol::{Balance, Priority};
 
 /// What one shard's broker tells another's, through the mailboxes.
 #[derive(Debug)]
@@ -54,6 +56,23 @@ pub enum ShardMessage {
     },
     /// From a presence home: the answer to query `token`.
     PresenceAnswer { token: u64, snapshot: Snapshot },
+    /// To a user's home: connection `conn` of `user` opened.
+    Online { user: Arc<str>, conn: ConnId },
+    /// To a user's home: connection `conn` of `user` closed.
+    Offline { user: Arc<str>, conn: ConnId },
+    /// To a user's home: a message for the user's inbox.
+    InboxPut(Box<InboxMessage>),
+    /// To a user's home: a connection of `user` settles message `id`.
+    Settle {
+        user: Arc<str>,
+        id: Box<str>,
+        settle: Settle,
+        origin: Origin,
+    },
+    /// From a user's home to a connection's shard: deliver `message` to `to`.
+    Deliver { to: ConnId, message: Arc<Published> },
+    /// To the shard that registered request `token`: its answer.
+    Answer { token: u64, answer: Answer },
 }
 
 /// Whether a connection joined or left a channel, for its presence.
@@ -64,11 +83,25 @@ pub(super) enum PresenceChange {
 }
 
 impl ShardMessage {
-    /// Whether it carries a message (bounded by the mailbox's byte budget), rather than control
-    /// (bounded by the connections and their memberships).
-    pub fn message(&self) -> Option<&Arc<Published>> {
+    /// The frame bytes and priority of what it carries, when it goes through the bounded queue
+    /// (a message, or a request a client can repeat at will); `None` for control, which is
+    /// bounded by the connections and their memberships and must never be lost.
+    pub fn load(&self) -> Option<(usize, Priority)> {
         match self {
-            ShardMessage::GroupMessage { message, .. } => Some(message),
+            ShardMessage::GroupMessage { message, .. } | ShardMessage::Deliver { message, .. } => {
+                Some((message.frame.len(), message.priority))
+            }
+            ShardMessage::InboxPut(put) => Some((put.frame.len(), put.priority)),
+            ShardMessage::Settle { .. } => Some((0, Priority::Critical)),
+            _ => None,
+        }
+    }
+
+    /// Who waits for an answer to it, if anyone: they must hear when it cannot be queued.
+    pub fn origin(&self) -> Option<Origin> {
+        match self {
+            ShardMessage::InboxPut(put) => Some(put.origin),
+            ShardMessage::Settle { origin, .. } => Some(*origin),
             _ => None,
         }
     }

@@ -10,19 +10,27 @@
 //! - [`batch`]: the batch membership rule (a message reaches exactly the subscribers its channel
 //!   had when it was published).
 //! - [`users`]: per-connection state, the one source of truth for a connection's subscriptions.
+//! - [`inbox`]: acknowledged direct messages, in the inboxes of the users homed on this shard;
+//!   [`dedup`]: the `msg_id` window; [`records`]: what the store is asked to keep.
 
 mod batch;
 mod channels;
+mod dedup;
+mod delivery;
 mod effects;
 mod groups;
+mod inbox;
 mod members;
 mod messages;
 mod patterns;
 mod presence;
+mod records;
 mod users;
 
 #[cfg(test)]
 mod group_tests;
+#[cfg(test)]
+mod inbox_tests;
 #[cfg(test)]
 mod tests;
 
@@ -33,23 +41,26 @@ use crate::auth::Permissions;
 use crate::ids::ConnId;
 use crate::message::Published;
 use crate::protocol::envelope::ErrorCode;
-use crate::protocol::{reply, Balance, Priority};
+use crate::protocol::{reply, Priority};
 use crate::topic;
 use channels::Channels;
-pub use effects::{Action, Effects};
+pub use effects::{Action, Answer, Effects};
+use groups::{send_to_member, Groups, Member};
 pub use groups::{GroupKey, Load};
-use groups::{Groups, Member};
+use inbox::Inboxes;
+pub use inbox::{DeliveryConfig, InboxMessage, Origin, Settle};
 use members::{Members, Subscriber};
 use messages::PresenceChange;
 pub use messages::ShardMessage;
 use patterns::Patterns;
 use presence::Presence;
 pub use presence::Snapshot;
+pub use records::{DeadLetter, DeadReason, Record, StoredMessage};
 use users::Conns;
 pub use users::Peer;
 
 /// Limits the broker enforces, and where it is.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BrokerConfig {
     /// This shard's index, and how many shards there are.
     pub shard: usize,
@@ -60,6 +71,8 @@ pub struct BrokerConfig {
     pub max_subscriptions: usize,
     /// A channel batch this large goes out at once (`connection.write_batch_bytes`).
     pub max_batch_bytes: usize,
+    /// Acknowledged delivery, inboxes and dedup.
+    pub delivery: DeliveryConfig,
 }
 
 /// A request the broker refuses; the connection stays open.
@@ -71,6 +84,14 @@ pub enum Refusal {
     NotSubscribed(Box<str>),
     #[error("not allowed to {0}")]
     Forbidden(String),
+    #[error("{0}")]
+    InboxFull(String),
+    #[error("no message {0:?} awaits this connection's ack")]
+    UnknownMessage(Box<str>),
+    #[error("the store could not write the message; nothing was delivered, retry later")]
+    StoreFailed,
+    #[error("not carried out: shard {0}'s inbound queue is full; retry later")]
+    Overloaded(usize),
 }
 
 impl Refusal {
@@ -80,6 +101,10 @@ impl Refusal {
             Refusal::TooManySubscriptions(_) => ErrorCode::TooManySubscriptions,
             Refusal::NotSubscribed(_) => ErrorCode::NotSubscribed,
             Refusal::Forbidden(_) => ErrorCode::Forbidden,
+            Refusal::InboxFull(_) => ErrorCode::InboxFull,
+            Refusal::UnknownMessage(_) => ErrorCode::UnknownMessage,
+            Refusal::StoreFailed => ErrorCode::StoreUnavailable,
+            Refusal::Overloaded(_) => ErrorCode::Overloaded,
         }
     }
 }
@@ -99,6 +124,8 @@ pub struct Broker {
     presence: Presence,
     /// Channel → this shard's connections that asked for its join and leave events.
     watchers: HashMap<Arc<str>, Members>,
+    /// Inboxes of the users whose home is this shard.
+    inboxes: Inboxes,
     /// Recipients being gathered (reused).
     scratch: Vec<ConnId>,
 }
@@ -106,6 +133,7 @@ pub struct Broker {
 impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
         Broker {
+            inboxes: Inboxes::new(config.delivery.clone(), config.shard),
             config,
             channels: Channels::default(),
             patterns: Patterns::default(),
@@ -147,7 +175,7 @@ impl Broker {
 
     /// A connection ended: it leaves every channel and group. Messages waiting in batches are
     /// not sent to it.
-    pub fn disconnect(&mut self, id: ConnId, out: &mut Effects) {
+    pub fn disconnect(&mut self, id: ConnId, now: u64, out: &mut Effects) {
         let Some(state) = self.conns.remove(id) else {
             return;
         };
@@ -158,6 +186,11 @@ impl Broker {
                     self.users.remove(user);
                 }
             }
+            let offline = ShardMessage::Offline {
+                user: user.clone(),
+                conn: id,
+            };
+            self.tell_user_home(user, offline, now, out);
         }
         for key in state.groups {
             self.leave_home(key, id, out);
@@ -304,87 +337,6 @@ impl Broker {
         out.deliver(message, self.scratch.drain(..));
     }
 
-    /// Makes `id` a member of queue group `group` on `channel` (a name or a pattern), with
-    /// `load` as its load; [`Action::Joined`] with `token` follows once the group's home has it
-    /// (at once when the home is this shard). Already a member: joined at once.
-    pub fn join_group(
-        &mut self,
-        id: ConnId,
-        key: GroupKey,
-        balance: Balance,
-        load: &Arc<Load>,
-        token: u64,
-        out: &mut Effects,
-    ) -> Result<(), Refusal> {
-        let Some(conn) = self.conns.get_mut(id) else {
-            return Ok(());
-        };
-        if conn.groups.contains(&key) {
-            out.joined(token);
-            return Ok(());
-        }
-        if !conn.peer.permissions.may_subscribe(&key.channel) {
-            return Err(Refusal::Forbidden(format!(
-                "subscribe to {:?}",
-                key.channel
-            )));
-        }
-        let max = self.config.max_subscriptions;
-        if conn.held() >= max {
-            return Err(Refusal::TooManySubscriptions(max));
-        }
-        conn.groups.insert(key.clone());
-        conn.load = Some(load.clone());
-        let home = key.home(self.config.shards);
-        let member = Member {
-            id,
-            load: load.clone(),
-        };
-        if home == self.config.shard {
-            self.homed.join(key, balance, member);
-            out.joined(token);
-        } else {
-            let load = member.load;
-            let join = ShardMessage::GroupJoin {
-                key,
-                balance,
-                member: id,
-                load,
-                token,
-            };
-            out.send_to_shard(home, join);
-        }
-        Ok(())
-    }
-
-    /// Takes `id` out of queue group `key`: it gets no message the home picks from now on.
-    pub fn leave_group(
-        &mut self,
-        id: ConnId,
-        key: GroupKey,
-        out: &mut Effects,
-    ) -> Result<(), Refusal> {
-        let removed = self
-            .conns
-            .get_mut(id)
-            .is_some_and(|conn| conn.groups.remove(&key));
-        if !removed {
-            let text = format!("{}\" in group \"{}", key.channel, key.group);
-            return Err(Refusal::NotSubscribed(text.into()));
-        }
-        self.leave_home(key, id, out);
-        Ok(())
-    }
-
-    fn leave_home(&mut self, key: GroupKey, id: ConnId, out: &mut Effects) {
-        let home = key.home(self.config.shards);
-        if home == self.config.shard {
-            self.homed.leave(&key, id);
-        } else {
-            out.send_to_shard(home, ShardMessage::GroupLeave { key, member: id });
-        }
-    }
-
     /// Asks who is subscribed to `channel`, on any shard: [`Action::Presence`] with `token`
     /// answers (at once when this shard is the channel's presence home).
     pub fn query_presence(&mut self, channel: &str, token: u64, out: &mut Effects) {
@@ -395,7 +347,7 @@ impl Broker {
         };
         let home = presence::home(channel, self.config.shards);
         if home == self.config.shard {
-            self.receive(query, out);
+            self.receive(query, 0, out);
         } else {
             out.send_to_shard(home, query);
         }
@@ -430,7 +382,7 @@ impl Broker {
             PresenceChange::Leave => ShardMessage::PresenceLeave { channel, conn: id },
         };
         if home == self.config.shard {
-            self.receive(message, out);
+            self.receive(message, 0, out);
         } else {
             out.send_to_shard(home, message);
         }
@@ -449,12 +401,8 @@ impl Broker {
         let event = Arc::new(Published::new(channel, Priority::Normal, frame, usize::MAX));
         for shard in 0..self.config.shards {
             if shard == self.config.shard {
-                self.receive(
-                    ShardMessage::PresenceEvent {
-                        event: event.clone(),
-                    },
-                    out,
-                );
+                let event = event.clone();
+                self.receive(ShardMessage::PresenceEvent { event }, 0, out);
             } else {
                 let event = event.clone();
                 out.send_to_shard(shard, ShardMessage::PresenceEvent { event });
@@ -463,7 +411,7 @@ impl Broker {
     }
 
     /// Handles what another shard's broker sent.
-    pub fn receive(&mut self, message: ShardMessage, out: &mut Effects) {
+    pub fn receive(&mut self, message: ShardMessage, now: u64, out: &mut Effects) {
         match message {
             ShardMessage::PresenceJoin {
                 channel,
@@ -494,7 +442,7 @@ impl Broker {
                     .snapshot(channel, self.config.presence_max_users);
                 let answer = ShardMessage::PresenceAnswer { token, snapshot };
                 if origin == self.config.shard {
-                    self.receive(answer, out);
+                    self.receive(answer, now, out);
                 } else {
                     out.send_to_shard(origin, answer);
                 }
@@ -510,7 +458,7 @@ impl Broker {
                 self.homed.join(key, balance, Member { id: member, load });
                 out.send_to_shard(member.shard(), ShardMessage::GroupJoined { token });
             }
-            ShardMessage::GroupJoined { token } => out.joined(token),
+            ShardMessage::GroupJoined { token } => self.answer_here(token, Answer::Ok, out),
             ShardMessage::GroupLeave { key, member } => self.homed.leave(&key, member),
             ShardMessage::GroupMessage {
                 key,
@@ -527,6 +475,21 @@ impl Broker {
                     self.retry(key, message, out);
                 }
             }
+            ShardMessage::Online { user, conn } => self.inboxes.online(user, conn, now, out),
+            ShardMessage::Offline { user, conn } => self.inboxes.offline(&user, conn),
+            ShardMessage::InboxPut(put) => self.inboxes.put(*put, now, out),
+            ShardMessage::Settle {
+                user,
+                id,
+                settle,
+                origin,
+            } => self.inboxes.settle(&user, &id, settle, origin, now, out),
+            ShardMessage::Deliver { to, message } => {
+                if self.conns.get(to).is_some() {
+                    out.deliver(&message, [to]);
+                }
+            }
+            ShardMessage::Answer { token, answer } => self.answer_here(token, answer, out),
             ShardMessage::GroupRetry { key, message } => {
                 let shard = self.config.shard;
                 if let Some(member) = self.homed.pick(&key) {
@@ -536,52 +499,17 @@ impl Broker {
         }
     }
 
-    /// A group message whose member left goes back to the group's home for another pick.
-    fn retry(&mut self, key: GroupKey, message: Arc<Published>, out: &mut Effects) {
-        let home = key.home(self.config.shards);
-        if home == self.config.shard {
-            self.receive(ShardMessage::GroupRetry { key, message }, out);
-        } else {
-            out.send_to_shard(home, ShardMessage::GroupRetry { key, message });
-        }
-    }
-
-    /// Picks one member of each group homed here that `message`'s channel matches.
-    fn route_groups(&mut self, message: &Arc<Published>, out: &mut Effects) {
-        let Broker { homed, config, .. } = self;
-        homed.route(&message.channel, |key, member| {
-            send_to_member(config.shard, key.clone(), member, message, out);
-        });
+    /// Answers request `token` registered on this shard.
+    fn answer_here(&self, token: u64, answer: Answer, out: &mut Effects) {
+        let origin = Origin {
+            shard: self.config.shard,
+            token,
+        };
+        out.answer(origin, answer);
     }
 
     /// Sends every waiting batch out (at the shard's coalescing release, and before shutdown).
     pub fn release(&mut self, out: &mut Effects) {
         self.channels.release(out);
-    }
-}
-
-/// Delivers a group's `message` to the picked `member`: at once on this shard (`shard`), else
-/// through the member's shard, counting it in the member's load while it travels.
-fn send_to_member(
-    shard: usize,
-    key: GroupKey,
-    member: &Member,
-    message: &Arc<Published>,
-    out: &mut Effects,
-) {
-    if member.id.shard() == shard {
-        out.deliver(message, [member.id]);
-    } else {
-        member.load.add_in_flight(message.frame.len());
-        let message = message.clone();
-        let to = member.id.shard();
-        out.send_to_shard(
-            to,
-            ShardMessage::GroupMessage {
-                key,
-                member: member.id,
-                message,
-            },
-        );
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::*;
 use crate::auth::Permissions;
 use crate::protocol::frame::{self, OpCode};
+use crate::protocol::Balance;
 use crate::protocol::Priority;
 
 const BATCH: bool = true;
@@ -18,6 +19,7 @@ fn broker() -> Broker {
         presence_max_users: 10,
         max_subscriptions: 4,
         max_batch_bytes: 1000,
+        delivery: DeliveryConfig::default(),
     })
 }
 
@@ -58,7 +60,10 @@ fn sent(out: &mut Effects) -> Sent {
             sent.deliveries.push((to, payloads(&frames)));
         }
         Action::Arm => sent.armed = true,
-        Action::ToShard { .. } | Action::Joined { .. } | Action::Presence { .. } => {}
+        Action::ToShard { .. }
+        | Action::Answer { .. }
+        | Action::Presence { .. }
+        | Action::Persist { .. } => {}
     });
     sent.deliveries.sort();
     sent
@@ -210,7 +215,7 @@ fn a_disconnected_connection_leaves_every_channel_and_gets_nothing_more() {
     b.subscribe(conn(1), "b", false, &mut out).unwrap();
     b.subscribe(conn(2), "a", false, &mut out).unwrap();
     b.publish(&message("a", "m1", Priority::Normal), BATCH, &mut out);
-    b.disconnect(conn(1), &mut out);
+    b.disconnect(conn(1), 0, &mut out);
     b.release(&mut out);
     assert_eq!(sent(&mut out).deliveries, deliveries(&[(2, "m1")]));
     b.publish(&message("b", "m2", Priority::Normal), NOW, &mut out);
@@ -265,7 +270,7 @@ fn pattern_subscribers_get_matching_channels_once_however_many_subscriptions_mat
         deliveries(&[(2, "m2"), (3, "m2")])
     );
     b.unsubscribe(conn(2), "news.>", &mut out).unwrap();
-    b.disconnect(conn(3), &mut out);
+    b.disconnect(conn(3), 0, &mut out);
     b.publish(
         &message("news.eu.fr", "m3", Priority::Normal),
         NOW,
@@ -343,9 +348,9 @@ fn a_direct_message_reaches_every_connection_of_its_user_on_this_shard() {
         deliveries(&[(1, "hi"), (2, "hi")])
     );
     assert_eq!(b.send_local("nobody", &m, &mut out), 0);
-    b.disconnect(conn(1), &mut out);
+    b.disconnect(conn(1), 0, &mut out);
     assert_eq!(b.send_local("alice", &m, &mut out), 1);
-    b.disconnect(conn(2), &mut out);
+    b.disconnect(conn(2), 0, &mut out);
     assert_eq!(b.send_local("alice", &m, &mut out), 0);
     let _ = sent(&mut out);
     // Sending is publishing to user.<id> as far as permissions go.

@@ -57,12 +57,39 @@ pub enum Op<'a> {
         user: Cow<'a, str>,
         data: Json<'a>,
         priority: Priority,
+        /// The recipient must acknowledge it (it waits in the user's inbox until then).
+        ack: bool,
+        /// Written to the store before the `ok` (implies `ack`).
+        persist: bool,
+        /// The sender's id for dedup.
+        msg_id: Option<Cow<'a, str>>,
+    },
+    /// Settles a message delivered with `"ack":true`.
+    Settle {
+        id: Cow<'a, str>,
+        how: SettleOp<'a>,
     },
     /// Replace the connection's token (same `sub`).
     Refresh {
         token: Cow<'a, str>,
     },
 }
+
+/// What a recipient says of a message: `ack`, `nak` (with `delay_ms`) or `term` (with a
+/// `reason`).
+#[derive(Debug)]
+pub enum SettleOp<'a> {
+    Ack,
+    Nak { delay_ms: u64 },
+    Term { reason: Option<Cow<'a, str>> },
+}
+
+/// Longest `msg_id` and message `id` accepted, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest `term` reason accepted, in bytes.
+pub const MAX_REASON_LEN: usize = 256;
+/// Longest `nak` delay accepted: one day.
+pub const MAX_NAK_DELAY_MS: u64 = 86_400_000;
 
 /// Machine-readable error codes sent in `{"op":"error","code":...}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +107,9 @@ pub enum ErrorCode {
     RateLimited,
     Forbidden,
     InvalidToken,
+    InboxFull,
+    UnknownMessage,
+    StoreUnavailable,
 }
 
 impl ErrorCode {
@@ -99,6 +129,9 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::InboxFull => "inbox_full",
+            ErrorCode::UnknownMessage => "unknown_message",
+            ErrorCode::StoreUnavailable => "store_unavailable",
         }
     }
 }
@@ -263,14 +296,74 @@ pub fn parse<'a>(
                 Ok(priority) => priority,
                 Err(rejection) => return Err(rejection.with(reference)),
             };
+            let flags = (flag(field("ack"), "ack"), flag(field("persist"), "persist"));
+            let (ack, persist) = match flags {
+                (Ok(ack), Ok(persist)) => (ack, persist),
+                (Err(rejection), _) | (_, Err(rejection)) => return Err(rejection.with(reference)),
+            };
+            let msg_id = match field("msg_id") {
+                None => None,
+                Some(value) => match id_string(value, "msg_id") {
+                    Ok(id) => Some(id),
+                    Err(rejection) => return Err(rejection.with(reference)),
+                },
+            };
             match field("data") {
                 Some(data) => Op::Send {
                     user,
                     data,
                     priority,
+                    ack: ack || persist,
+                    persist,
+                    msg_id,
                 },
                 None => return Err(missing_data(reference)),
             }
+        }
+        "ack" | "nak" | "term" => {
+            let id = match field("id") {
+                Some(value) => match id_string(value, "id") {
+                    Ok(id) => id,
+                    Err(rejection) => return Err(rejection.with(reference)),
+                },
+                None => {
+                    return Err(Rejection::new(
+                        reference,
+                        ErrorCode::MissingField,
+                        "missing field \"id\"",
+                    ))
+                }
+            };
+            let how = match &*op {
+                "ack" => SettleOp::Ack,
+                "nak" => match field("delay_ms") {
+                    None => SettleOp::Nak { delay_ms: 0 },
+                    Some(value) => match value.as_u64().filter(|d| *d <= MAX_NAK_DELAY_MS) {
+                        Some(delay_ms) => SettleOp::Nak { delay_ms },
+                        None => {
+                            let text = format!(
+                                "\"delay_ms\" must be an integer from 0 to {MAX_NAK_DELAY_MS}"
+                            );
+                            return Err(Rejection::new(reference, ErrorCode::InvalidField, text));
+                        }
+                    },
+                },
+                _ => match field("reason") {
+                    None => SettleOp::Term { reason: None },
+                    Some(Value::String(reason)) if reason.len() <= MAX_REASON_LEN => {
+                        SettleOp::Term {
+                            reason: Some(reason),
+                        }
+                    }
+                    Some(_) => {
+                        let text = format!(
+                            "\"reason\" must be a string of at most {MAX_REASON_LEN} bytes"
+                        );
+                        return Err(Rejection::new(reference, ErrorCode::InvalidField, text));
+                    }
+                },
+            };
+            Op::Settle { id, how }
         }
         "ping" => Op::Ping,
         "refresh" => match field("token") {
@@ -303,7 +396,7 @@ pub fn parse<'a>(
                 reference,
                 ErrorCode::UnknownOp,
                 format!(
-                    "unknown op {shown:?}; expected subscribe, unsubscribe, publish, send, presence, ping, echo or refresh"
+                    "unknown op {shown:?}; expected subscribe, unsubscribe, publish, send, ack, nak, term, presence, ping, echo or refresh"
                 ),
             ));
         }
@@ -322,6 +415,31 @@ fn priority(value: Option<Json<'_>>) -> Result<Priority, Rejection<'static>> {
                 "\"priority\" must be one of \"low\", \"normal\", \"high\", \"critical\"",
             )
         }),
+    }
+}
+
+/// Checks a `true`/`false` field (default false) named `name`.
+fn flag(value: Option<Json<'_>>, name: &str) -> Result<bool, Rejection<'static>> {
+    match value {
+        None => Ok(false),
+        Some(Value::Static(simd_json::StaticNode::Bool(b))) => Ok(b),
+        Some(_) => Err(Rejection::new(
+            None,
+            ErrorCode::InvalidField,
+            format!("\"{name}\" must be true or false"),
+        )),
+    }
+}
+
+/// Checks an id field (`msg_id`, `id`): a string of 1 to [`MAX_ID_LEN`] bytes.
+fn id_string<'a>(value: Json<'a>, name: &str) -> Result<Cow<'a, str>, Rejection<'static>> {
+    match value {
+        Value::String(id) if (1..=MAX_ID_LEN).contains(&id.len()) => Ok(id),
+        _ => Err(Rejection::new(
+            None,
+            ErrorCode::InvalidField,
+            format!("\"{name}\" must be a string of 1-{MAX_ID_LEN} bytes"),
+        )),
     }
 }
 

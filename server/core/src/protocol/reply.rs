@@ -169,6 +169,21 @@ pub fn error(reference: Option<&Json<'_>>, code: ErrorCode, message: &str) -> By
         .finish()
 }
 
+/// As [`error`], with the ref (if any) already encoded as JSON text.
+pub fn error_raw(reference: Option<&str>, code: ErrorCode, message: &str) -> Bytes {
+    let mut w = Writer::new(64 + message.len() + reference.map_or(0, str::len));
+    w.raw(r#"{"op":"error""#);
+    if let Some(reference) = reference {
+        w.raw(r#","ref":"#).raw(reference);
+    }
+    w.raw(r#","code":""#)
+        .raw(code.as_str())
+        .raw(r#"","message":"#)
+        .string(message)
+        .raw("}")
+        .finish()
+}
+
 /// `{"op":"pong","ref":<ref if any>}`
 pub fn pong(reference: Option<&Json<'_>>) -> Bytes {
     Writer::new(32)
@@ -209,16 +224,18 @@ pub fn message(
         .finish()
 }
 
-/// `{"op":"message","user":"<to>","from":"<sender>"|null,"id":"<id>","priority":"<p>","data":<data>}`
+/// `{"op":"message","user":"<to>","from":"<sender>"|null,"id":"<id>","priority":"<p>",`
+/// (with `ack`: `"ack":true,`) `"data":<data>}`
 pub fn direct(
     to: &str,
     from: Option<&str>,
     id: &str,
     priority: Priority,
+    ack: bool,
     data: &Json<'_>,
     size_hint: usize,
 ) -> Bytes {
-    Writer::new(size_hint + to.len() + from.map_or(4, str::len) + id.len() + 80)
+    Writer::new(size_hint + to.len() + from.map_or(4, str::len) + id.len() + 92)
         .raw(r#"{"op":"message","user":"#)
         .string(to)
         .raw(r#","from":"#)
@@ -227,9 +244,22 @@ pub fn direct(
         .string(id)
         .raw(r#","priority":""#)
         .raw(priority.as_str())
-        .raw(r#"","data":"#)
+        .raw(if ack {
+            r#"","ack":true,"data":"#
+        } else {
+            r#"","data":"#
+        })
         .value(data)
         .raw("}")
+        .finish()
+}
+
+/// `{"op":"ok","ref":<ref>,"duplicate":true}`: a repeated `msg_id`, carried out nowhere.
+pub fn ok_duplicate(reference: &str) -> Bytes {
+    Writer::new(48 + reference.len())
+        .raw(r#"{"op":"ok","ref":"#)
+        .raw(reference)
+        .raw(r#","duplicate":true}"#)
         .finish()
 }
 
@@ -276,7 +306,7 @@ mod tests {
             r#"{"op":"message","channel":"c","id":"a-1","priority":"high","data":[1,"two",null]}"#
         );
         assert_eq!(
-            text(&direct("bob", None, "a-2", Priority::Low, data, 0)),
+            text(&direct("bob", None, "a-2", Priority::Low, false, data, 0)),
             r#"{"op":"message","user":"bob","from":null,"id":"a-2","priority":"low","data":[1,"two",null]}"#
         );
         assert_eq!(
@@ -285,10 +315,11 @@ mod tests {
                 Some("al\"ice"),
                 "a-3",
                 Priority::Normal,
+                true,
                 data,
                 0
             )),
-            r#"{"op":"message","user":"bob","from":"al\"ice","id":"a-3","priority":"normal","data":[1,"two",null]}"#
+            r#"{"op":"message","user":"bob","from":"al\"ice","id":"a-3","priority":"normal","ack":true,"data":[1,"two",null]}"#
         );
         assert_eq!(
             text(&ok_delivered(r#""r1""#, 3)),

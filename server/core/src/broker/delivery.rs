@@ -1,0 +1,103 @@
+//! The broker's side of acknowledged delivery: connections announced to their user's home,
+//! messages routed to the inbox there, settles, the store's confirmations and the deadlines.
+//! The rules themselves are in [`super::inbox`].
+
+use std::sync::Arc;
+
+use super::effects::{Answer, Effects};
+use super::inbox::{InboxMessage, Origin, Settle};
+use super::messages::ShardMessage;
+use super::records::StoredMessage;
+use super::{Broker, Refusal};
+use crate::ids::ConnId;
+
+impl Broker {
+    /// Connection `id` (a protocol connection, welcomed) is ready for its user's messages: its
+    /// user's home delivers what waits in the inbox.
+    pub fn announce(&mut self, id: ConnId, now: u64, out: &mut Effects) {
+        if let Some(user) = self.conns.get(id).and_then(|c| c.peer.user.clone()) {
+            let online = ShardMessage::Online {
+                user: user.clone(),
+                conn: id,
+            };
+            self.tell_user_home(&user, online, now, out);
+        }
+    }
+
+    /// Hands `message` to `user`'s home shard's broker (this one, or through the mailboxes).
+    pub(super) fn tell_user_home(
+        &mut self,
+        user: &str,
+        message: ShardMessage,
+        now: u64,
+        out: &mut Effects,
+    ) {
+        let home = Self::user_home(user, self.config.shards);
+        if home == self.config.shard {
+            self.receive(message, now, out);
+        } else {
+            out.send_to_shard(home, message);
+        }
+    }
+
+    /// Puts `message` in its recipient's inbox, at the recipient's home; the sender (`origin`)
+    /// is answered from there.
+    pub fn send_to_inbox(&mut self, message: InboxMessage, now: u64, out: &mut Effects) {
+        let user = message.user.clone();
+        self.tell_user_home(&user, ShardMessage::InboxPut(Box::new(message)), now, out);
+    }
+
+    /// Connection `id` settles message `msg` (an ack, nak or term); answered to `origin` by the
+    /// home of the connection's user.
+    pub fn settle(
+        &mut self,
+        id: ConnId,
+        msg: &str,
+        settle: Settle,
+        origin: Origin,
+        now: u64,
+        out: &mut Effects,
+    ) {
+        let Some(user) = self.conns.get(id).and_then(|c| c.peer.user.clone()) else {
+            let refusal = Refusal::UnknownMessage(msg.into());
+            return out.answer(origin, Answer::Refused(refusal));
+        };
+        let settle = ShardMessage::Settle {
+            user: user.clone(),
+            id: msg.into(),
+            settle,
+            origin,
+        };
+        self.tell_user_home(&user, settle, now, out);
+    }
+
+    /// The store wrote (`ok`) or failed to write what was persisted with `token`.
+    pub fn stored(&mut self, token: u64, ok: bool, now: u64, out: &mut Effects) {
+        self.inboxes.stored(token, ok, now, out);
+    }
+
+    /// When [`Broker::handle_timeout`] must next be called (unix milliseconds), if ever.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.inboxes.next_timeout()
+    }
+
+    /// Acts on the deadlines passed at `now`: ack timeouts, redeliveries, expiries.
+    pub fn handle_timeout(&mut self, now: u64, out: &mut Effects) {
+        self.inboxes.timeout(now, out);
+    }
+
+    /// Puts back an inbox message read from the store at start (its user's home is this shard).
+    pub fn restore_inbox(&mut self, user: Arc<str>, seq: u64, message: StoredMessage) {
+        self.inboxes.restore(user, seq, message);
+    }
+
+    /// Puts back a dedup key read from the store at start.
+    pub fn restore_dedup(&mut self, key: Box<str>, expires_ms: u64, now: u64) {
+        self.inboxes.restore_dedup(key, expires_ms, now);
+    }
+
+    /// The shard whose broker keeps `user`'s inbox.
+    pub fn user_home(user: &str, shards: usize) -> usize {
+        crate::ids::home_shard(["@user", user], shards)
+    }
+}

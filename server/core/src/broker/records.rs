@@ -1,0 +1,90 @@
+//! What the broker asks the store to keep: the records of durable inboxes, dead letters and the
+//! dedup window. The store (a thread of the server) writes them in the order they come and
+//! confirms the ones that carry a token once they are durable.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::protocol::Priority;
+
+/// One write to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// Message `seq` of `user`'s inbox.
+    InboxPut {
+        user: Arc<str>,
+        seq: u64,
+        message: StoredMessage,
+    },
+    /// Message `seq` of `user`'s inbox was acknowledged, dead-lettered or expired.
+    InboxDelete {
+        user: Arc<str>,
+        seq: u64,
+    },
+    DeadLetter(DeadLetter),
+    /// `key` (destination and `msg_id`) was seen; a repeat before `expires_ms` is a duplicate.
+    Dedup {
+        key: Box<str>,
+        expires_ms: u64,
+    },
+}
+
+/// A message as an inbox keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The message id: what the recipient acknowledges.
+    pub id: Arc<str>,
+    /// The JSON text of the `{"op":"message",...}` the recipient gets.
+    pub payload: Bytes,
+    pub priority: Priority,
+    /// Unix milliseconds.
+    pub created_ms: u64,
+    pub expires_ms: u64,
+}
+
+/// Why a message was given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// Delivered `ack.max_deliver` times, never acknowledged.
+    MaxDeliver,
+    /// The recipient answered `term`.
+    Terminated,
+    /// Its time to live (`inbox.ttl_s`) ran out.
+    Expired,
+}
+
+impl DeadReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::MaxDeliver => "max_deliver",
+            DeadReason::Terminated => "terminated",
+            DeadReason::Expired => "expired",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<DeadReason> {
+        [
+            DeadReason::MaxDeliver,
+            DeadReason::Terminated,
+            DeadReason::Expired,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == name)
+    }
+}
+
+/// A message given up on, kept with why and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub message: StoredMessage,
+    /// Where it was going: `user:<id>`.
+    pub destination: Box<str>,
+    pub reason: DeadReason,
+    /// The `term` request's reason, if any.
+    pub detail: Option<Box<str>>,
+    /// Times it was delivered.
+    pub attempts: u32,
+    /// Unix milliseconds.
+    pub dead_ms: u64,
+}

@@ -1,0 +1,346 @@
+//! The embedded durable store: a fjall database owned by one thread. Shards never block on it:
+//! they [`Store::submit`] records over a queue (bounded in bytes by `store.queue_max_bytes`)
+//! and hear back through their mailboxes, via the `confirm` callback given at start.
+//!
+//! Group commit: the thread takes every request queued, waits for more until the oldest has
+//! waited `store.group_commit_us` (or `store.group_commit_records` have come), writes them as
+//! one batch and, under `durability = "fsync"`, calls `fdatasync` once for all of them before
+//! confirming any. Under `"os"` it confirms once the batch reached the OS and syncs every
+//! `store.sync_interval_ms`: a process crash loses nothing confirmed, a power loss may lose the
+//! last interval.
+//!
+//! Opening reads everything the shards keep in memory (inbox messages, dedup keys) back; a
+//! record that does not decode fails the start, naming it: the store never silently starts
+//! empty.
+
+mod codec;
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use wsedge_core::broker::{DeadLetter, Record, StoredMessage};
+
+use crate::config::{Durability, StoreConfig};
+
+/// Tells shard `shard` that the write it made with `token` is durable (`true`) or failed.
+pub type Confirm = Box<dyn Fn(usize, u64, bool) + Send>;
+
+/// Why the store cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {source}")]
+    Open { path: String, source: fjall::Error },
+    #[error("cannot open the store at {path}: another wsedge is using it (one server per store directory: set store.path, or WSEDGE_STORE_PATH)")]
+    Locked { path: String },
+    #[error("the store at {path} is damaged: {keyspace} record {key}: {what}. It was not opened; restore it from a backup or move it away to start empty")]
+    Corrupt {
+        path: String,
+        keyspace: &'static str,
+        key: String,
+        what: String,
+    },
+    #[error("cannot start the store thread: {0}")]
+    Thread(io::Error),
+}
+
+/// What the store held at start, for the shards to take back.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// (user, seq, message), in key order.
+    pub inbox: Vec<(Arc<str>, u64, StoredMessage)>,
+    /// (key, expires_ms), unexpired only.
+    pub dedup: Vec<(Box<str>, u64)>,
+    pub dead_letters: usize,
+}
+
+/// The open database, before its thread starts.
+pub struct Opened {
+    db: Database,
+    inbox: Keyspace,
+    dlq: Keyspace,
+    dedup: Keyspace,
+    next_dead: u64,
+    config: StoreConfig,
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Opens (or creates) the store at `config.path` and reads back what the shards keep in memory;
+/// dedup keys expired at `now_ms` are deleted.
+pub fn open(config: &StoreConfig, now_ms: u64) -> Result<(Opened, Restored), StoreError> {
+    let path = config.path.display().to_string();
+    let open_err = |source| match source {
+        fjall::Error::Locked => StoreError::Locked { path: path.clone() },
+        source => StoreError::Open {
+            path: path.clone(),
+            source,
+        },
+    };
+    if config.path.exists() && !config.path.is_dir() {
+        let source = fjall::Error::Io(io::Error::other("not a directory"));
+        return Err(open_err(source));
+    }
+    let db = Database::builder(&config.path)
+        .worker_threads(1)
+        .open()
+        .map_err(open_err)?;
+    let keyspace = |name| db.keyspace(name, KeyspaceCreateOptions::default);
+    let inbox = keyspace("inbox").map_err(open_err)?;
+    let dlq = keyspace("dlq").map_err(open_err)?;
+    let dedup = keyspace("dedup").map_err(open_err)?;
+    let corrupt = |keyspace, key: &[u8], what: String| StoreError::Corrupt {
+        path: path.clone(),
+        keyspace,
+        key: String::from_utf8_lossy(key).into_owned(),
+        what,
+    };
+    let mut restored = Restored::default();
+    for item in inbox.iter() {
+        let (key, value) = item.into_inner().map_err(open_err)?;
+        let (user, seq) =
+            codec::decode_inbox_key(&key).map_err(|e| corrupt("inbox", &key, e.to_string()))?;
+        let message =
+            codec::decode_message(&value).map_err(|e| corrupt("inbox", &key, e.to_string()))?;
+        restored.inbox.push((user, seq, message));
+    }
+    let mut expired = Vec::new();
+    for item in dedup.iter() {
+        let (key, value) = item.into_inner().map_err(open_err)?;
+        let expires = <[u8; 8]>::try_from(&*value)
+            .map(u64::from_be_bytes)
+            .map_err(|_| corrupt("dedup", &key, "not an expiry time".into()))?;
+        let text = std::str::from_utf8(&key)
+            .map_err(|_| corrupt("dedup", &key, "key is not UTF-8".into()))?;
+        if expires <= now_ms {
+            expired.push(key.clone());
+        } else {
+            restored.dedup.push((text.into(), expires));
+        }
+    }
+    if !expired.is_empty() {
+        let mut batch = db.batch();
+        for key in expired {
+            batch.remove(&dedup, key);
+        }
+        batch.commit().map_err(open_err)?;
+    }
+    let mut next_dead = 1;
+    if let Some(last) = dlq.last_key_value() {
+        let (key, value) = last.into_inner().map_err(open_err)?;
+        codec::decode_dead_letter(&value).map_err(|e| corrupt("dlq", &key, e.to_string()))?;
+        let id = <[u8; 8]>::try_from(&*key)
+            .map(u64::from_be_bytes)
+            .map_err(|_| corrupt("dlq", &key, "not a dead-letter id".into()))?;
+        next_dead = id + 1;
+    }
+    restored.dead_letters = dlq.len().map_err(open_err)?;
+    let opened = Opened {
+        db,
+        inbox,
+        dlq,
+        dedup,
+        next_dead,
+        config: config.clone(),
+    };
+    Ok((opened, restored))
+}
+
+/// A write waiting for the store thread.
+struct Write {
+    shard: usize,
+    token: Option<u64>,
+    records: Vec<Record>,
+    bytes: usize,
+    queued_at: Instant,
+}
+
+/// The running store: the queue to its thread.
+#[derive(Debug)]
+pub struct Store {
+    tx: mpsc::Sender<Option<Write>>,
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+impl std::fmt::Debug for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Write").field("token", &self.token).finish()
+    }
+}
+
+impl Opened {
+    /// Starts the store thread; `confirm` is called on it for each write made with a token.
+    /// The thread ends after [`Store::close`]; join it to know everything is synced.
+    pub fn start(self, confirm: Confirm) -> Result<(Store, JoinHandle<()>), StoreError> {
+        let (tx, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let max_bytes = self.config.queue_max_bytes;
+        let counter = queued.clone();
+        let thread = std::thread::Builder::new()
+            .name("wsedge-store".into())
+            .spawn(move || self.run(rx, counter, confirm))
+            .map_err(StoreError::Thread)?;
+        let store = Store {
+            tx,
+            queued,
+            max_bytes,
+        };
+        Ok((store, thread))
+    }
+
+    fn run(
+        mut self,
+        rx: mpsc::Receiver<Option<Write>>,
+        queued: Arc<AtomicUsize>,
+        confirm: Confirm,
+    ) {
+        let mut batch: Vec<Write> = Vec::new();
+        let mut last_sync = Instant::now();
+        let mut dirty = false;
+        loop {
+            let first = match self.config.durability {
+                Durability::Fsync => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Durability::Os => rx.recv_timeout(self.config.sync_interval),
+            };
+            let stop = match first {
+                Ok(Some(write)) => {
+                    batch.push(write);
+                    self.gather(&rx, &mut batch)
+                }
+                Ok(None) | Err(RecvTimeoutError::Disconnected) => true,
+                Err(RecvTimeoutError::Timeout) => false,
+            };
+            if !batch.is_empty() {
+                let ok = self.commit(&batch);
+                dirty = true;
+                for write in batch.drain(..) {
+                    queued.fetch_sub(write.bytes, Ordering::AcqRel);
+                    if let Some(token) = write.token {
+                        confirm(write.shard, token, ok);
+                    }
+                }
+            }
+            let sync_due = last_sync.elapsed() >= self.config.sync_interval;
+            if dirty && (stop || (self.config.durability == Durability::Os && sync_due)) {
+                if let Err(e) = self.db.persist(PersistMode::SyncData) {
+                    tracing::error!("store: sync failed: {e}");
+                }
+                dirty = false;
+                last_sync = Instant::now();
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// Adds to `batch` what comes until its oldest write has waited `group_commit` or it holds
+    /// `group_commit_records` writes; true when the store is to stop.
+    fn gather(&self, rx: &mpsc::Receiver<Option<Write>>, batch: &mut Vec<Write>) -> bool {
+        let deadline = batch[0].queued_at + self.config.group_commit;
+        while batch.len() < self.config.group_commit_records {
+            let next = match rx.try_recv() {
+                Ok(next) => Ok(next),
+                Err(TryRecvError::Disconnected) => return true,
+                Err(TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    rx.recv_timeout(left)
+                }
+            };
+            match next {
+                Ok(Some(write)) => batch.push(write),
+                Ok(None) | Err(RecvTimeoutError::Disconnected) => return true,
+                Err(RecvTimeoutError::Timeout) => return false,
+            }
+        }
+        false
+    }
+
+    /// Writes `batch` as one atomic batch; under fsync durability, syncs it. False on failure.
+    fn commit(&mut self, batch: &[Write]) -> bool {
+        let mut write = self.db.batch();
+        for record in batch.iter().flat_map(|w| &w.records) {
+            match record {
+                Record::InboxPut { user, seq, message } => {
+                    let mut value = Vec::with_capacity(64 + message.payload.len());
+                    codec::encode_message(message, &mut value);
+                    write.insert(&self.inbox, codec::inbox_key(user, *seq), value);
+                }
+                Record::InboxDelete { user, seq } => {
+                    write.remove(&self.inbox, codec::inbox_key(user, *seq));
+                }
+                Record::DeadLetter(dead) => {
+                    let id = self.next_dead;
+                    self.next_dead += 1;
+                    write.insert(&self.dlq, id.to_be_bytes(), codec::encode_dead_letter(dead));
+                }
+                Record::Dedup { key, expires_ms } => {
+                    write.insert(&self.dedup, key.as_bytes(), expires_ms.to_be_bytes());
+                }
+            }
+        }
+        let result = write.commit().and_then(|()| match self.config.durability {
+            Durability::Fsync => self.db.persist(PersistMode::SyncData),
+            Durability::Os => Ok(()),
+        });
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("store: a write of {} requests failed: {e}", batch.len());
+                false
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Queues `records` for the store; with `token`, shard `shard` is confirmed through the
+    /// callback. False (nothing queued) when the queue holds `store.queue_max_bytes`.
+    pub fn submit(&self, shard: usize, token: Option<u64>, records: Vec<Record>) -> bool {
+        let bytes: usize = records.iter().map(record_bytes).sum();
+        if self.queued.fetch_add(bytes, Ordering::AcqRel) + bytes > self.max_bytes {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        let write = Write {
+            shard,
+            token,
+            records,
+            bytes,
+            queued_at: Instant::now(),
+        };
+        if self.tx.send(Some(write)).is_err() {
+            tracing::error!("store: the store thread has stopped");
+            return false;
+        }
+        true
+    }
+
+    /// Has the thread write what is queued, sync, and stop.
+    pub fn close(&self) {
+        let _ = self.tx.send(None);
+    }
+}
+
+/// The bytes a record holds while queued (an estimate: payload plus a fixed overhead).
+fn record_bytes(record: &Record) -> usize {
+    128 + match record {
+        Record::InboxPut { message, .. } => message.payload.len(),
+        Record::DeadLetter(DeadLetter { message, .. }) => message.payload.len(),
+        Record::InboxDelete { .. } | Record::Dedup { .. } => 0,
+    }
+}
