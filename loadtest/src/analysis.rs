@@ -161,6 +161,7 @@ pub fn assemble(a: Assembly<'_>) -> RunResult {
         stress,
         spike,
         group: group_shares(&a.group_shares),
+        reliable: None,
     }
 }
 

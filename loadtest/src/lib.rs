@@ -3,6 +3,8 @@
 //! - [`scenario`]: `config/scenarios.toml`, test plans and phases.
 //! - [`grade`]: `config/grading.toml` and the A+..F grade.
 //! - [`engine`]: goose scenarios per role, paced open-model senders, readers.
+//! - [`reliable`]: persisted sends and acks on plain tasks that survive a server crash
+//!   (`--fault kill9`).
 //! - [`wsclient`]: the fastwebsockets client connection.
 //! - [`stats`]: HdrHistograms, counters, per-second series, loss accounting.
 //! - [`run`]: one run end to end; [`analysis`]: histograms to a graded result;
@@ -22,6 +24,7 @@ pub mod grade;
 pub mod options;
 pub mod peers;
 pub mod proc;
+pub mod reliable;
 pub mod report;
 pub mod result;
 pub mod run;

@@ -57,6 +57,11 @@ enum Command {
         /// their tokens [default: a spawned server gets a fresh one].
         #[arg(long, env = "LOADTEST_HS256_SECRET")]
         hs256_secret: Option<String>,
+        /// Inject a fault: "kill9" SIGKILLs the spawned server halfway through the run and
+        /// restarts it on the same port and store; "none" runs without [default: the
+        /// scenario's `fault`].
+        #[arg(long, value_parser = ["kill9", "none"])]
+        fault: Option<String>,
     },
     /// (internal) One share of a run split over processes; started by `run`.
     #[command(hide = true)]
@@ -119,6 +124,7 @@ async fn dispatch(command: Command) -> i32 {
             raw,
             processes,
             hs256_secret,
+            fault,
         } => {
             let setup = || -> anyhow::Result<run::Options> {
                 anyhow::ensure!(
@@ -137,9 +143,16 @@ async fn dispatch(command: Command) -> i32 {
                     grade::DEFAULT_GRADING_TOML,
                 )?)?;
                 let known: Vec<String> = all.keys().cloned().collect();
-                let s = all.remove(&scenario).ok_or_else(|| {
+                let mut s = all.remove(&scenario).ok_or_else(|| {
                     anyhow::anyhow!("unknown scenario {scenario:?}; known: {known:?}")
                 })?;
+                if let Some(fault) = &fault {
+                    s.fault = if fault == "none" {
+                        String::new()
+                    } else {
+                        fault.clone()
+                    };
+                }
                 let g = grades
                     .remove(&scenario)
                     .ok_or_else(|| anyhow::anyhow!("grading.toml has no [{scenario}] table"))?;

@@ -26,3 +26,10 @@ pub struct Options {
     /// without one gets a fresh secret).
     pub hs256_secret: Option<String>,
 }
+
+impl Options {
+    /// Whether the run SIGKILLs and restarts its spawned server midway (`fault = "kill9"`).
+    pub fn kill9(&self) -> bool {
+        self.scenario.fault == "kill9"
+    }
+}

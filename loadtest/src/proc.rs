@@ -16,6 +16,8 @@ pub struct Spawned {
     pub url: String,
     pub pid: u32,
     store: PathBuf,
+    shards: usize,
+    secret: Option<String>,
 }
 
 impl Drop for Spawned {
@@ -60,42 +62,77 @@ impl Spawned {
     /// (flags, not environment variables, so that any build of wsedge takes them); with
     /// `hs256_secret`, it checks tokens signed with it (`WSEDGE_AUTH_HS256_SECRET`).
     pub async fn start(shards: usize, hs256_secret: Option<&str>) -> Result<Spawned> {
-        let bin = server_binary()?;
-        let mut cmd = Command::new(&bin);
-        let shards = shards.to_string();
-        cmd.args(["--listen", "127.0.0.1:0", "--shards", &shards])
-            .env("WSEDGE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        if let Some(secret) = hs256_secret {
-            cmd.env("WSEDGE_AUTH_HS256_SECRET", secret);
-        }
-        // Builds without a store ignore it.
         let store = fresh_store();
         let _ = std::fs::remove_dir_all(&store);
-        cmd.env("WSEDGE_STORE_PATH", &store);
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let pid = child.id().context("no pid")?;
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .context("wsedge did not start within 20 s")??
-            .context("wsedge exited before listening")?;
-        let addr = line
-            .split_whitespace()
-            .nth(3)
-            .with_context(|| format!("unexpected line {line:?}"))?;
+        let (child, pid, addr) = launch(shards, hs256_secret, "127.0.0.1:0", &store).await?;
         Ok(Spawned {
             child,
             url: format!("ws://{addr}/ws"),
             pid,
             store,
+            shards,
+            secret: hs256_secret.map(Into::into),
         })
     }
 
+    /// SIGKILLs the server (a crash: nothing is flushed), then starts it again on the same
+    /// address and store.
+    pub async fn kill9_and_restart(&mut self) -> Result<()> {
+        // SAFETY: kill(2) on our own child's PID.
+        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
+        let listen = self
+            .url
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.strip_suffix("/ws"))
+            .context("spawned url")?
+            .to_string();
+        let (child, pid, _) =
+            launch(self.shards, self.secret.as_deref(), &listen, &self.store).await?;
+        self.child = child;
+        self.pid = pid;
+        Ok(())
+    }
+}
+
+/// Starts wsedge listening on `listen` with its store in `store`; returns the child, its pid and
+/// the address it listens on.
+async fn launch(
+    shards: usize,
+    hs256_secret: Option<&str>,
+    listen: &str,
+    store: &std::path::Path,
+) -> Result<(Child, u32, String)> {
+    let bin = server_binary()?;
+    let mut cmd = Command::new(&bin);
+    let shards = shards.to_string();
+    cmd.args(["--listen", listen, "--shards", &shards])
+        .env("WSEDGE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    if let Some(secret) = hs256_secret {
+        cmd.env("WSEDGE_AUTH_HS256_SECRET", secret);
+    }
+    // Builds without a store ignore it.
+    cmd.env("WSEDGE_STORE_PATH", store);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let pid = child.id().context("no pid")?;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .context("wsedge did not start within 20 s")??
+        .context("wsedge exited before listening")?;
+    let addr = line
+        .split_whitespace()
+        .nth(3)
+        .with_context(|| format!("unexpected line {line:?}"))?;
+    Ok((child, pid, addr.to_string()))
+}
+
+impl Spawned {
     /// SIGTERM, then wait (up to 30 s) for the exit.
     pub async fn stop(mut self) -> Result<()> {
         // SAFETY: kill(2) on our own child's PID.

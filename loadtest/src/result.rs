@@ -35,6 +35,10 @@ pub struct RunResult {
     /// How the queue group shared the tasks (with a group workload).
     #[serde(default)]
     pub group: Option<GroupShares>,
+    /// With the reliable workload: what was confirmed, delivered and lost, and the fault
+    /// injected (`--fault kill9`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reliable: Option<crate::reliable::FaultReport>,
 }
 
 /// How evenly a queue group's members took the tasks.

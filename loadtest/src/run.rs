@@ -19,6 +19,7 @@ use crate::grade::Grade;
 pub use crate::options::Options;
 use crate::peers::Peers;
 use crate::proc::{self, Spawned, Usage};
+use crate::reliable;
 use crate::result::RunResult;
 use crate::scenario::{Phase, Shape};
 use crate::stats::Stats;
@@ -66,8 +67,21 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
         )
         .into());
     }
+    if agents.is_reliable() && processes > 1 {
+        return Err(SetupError(
+            "the reliable workload runs in one process: give --processes 1".into(),
+        )
+        .into());
+    }
+    if opts.kill9() && (opts.target.is_some() || !agents.is_reliable()) {
+        return Err(SetupError(
+            "--fault kill9 needs --spawn-server and the reliable workload (the durability scenario)"
+                .into(),
+        )
+        .into());
+    }
     let mut secret = opts.hs256_secret.clone();
-    if agents.direct_users > 0 && secret.is_none() {
+    if (agents.direct_users > 0 || agents.is_reliable()) && secret.is_none() {
         if opts.target.is_some() {
             return Err(SetupError(
                 "the direct workload needs the server's auth.hs256_secret: give --hs256-secret"
@@ -77,7 +91,7 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
         }
         secret = Some(fresh_secret());
     }
-    let spawned = match &opts.target {
+    let mut spawned = match &opts.target {
         Some(_) => None,
         None => Some(
             Spawned::start(opts.shards, secret.as_deref())
@@ -143,7 +157,28 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
     tokio::time::sleep_until(start.into()).await;
     let client_cpu_before = proc::own_cpu_us();
     let server_before = server_pid.and_then(proc::sample);
-    let goose_metrics = attack(&run, &url, &plan).await?;
+    let (goose_metrics, reliable) = if opts.scenario.is_reliable() {
+        let s = &opts.scenario;
+        let steady = &phases[0];
+        let plan = reliable::Plan {
+            senders: s.reliable_senders,
+            receivers: s.reliable_receivers,
+            rate: s.reliable_rate,
+            pad: "x".repeat(s.payload_bytes),
+            sends_until_us: (steady.end_s * 1e6) as u64,
+            end_us: (total_s * 1e6) as u64,
+            kill9_at_us: opts
+                .kill9()
+                .then(|| ((steady.start_s + steady.end_s) / 2.0 * 1e6) as u64),
+        };
+        let handle = Arc::new(reliable::StatsHandle::new(run.clone()));
+        let secret = secret.clone().unwrap_or_default();
+        let report =
+            reliable::drive(plan, run.target.clone(), secret, handle, spawned.as_mut()).await;
+        (None, Some(report))
+    } else {
+        (Some(attack(&run, &url, &plan).await?), None)
+    };
 
     let wall = start.elapsed();
     let mut client_cpu = proc::own_cpu_us().saturating_sub(client_cpu_before);
@@ -192,13 +227,16 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
         group_shares: run.group_shares(),
     });
     result.duration_s = wall.as_secs_f64();
-    eprintln!(
-        "loadtest: goose recorded {} request kinds over {} s with up to {} users in this process \
-         ({processes} processes)",
-        goose_metrics.requests.len(),
-        goose_metrics.duration,
-        goose_metrics.maximum_users
-    );
+    result.reliable = reliable;
+    if let Some(goose) = goose_metrics {
+        eprintln!(
+            "loadtest: goose recorded {} request kinds over {} s with up to {} users in this \
+             process ({processes} processes)",
+            goose.requests.len(),
+            goose.duration,
+            goose.maximum_users
+        );
+    }
     let dir = opts.out.join(format!(
         "{}-{}",
         result.started_utc.replace(':', ""),

@@ -57,6 +57,18 @@ pub struct Scenario {
     pub task_rate: f64,
     #[serde(default)]
     pub group_members: u32,
+    /// Agents making persisted sends (`reliable_rate` each) to `reliable_receivers` agents that
+    /// ack them; they run alone (no other role), on plain tasks that survive a server crash.
+    #[serde(default)]
+    pub reliable_senders: u32,
+    #[serde(default)]
+    pub reliable_receivers: u32,
+    #[serde(default)]
+    pub reliable_rate: f64,
+    /// `"kill9"`: SIGKILL the spawned server halfway through the steady phase and restart it
+    /// on the same port and store (`--fault` overrides it).
+    #[serde(default)]
+    pub fault: String,
     pub payload_bytes: usize,
     pub lz4: bool,
     pub drain_s: f64,
@@ -94,6 +106,23 @@ impl Scenario {
         if self.task_publishers > 0 && self.group_members == 0 {
             return Err("task_publishers need group_members".into());
         }
+        let reliable = self.reliable_senders + self.reliable_receivers;
+        if reliable > 0 {
+            if self.reliable_senders == 0
+                || self.reliable_receivers == 0
+                || self.reliable_rate <= 0.0
+            {
+                return Err(
+                    "reliable_senders, reliable_receivers and reliable_rate go together".into(),
+                );
+            }
+            if reliable != self.base_users() || self.shape != Shape::Steady {
+                return Err("the reliable roles run alone, in a steady scenario".into());
+            }
+        }
+        if !matches!(self.fault.as_str(), "" | "kill9") {
+            return Err(format!("fault {:?} is not \"kill9\"", self.fault));
+        }
         if self.direct_users == 1 {
             return Err("direct_users must be 0 or at least 2 (each sends to the next)".into());
         }
@@ -122,6 +151,13 @@ impl Scenario {
             + self.direct_users
             + self.task_publishers
             + self.group_members
+            + self.reliable_senders
+            + self.reliable_receivers
+    }
+
+    /// Whether this is the reliable workload (run by [`crate::reliable`], not goose).
+    pub fn is_reliable(&self) -> bool {
+        self.reliable_senders > 0
     }
 
     /// Users at the busiest phase.

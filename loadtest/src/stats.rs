@@ -27,27 +27,36 @@ pub enum Workload {
     Direct,
     /// Task published → delivery to the one group member that takes it.
     Group,
+    /// Persisted `send` → the sender's `ok` (stored and synced), surviving server crashes.
+    Reliable,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Echo,
         Workload::Fanout,
         Workload::Churn,
         Workload::Direct,
         Workload::Group,
+        Workload::Reliable,
     ];
 
     /// The workloads whose latency grades a run (churn's connect time does not).
-    pub const LATENCY: [Workload; 4] = [
+    pub const LATENCY: [Workload; 5] = [
         Workload::Echo,
         Workload::Fanout,
         Workload::Direct,
         Workload::Group,
+        Workload::Reliable,
     ];
 
     /// The workloads whose deliveries are counted for loss.
-    pub const DELIVERY: [Workload; 3] = [Workload::Fanout, Workload::Direct, Workload::Group];
+    pub const DELIVERY: [Workload; 4] = [
+        Workload::Fanout,
+        Workload::Direct,
+        Workload::Group,
+        Workload::Reliable,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -56,6 +65,7 @@ impl Workload {
             Workload::Churn => "churn",
             Workload::Direct => "direct",
             Workload::Group => "group",
+            Workload::Reliable => "reliable",
         }
     }
 }
@@ -99,6 +109,9 @@ pub struct Counts {
     pub lost: u64,
     pub duplicated: u64,
     pub out_of_order: u64,
+    /// Repeated deliveries marked `redelivered` (acknowledged delivery: allowed, not loss).
+    #[serde(default)]
+    pub redelivered: u64,
     pub errors: BTreeMap<String, u64>,
 }
 
@@ -110,6 +123,7 @@ impl Counts {
         self.lost += o.lost;
         self.duplicated += o.duplicated;
         self.out_of_order += o.out_of_order;
+        self.redelivered += o.redelivered;
         for (k, v) in &o.errors {
             *self.errors.entry(k.clone()).or_default() += v;
         }

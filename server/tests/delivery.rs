@@ -232,3 +232,146 @@ async fn a_damaged_store_stops_the_start_naming_the_record() -> Result<()> {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+const API_KEY: &str = "an api key for the tests";
+
+/// `METHOD path` on the API with the test key; (status, JSON body).
+async fn api(server: &TestServer, method: &str, path: &str) -> Result<(u16, Value)> {
+    let auth = format!("Authorization: Bearer {API_KEY}");
+    let (status, body) = server.http(method, path, &[&auth]).await?;
+    Ok((status, serde_json::from_str(&body)?))
+}
+
+/// Lists the dead letters until there are `n` (dead-lettering happens on the server's clock).
+async fn dead_letters(server: &TestServer, query: &str, n: usize) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + support::STEP;
+    loop {
+        let (status, list) = api(server, "GET", &format!("/api/dlq{query}")).await?;
+        assert_eq!(status, 200, "{list}");
+        if list["dead_letters"].as_array().unwrap().len() >= n
+            || tokio::time::Instant::now() > deadline
+        {
+            return Ok(list);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_survive_a_restart_and_are_listed_replayed_and_deleted_over_http() -> Result<()>
+{
+    let dir = fresh_store_dir();
+    let mut config = auth();
+    let keys = format!(r#"["{API_KEY}"]"#);
+    config.extend([
+        ("STORE_PATH", dir.to_str().unwrap()),
+        ("API_KEYS", &keys),
+        ("ACK_WAIT_MS", "200"),
+        ("ACK_MAX_DELIVER", "1"),
+    ]);
+    let server = TestServer::start(&config).await?;
+    let mut alice = user(&server, "alice").await?;
+    let mut bob = user(&server, "bob").await?;
+    for (n, id) in ["d1", "d2"].into_iter().enumerate() {
+        assert_eq!(
+            ask(&mut alice, persisted("bob", json!(n), id), "p").await?["op"],
+            "ok"
+        );
+    }
+    let first = bob.recv_json().await?;
+    let second = bob.recv_json().await?;
+    let term = json!({"op": "term", "id": second["id"], "reason": "bad \"input\""});
+    assert_eq!(ask(&mut bob, term, "t").await?["op"], "ok");
+    // The first one is not acked: after one delivery (max_deliver 1) and 200 ms, dead.
+    let list = dead_letters(&server, "", 2).await?;
+    let letters = list["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 2, "{list}");
+    let reasons: Vec<&str> = letters
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons.contains(&"terminated") && reasons.contains(&"max_deliver"),
+        "{list}"
+    );
+    let terminated = letters
+        .iter()
+        .find(|d| d["reason"] == "terminated")
+        .unwrap();
+    assert_eq!(terminated["detail"], "bad \"input\"");
+    assert_eq!(terminated["destination"], "user:bob");
+    assert_eq!(terminated["message"]["data"], 1);
+    assert_eq!(terminated["message_id"], second["id"]);
+
+    // Without the key, or with another: 401.
+    let (status, _) = server.http("GET", "/api/dlq", &[]).await?;
+    assert_eq!(status, 401);
+    let wrong = "Authorization: Bearer an api key for the testz";
+    assert_eq!(server.http("GET", "/api/dlq", &[wrong]).await?.0, 401);
+
+    // A restart keeps them.
+    alice.close().await?;
+    bob.close().await?;
+    server.terminate().await?;
+    let server = TestServer::start(&config).await?;
+    let list = dead_letters(&server, "?destination=user%3Abob&limit=1", 1).await?;
+    assert_eq!(list["dead_letters"].as_array().unwrap().len(), 1);
+    let next = list["next_after"].as_u64().unwrap();
+    let rest = dead_letters(&server, &format!("?after={next}"), 1).await?;
+    assert_eq!(rest["dead_letters"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["next_after"], Value::Null);
+    let none = dead_letters(&server, "?destination=user:carol", 0).await?;
+    assert_eq!(none["dead_letters"], json!([]));
+
+    // Replay puts the message back in bob's inbox; delete drops the other.
+    let max_deliver = letters
+        .iter()
+        .find(|d| d["reason"] == "max_deliver")
+        .unwrap();
+    let (replay_id, delete_id) = (
+        max_deliver["id"].as_u64().unwrap(),
+        terminated["id"].as_u64().unwrap(),
+    );
+    let (status, body) = api(&server, "POST", &format!("/api/dlq/{replay_id}/replay")).await?;
+    assert_eq!(
+        (status, &body["replayed"]),
+        (200, &json!(replay_id)),
+        "{body}"
+    );
+    let mut bob = user(&server, "bob").await?;
+    let again = bob.recv_json().await?;
+    assert_eq!((&again["id"], &again["data"]), (&first["id"], &json!(0)));
+    assert_eq!(
+        ask(&mut bob, json!({"op": "ack", "id": again["id"]}), "a").await?["op"],
+        "ok"
+    );
+    assert_eq!(
+        api(&server, "DELETE", &format!("/api/dlq/{delete_id}"))
+            .await?
+            .0,
+        200
+    );
+    assert_eq!(
+        dead_letters(&server, "", 0).await?["dead_letters"],
+        json!([])
+    );
+    for (method, path, status) in [
+        ("DELETE", format!("/api/dlq/{delete_id}"), 404),
+        ("POST", format!("/api/dlq/{replay_id}/replay"), 404),
+        ("POST", "/api/dlq/x/replay".to_string(), 400),
+        ("GET", "/api/dlq?limit=0".to_string(), 400),
+        ("GET", "/api/dlq?limit=1001".to_string(), 400),
+        ("PUT", "/api/dlq".to_string(), 405),
+        ("GET", "/api/nothing".to_string(), 404),
+    ] {
+        let (got, body) = api(&server, method, &path).await?;
+        assert_eq!(got, status, "{method} {path}: {body}");
+        assert!(
+            body["error"].is_string() && body["message"].is_string(),
+            "{body}"
+        );
+    }
+    drop(server);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

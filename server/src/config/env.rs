@@ -9,7 +9,7 @@
 use super::error::ConfigError;
 
 /// The sections of the config file, as they appear in variable names.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "server",
     "connection",
     "protocol",
@@ -22,6 +22,7 @@ const SECTIONS: [&str; 12] = [
     "ack",
     "inbox",
     "dedup",
+    "api",
 ];
 
 /// Environment variables of wsedge's that are not config keys.

@@ -89,6 +89,7 @@ pub struct FileConfig {
     pub ack: AckSection,
     pub inbox: InboxSection,
     pub dedup: DedupSection,
+    pub api: ApiSection,
     /// Keys set by environment variables, so that their errors name the variable.
     #[serde(skip)]
     overrides: env::Overrides,
@@ -240,6 +241,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[ack]`, `[inbox]`, `[dedup]`; inbox and dedup bounds are for the whole server.
     pub delivery: DeliveryConfig,
+    /// `api.keys`.
+    pub api_keys: Vec<String>,
 }
 
 /// How many client sockets the server keeps at once, resolved against the open-file limit.
@@ -325,6 +328,7 @@ impl FileConfig {
         let default_balance = self.groups.validate()?;
         let presence_max_users = self.presence.validate()?;
         let store = self.store.validate(self.connection.max_message_size)?;
+        let api_keys = self.api.validate()?;
         let delivery = delivery::delivery(
             &self.ack,
             &self.inbox,
@@ -482,16 +486,19 @@ impl FileConfig {
             presence_max_users,
             store,
             delivery,
+            api_keys,
         })
     }
 }
 
+mod api;
 mod auth;
 mod delivery;
 mod env;
 mod error;
 mod groups;
 mod limits;
+pub use api::ApiSection;
 pub use auth::{Auth, AuthSection};
 pub use delivery::{AckSection, DedupSection, Durability, InboxSection, StoreConfig, StoreSection};
 pub use error::ConfigError;

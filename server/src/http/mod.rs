@@ -1,9 +1,10 @@
 //! HTTP on the WebSocket port, through hyper: `GET /ws` and `GET /echo` upgrade, `GET /health`
-//! reports, anything else is 404. Errors are JSON `{"error":..., "message":...}` with a status.
+//! reports, `/api/` is the server API ([`api`]), anything else is 404. Errors are JSON `{"error":..., "message":...}` with a status.
 //!
 //! The upgrade itself is in [`upgrade`]. A request head over `server.max_request_bytes` gets 431
 //! from hyper.
 
+mod api;
 mod auth;
 mod response;
 mod upgrade;
@@ -73,9 +74,16 @@ where
 {
     let max_request_bytes = shard.config().max_request_bytes;
     let ip = phase.ip.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let response = route(req, &shard, &ip);
-        async move { Ok::<_, Infallible>(response) }
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (shard, ip) = (shard.clone(), ip.clone());
+        async move {
+            let response = if req.uri().path().starts_with("/api/") {
+                api::handle(req, &shard).await
+            } else {
+                route(req, &shard, &ip)
+            };
+            Ok::<_, Infallible>(response)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .max_buf_size(max_request_bytes)

@@ -55,11 +55,23 @@ pub struct Shard {
     next_send: Cell<u64>,
     /// Group joins and presence queries waiting for another shard's answer: token →
     /// (connection, encoded `ref`).
-    pending: RefCell<IdMap<u64, (ConnId, Option<String>)>>,
+    pending: RefCell<IdMap<u64, Waiter>>,
     /// Woken when the broker's next deadline moves earlier than `armed`.
     timer_changed: LocalNotify,
     /// The deadline the timer task sleeps until (unix ms).
     armed: Cell<Option<u64>>,
+}
+
+/// Who waits for the answer to a request registered with [`Shard::pending`].
+#[derive(Debug)]
+enum Waiter {
+    /// A connection, answered with a frame (`ok` only when the request had a `ref`).
+    Conn {
+        conn: ConnId,
+        reference: Option<String>,
+    },
+    /// An HTTP request handler on this shard.
+    Http(tokio::sync::oneshot::Sender<Answer>),
 }
 
 /// A direct message whose `ok` waits for the other shards to say how many connections it reached.
@@ -209,9 +221,19 @@ impl Shard {
     /// Registers a request (a group join, a presence query) whose answer (with `reference`)
     /// waits for another shard; the token to pass to the broker.
     pub fn pending(&self, conn: ConnId, reference: Option<String>) -> u64 {
+        self.register(Waiter::Conn { conn, reference })
+    }
+
+    /// Registers a request of an HTTP handler; the token, and where its answer comes.
+    pub fn pending_http(&self) -> (u64, tokio::sync::oneshot::Receiver<Answer>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (self.register(Waiter::Http(tx)), rx)
+    }
+
+    fn register(&self, waiter: Waiter) -> u64 {
         let token = self.next_send.get() + 1;
         self.next_send.set(token);
-        self.pending.borrow_mut().insert(token, (conn, reference));
+        self.pending.borrow_mut().insert(token, waiter);
         token
     }
 
@@ -285,7 +307,11 @@ impl Shard {
             }
             Action::Presence { token, snapshot } => {
                 let query = self.pending.borrow_mut().remove(&token);
-                if let Some((id, reference)) = query {
+                if let Some(Waiter::Conn {
+                    conn: id,
+                    reference,
+                }) = query
+                {
                     if let Some(conn) = conns.get(&id) {
                         let frame = reply::presence(
                             reference.as_deref(),
@@ -328,8 +354,13 @@ impl Shard {
     /// Answers the request registered as `token` (see [`Shard::pending`]): an `ok` only when it
     /// had a `ref`, an error always.
     fn answer(&self, conns: &IdMap<ConnId, Rc<Conn>>, token: u64, answer: Answer) {
-        let Some((id, reference)) = self.pending.borrow_mut().remove(&token) else {
-            return;
+        let (id, reference) = match self.pending.borrow_mut().remove(&token) {
+            Some(Waiter::Conn { conn, reference }) => (conn, reference),
+            Some(Waiter::Http(reply)) => {
+                let _ = reply.send(answer);
+                return;
+            }
+            None => return,
         };
         let Some(conn) = conns.get(&id) else {
             return;

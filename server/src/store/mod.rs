@@ -23,6 +23,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use tokio::sync::oneshot;
 use wsedge_core::broker::{DeadLetter, Record, StoredMessage};
 
 use crate::config::{Durability, StoreConfig};
@@ -156,6 +157,34 @@ pub fn open(config: &StoreConfig, now_ms: u64) -> Result<(Opened, Restored), Sto
     Ok((opened, restored))
 }
 
+/// A question to the store about its dead letters, answered through `reply`.
+pub enum DeadLetters {
+    /// Dead letters with an id above `after`, for `destination` if given, at most `limit`.
+    List {
+        destination: Option<String>,
+        after: u64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<(u64, DeadLetter)>, String>>,
+    },
+    /// Dead letter `id`, if there is one.
+    Get {
+        id: u64,
+        reply: oneshot::Sender<Result<Option<DeadLetter>, String>>,
+    },
+    /// Deletes dead letter `id` (synced): whether it was there.
+    Delete {
+        id: u64,
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
+}
+
+/// What the store thread takes: a write, a query, or the end.
+enum Request {
+    Write(Write),
+    Query(DeadLetters),
+    Stop,
+}
+
 /// A write waiting for the store thread.
 struct Write {
     shard: usize,
@@ -168,7 +197,7 @@ struct Write {
 /// The running store: the queue to its thread.
 #[derive(Debug)]
 pub struct Store {
-    tx: mpsc::Sender<Option<Write>>,
+    tx: mpsc::Sender<Request>,
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
 }
@@ -199,13 +228,9 @@ impl Opened {
         Ok((store, thread))
     }
 
-    fn run(
-        mut self,
-        rx: mpsc::Receiver<Option<Write>>,
-        queued: Arc<AtomicUsize>,
-        confirm: Confirm,
-    ) {
+    fn run(mut self, rx: mpsc::Receiver<Request>, queued: Arc<AtomicUsize>, confirm: Confirm) {
         let mut batch: Vec<Write> = Vec::new();
+        let mut queries: Vec<DeadLetters> = Vec::new();
         let mut last_sync = Instant::now();
         let mut dirty = false;
         loop {
@@ -214,11 +239,15 @@ impl Opened {
                 Durability::Os => rx.recv_timeout(self.config.sync_interval),
             };
             let stop = match first {
-                Ok(Some(write)) => {
+                Ok(Request::Write(write)) => {
                     batch.push(write);
-                    self.gather(&rx, &mut batch)
+                    self.gather(&rx, &mut batch, &mut queries)
                 }
-                Ok(None) | Err(RecvTimeoutError::Disconnected) => true,
+                Ok(Request::Query(query)) => {
+                    queries.push(query);
+                    false
+                }
+                Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => true,
                 Err(RecvTimeoutError::Timeout) => false,
             };
             if !batch.is_empty() {
@@ -230,6 +259,10 @@ impl Opened {
                         confirm(write.shard, token, ok);
                     }
                 }
+            }
+            // Queries see every write queued before them.
+            for query in queries.drain(..) {
+                self.answer(query);
             }
             let sync_due = last_sync.elapsed() >= self.config.sync_interval;
             if dirty && (stop || (self.config.durability == Durability::Os && sync_due)) {
@@ -247,7 +280,12 @@ impl Opened {
 
     /// Adds to `batch` what comes until its oldest write has waited `group_commit` or it holds
     /// `group_commit_records` writes; true when the store is to stop.
-    fn gather(&self, rx: &mpsc::Receiver<Option<Write>>, batch: &mut Vec<Write>) -> bool {
+    fn gather(
+        &self,
+        rx: &mpsc::Receiver<Request>,
+        batch: &mut Vec<Write>,
+        queries: &mut Vec<DeadLetters>,
+    ) -> bool {
         let deadline = batch[0].queued_at + self.config.group_commit;
         while batch.len() < self.config.group_commit_records {
             let next = match rx.try_recv() {
@@ -262,12 +300,71 @@ impl Opened {
                 }
             };
             match next {
-                Ok(Some(write)) => batch.push(write),
-                Ok(None) | Err(RecvTimeoutError::Disconnected) => return true,
+                Ok(Request::Write(write)) => batch.push(write),
+                Ok(Request::Query(query)) => queries.push(query),
+                Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => return true,
                 Err(RecvTimeoutError::Timeout) => return false,
             }
         }
         false
+    }
+
+    fn answer(&self, query: DeadLetters) {
+        let text = |e: fjall::Error| e.to_string();
+        match query {
+            DeadLetters::List {
+                destination,
+                after,
+                limit,
+                reply,
+            } => {
+                let mut found = Vec::new();
+                let mut result = Ok(());
+                for item in self.dlq.range((after + 1).to_be_bytes()..) {
+                    if found.len() >= limit {
+                        break;
+                    }
+                    match item
+                        .into_inner()
+                        .map_err(text)
+                        .and_then(|(k, v)| decode_dead(&k, &v))
+                    {
+                        Ok((id, dead)) => {
+                            if destination
+                                .as_deref()
+                                .is_none_or(|d| *dead.destination == *d)
+                            {
+                                found.push((id, dead));
+                            }
+                        }
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                let _ = reply.send(result.map(|()| found));
+            }
+            DeadLetters::Get { id, reply } => {
+                let got = self.dlq.get(id.to_be_bytes()).map_err(text).and_then(|v| {
+                    v.map(|v| decode_dead(&id.to_be_bytes(), &v).map(|(_, d)| d))
+                        .transpose()
+                });
+                let _ = reply.send(got);
+            }
+            DeadLetters::Delete { id, reply } => {
+                let key = id.to_be_bytes();
+                let deleted = self.dlq.get(key).map_err(text).and_then(|found| {
+                    if found.is_none() {
+                        return Ok(false);
+                    }
+                    self.dlq.remove(key).map_err(text)?;
+                    self.db.persist(PersistMode::SyncData).map_err(text)?;
+                    Ok(true)
+                });
+                let _ = reply.send(deleted);
+            }
+        }
     }
 
     /// Writes `batch` as one atomic batch; under fsync durability, syncs it. False on failure.
@@ -323,17 +420,31 @@ impl Store {
             bytes,
             queued_at: Instant::now(),
         };
-        if self.tx.send(Some(write)).is_err() {
+        if self.tx.send(Request::Write(write)).is_err() {
             tracing::error!("store: the store thread has stopped");
             return false;
         }
         true
     }
 
+    /// Asks the store thread `query` (answered after the writes queued before it).
+    pub fn query(&self, query: DeadLetters) {
+        let _ = self.tx.send(Request::Query(query));
+    }
+
     /// Has the thread write what is queued, sync, and stop.
     pub fn close(&self) {
-        let _ = self.tx.send(None);
+        let _ = self.tx.send(Request::Stop);
     }
+}
+
+/// A dead letter's id and contents, from its key and value.
+fn decode_dead(key: &[u8], value: &[u8]) -> Result<(u64, DeadLetter), String> {
+    let id = <[u8; 8]>::try_from(key)
+        .map(u64::from_be_bytes)
+        .map_err(|_| "a dead-letter key is not an id".to_string())?;
+    let dead = codec::decode_dead_letter(value).map_err(|e| format!("dead letter {id}: {e}"))?;
+    Ok((id, dead))
 }
 
 /// The bytes a record holds while queued (an estimate: payload plus a fixed overhead).

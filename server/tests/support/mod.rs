@@ -176,6 +176,29 @@ impl TestServer {
         Ok((status, body))
     }
 
+    /// `METHOD path` with `headers` ("Name: value" lines) over plain HTTP/1.1; returns
+    /// (status, body).
+    pub async fn http(&self, method: &str, path: &str, headers: &[&str]) -> Result<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(self.addr).await?;
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        for header in headers {
+            request.push_str(header);
+            request.push_str("\r\n");
+        }
+        request.push_str("Content-Length: 0\r\n\r\n");
+        s.write_all(request.as_bytes()).await?;
+        let mut out = String::new();
+        tokio::time::timeout(STEP, s.read_to_string(&mut out)).await??;
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .context("no status")?
+            .parse()?;
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        Ok((status, body))
+    }
+
     pub async fn health(&self) -> Result<Value> {
         Ok(serde_json::from_str(&self.get("/health").await?.1)?)
     }

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use super::effects::{Answer, Effects};
-use super::inbox::{InboxMessage, Origin, Settle};
+use super::effects::Effects;
 use super::messages::ShardMessage;
 use super::records::StoredMessage;
-use super::{Broker, Refusal};
+use super::refusal::Refusal;
+use super::requests::{Answer, InboxMessage, Origin, Settle};
+use super::Broker;
 use crate::ids::ConnId;
 
 impl Broker {

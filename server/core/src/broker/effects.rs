@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::inbox::Origin;
 use super::messages::ShardMessage;
 use super::presence::Snapshot;
 use super::records::Record;
-use super::Refusal;
+use super::requests::{Answer, Origin};
 use crate::ids::ConnId;
 use crate::message::Published;
 use crate::protocol::Priority;
@@ -42,18 +41,6 @@ enum Effect {
         token: Option<u64>,
         records: Vec<Record>,
     },
-}
-
-/// The outcome of a request whose answer waited (for another shard, or the store).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// Carried out: `{"op":"ok"}`.
-    Ok,
-    /// A repeat of a `msg_id` within the dedup window: `{"op":"ok","duplicate":true}`, carried
-    /// out nowhere.
-    Duplicate,
-    /// Refused: an `error` frame.
-    Refused(Refusal),
 }
 
 /// Effects in the order the broker produced them; the recipients of all deliveries share one

@@ -17,10 +17,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::dedup::Dedup;
-use super::effects::{Answer, Effects};
+use super::effects::Effects;
 use super::messages::ShardMessage;
 use super::records::{DeadLetter, DeadReason, Record, StoredMessage};
-use super::Refusal;
+use super::refusal::Refusal;
+use super::requests::{Answer, InboxMessage, Origin, Settle};
 use crate::ids::{ConnId, IdMap};
 use crate::message::Published;
 use crate::protocol::{frame, Priority};
@@ -65,39 +66,6 @@ impl Default for DeliveryConfig {
             lz4_threshold: 1024,
         }
     }
-}
-
-/// Who waits for the answer to a request: the token shard `shard` registered it under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin {
-    pub shard: usize,
-    pub token: u64,
-}
-
-/// A message for a user's inbox, on its way from the sender's shard to the user's home.
-#[derive(Debug)]
-pub struct InboxMessage {
-    pub user: Arc<str>,
-    /// The message id, which the recipient acknowledges.
-    pub id: Arc<str>,
-    /// The complete text frame (its JSON carries `"ack":true`).
-    pub frame: Bytes,
-    pub priority: Priority,
-    /// Written to the store before the sender's `ok`.
-    pub persist: bool,
-    pub msg_id: Option<Box<str>>,
-    pub origin: Origin,
-}
-
-/// What a recipient says of a delivered message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settle {
-    /// Done: remove it.
-    Ack,
-    /// Not now: deliver it again after `delay_ms`.
-    Nak { delay_ms: u64 },
-    /// Never: dead-letter it.
-    Term { reason: Option<Box<str>> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
-use super::effects::Answer;
 use super::groups::{GroupKey, Load};
-use super::inbox::{InboxMessage, Origin, Settle};
 use super::presence::Snapshot;
+use super::requests::{Answer, InboxMessage, Origin, Settle};
 use crate::ids::ConnId;
 use crate::message::Published;
 use crate::protocol::{Balance, Priority};

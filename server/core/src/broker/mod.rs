@@ -18,6 +18,7 @@ mod channels;
 mod dedup;
 mod delivery;
 mod effects;
+mod group_ops;
 mod groups;
 mod inbox;
 mod members;
@@ -25,6 +26,8 @@ mod messages;
 mod patterns;
 mod presence;
 mod records;
+mod refusal;
+mod requests;
 mod users;
 
 #[cfg(test)]
@@ -40,15 +43,14 @@ use std::sync::Arc;
 use crate::auth::Permissions;
 use crate::ids::ConnId;
 use crate::message::Published;
-use crate::protocol::envelope::ErrorCode;
 use crate::protocol::{reply, Priority};
 use crate::topic;
 use channels::Channels;
-pub use effects::{Action, Answer, Effects};
-use groups::{send_to_member, Groups, Member};
+pub use effects::{Action, Effects};
 pub use groups::{GroupKey, Load};
+use groups::{Groups, Member};
+pub use inbox::DeliveryConfig;
 use inbox::Inboxes;
-pub use inbox::{DeliveryConfig, InboxMessage, Origin, Settle};
 use members::{Members, Subscriber};
 use messages::PresenceChange;
 pub use messages::ShardMessage;
@@ -56,6 +58,8 @@ use patterns::Patterns;
 use presence::Presence;
 pub use presence::Snapshot;
 pub use records::{DeadLetter, DeadReason, Record, StoredMessage};
+pub use refusal::Refusal;
+pub use requests::{Answer, InboxMessage, Origin, Settle};
 use users::Conns;
 pub use users::Peer;
 
@@ -73,40 +77,6 @@ pub struct BrokerConfig {
     pub max_batch_bytes: usize,
     /// Acknowledged delivery, inboxes and dedup.
     pub delivery: DeliveryConfig,
-}
-
-/// A request the broker refuses; the connection stays open.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("a connection may subscribe to at most {0} channels")]
-    TooManySubscriptions(usize),
-    #[error("not subscribed to {0:?}")]
-    NotSubscribed(Box<str>),
-    #[error("not allowed to {0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    InboxFull(String),
-    #[error("no message {0:?} awaits this connection's ack")]
-    UnknownMessage(Box<str>),
-    #[error("the store could not write the message; nothing was delivered, retry later")]
-    StoreFailed,
-    #[error("not carried out: shard {0}'s inbound queue is full; retry later")]
-    Overloaded(usize),
-}
-
-impl Refusal {
-    /// The error code the client is answered with.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Refusal::TooManySubscriptions(_) => ErrorCode::TooManySubscriptions,
-            Refusal::NotSubscribed(_) => ErrorCode::NotSubscribed,
-            Refusal::Forbidden(_) => ErrorCode::Forbidden,
-            Refusal::InboxFull(_) => ErrorCode::InboxFull,
-            Refusal::UnknownMessage(_) => ErrorCode::UnknownMessage,
-            Refusal::StoreFailed => ErrorCode::StoreUnavailable,
-            Refusal::Overloaded(_) => ErrorCode::Overloaded,
-        }
-    }
 }
 
 /// One shard's delivery state.
@@ -490,12 +460,7 @@ impl Broker {
                 }
             }
             ShardMessage::Answer { token, answer } => self.answer_here(token, answer, out),
-            ShardMessage::GroupRetry { key, message } => {
-                let shard = self.config.shard;
-                if let Some(member) = self.homed.pick(&key) {
-                    send_to_member(shard, key, member, &message, out);
-                }
-            }
+            ShardMessage::GroupRetry { key, message } => self.pick_again(key, &message, out),
         }
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::auth::Permissions;
+use crate::protocol::envelope::ErrorCode;
 use crate::protocol::frame::{self, OpCode};
 use crate::protocol::Balance;
 use crate::protocol::Priority;

@@ -1,0 +1,54 @@
+//! The requests that travel between shards and wait for an answer: who waits ([`Origin`]),
+//! the answer ([`Answer`]), and the inbox's requests ([`InboxMessage`], [`Settle`]).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::refusal::Refusal;
+use crate::protocol::Priority;
+
+/// Who waits for the answer to a request: the token shard `shard` registered it under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub shard: usize,
+    pub token: u64,
+}
+
+/// A message for a user's inbox, on its way from the sender's shard to the user's home.
+#[derive(Debug)]
+pub struct InboxMessage {
+    pub user: Arc<str>,
+    /// The message id, which the recipient acknowledges.
+    pub id: Arc<str>,
+    /// The complete text frame (its JSON carries `"ack":true`).
+    pub frame: Bytes,
+    pub priority: Priority,
+    /// Written to the store before the sender's `ok`.
+    pub persist: bool,
+    pub msg_id: Option<Box<str>>,
+    pub origin: Origin,
+}
+
+/// What a recipient says of a delivered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// Done: remove it.
+    Ack,
+    /// Not now: deliver it again after `delay_ms`.
+    Nak { delay_ms: u64 },
+    /// Never: dead-letter it.
+    Term { reason: Option<Box<str>> },
+}
+
+/// The outcome of a request whose answer waited (for another shard, or the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Carried out: `{"op":"ok"}`.
+    Ok,
+    /// A repeat of a `msg_id` within the dedup window: `{"op":"ok","duplicate":true}`, carried
+    /// out nowhere.
+    Duplicate,
+    /// Refused: an `error` frame.
+    Refused(Refusal),
+}
