@@ -28,6 +28,8 @@ use crate::wsclient::{self, Incoming, Target};
 /// First reconnect wait; each failure doubles it up to [`BACKOFF_MAX`] (full jitter).
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Wait before resending what the server refused.
+const RETRY_PAUSE_US: u64 = 100_000;
 /// Token lifetime of the agents.
 const TOKEN_TTL_S: u64 = 86_400;
 
@@ -38,6 +40,8 @@ pub struct Plan {
     pub receivers: u32,
     /// Sends per second of each sender.
     pub rate: f64,
+    /// Schedule each send this far ahead (0: send at once).
+    pub delay_ms: u64,
     pub pad: String,
     /// Sends stop at this run time (µs), and the drain ends at `end_us`.
     pub sends_until_us: u64,
@@ -248,6 +252,10 @@ async fn send(agent: Agent, me: Sender, plan: Plan, stats: Arc<StatsHandle>, led
     let mut link: Option<Link> = None;
     let mut local = Local::default();
     let mut last_merge = stats.stats().now_us();
+    // Sends the server refused (store unavailable, overloaded, inbox full), resent at
+    // `retry_at` on the same link.
+    let mut refused: Vec<u64> = Vec::new();
+    let mut retry_at = u64::MAX;
     loop {
         let now = stats.stats().now_us();
         let sending = next_due < plan.sends_until_us;
@@ -268,16 +276,34 @@ async fn send(agent: Agent, me: Sender, plan: Plan, stats: Arc<StatsHandle>, led
             }
         }
         let l = link.as_mut().expect("connected");
-        let wake = if sending { next_due } else { plan.end_us };
+        if now >= retry_at {
+            retry_at = u64::MAX;
+            for seq in refused.drain(..) {
+                let Some((_, text)) = unconfirmed.get(&seq) else {
+                    continue;
+                };
+                if wsclient::send_text(&l.writer, text.as_bytes())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        let wake = if sending { next_due } else { plan.end_us }.min(retry_at);
         let sleep =
             tokio::time::sleep_until((stats.stats().start + Duration::from_micros(wake)).into());
         tokio::select! {
             _ = sleep, if sending || now < plan.end_us => {
-                if !sending {
+                if !sending || stats.stats().now_us() < next_due {
                     continue;
                 }
+                let delay = match plan.delay_ms {
+                    0 => String::new(),
+                    ms => format!(r#","delay_ms":{ms}"#),
+                };
                 let text = format!(
-                    r#"{{"op":"send","user":"{}","persist":true,"msg_id":"{}-{seq}","ref":{seq},"data":{{"s":{},"q":{seq},"t":{next_due},"pad":"{}"}}}}"#,
+                    r#"{{"op":"send","user":"{}","persist":true,"msg_id":"{}-{seq}","ref":{seq}{delay},"data":{{"s":{},"q":{seq},"t":{next_due},"pad":"{}"}}}}"#,
                     me.to, me.id, me.id, plan.pad
                 );
                 let counts = local.counts(Workload::Reliable);
@@ -308,10 +334,13 @@ async fn send(agent: Agent, me: Sender, plan: Plan, stats: Arc<StatsHandle>, led
                                 }
                             }
                         }
-                        // Refused (store unavailable, overloaded): resent on the next link.
+                        // Refused: resent after a pause (errors count; a lasting refusal shows
+                        // as "unconfirmed" at the end).
                         _ => {
                             let code = v["code"].as_str().unwrap_or("error").to_string();
                             local.error(Workload::Reliable, &code);
+                            refused.push(q);
+                            retry_at = retry_at.min(stats.stats().now_us() + RETRY_PAUSE_US);
                         }
                     }
                 }
@@ -360,6 +389,13 @@ async fn receive(agent: Agent, plan: Plan, stats: Arc<StatsHandle>, ledger: Arc<
                     let key = (m["data"]["s"].as_u64().unwrap_or(0) as u32,
                                m["data"]["q"].as_u64().unwrap_or(0));
                     let first = ledger.delivered.lock().unwrap().insert(key);
+                    if first && plan.delay_ms > 0 {
+                        // Due at the intended send time plus the delay (run clock, µs).
+                        let due = m["data"]["t"].as_u64().unwrap_or(0) + plan.delay_ms * 1000;
+                        let late = stats.stats().now_us().saturating_sub(due);
+                        local.latency(Workload::Schedule, late);
+                        local.counts(Workload::Schedule).received += 1;
+                    }
                     let counts = local.counts(Workload::Reliable);
                     if first {
                         counts.received += 1;

@@ -37,7 +37,7 @@ pub struct RunResult {
     pub group: Option<GroupShares>,
     /// With the reliable workload: what was confirmed, delivered and lost, and the fault
     /// injected (`--fault kill9`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub reliable: Option<crate::reliable::FaultReport>,
 }
 

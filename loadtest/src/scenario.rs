@@ -65,6 +65,10 @@ pub struct Scenario {
     pub reliable_receivers: u32,
     #[serde(default)]
     pub reliable_rate: f64,
+    /// With a value above 0, each reliable send is scheduled `delay_ms` ahead, and receivers
+    /// measure how late it arrives after its due time (the `schedule` workload).
+    #[serde(default)]
+    pub reliable_delay_ms: u64,
     /// `"kill9"`: SIGKILL the spawned server halfway through the steady phase and restart it
     /// on the same port and store (`--fault` overrides it).
     #[serde(default)]

@@ -29,25 +29,29 @@ pub enum Workload {
     Group,
     /// Persisted `send` → the sender's `ok` (stored and synced), surviving server crashes.
     Reliable,
+    /// A scheduled `send`'s due time → its delivery: how late schedules leave.
+    Schedule,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Echo,
         Workload::Fanout,
         Workload::Churn,
         Workload::Direct,
         Workload::Group,
         Workload::Reliable,
+        Workload::Schedule,
     ];
 
     /// The workloads whose latency grades a run (churn's connect time does not).
-    pub const LATENCY: [Workload; 5] = [
+    pub const LATENCY: [Workload; 6] = [
         Workload::Echo,
         Workload::Fanout,
         Workload::Direct,
         Workload::Group,
         Workload::Reliable,
+        Workload::Schedule,
     ];
 
     /// The workloads whose deliveries are counted for loss.
@@ -66,6 +70,7 @@ impl Workload {
             Workload::Direct => "direct",
             Workload::Group => "group",
             Workload::Reliable => "reliable",
+            Workload::Schedule => "schedule",
         }
     }
 }

@@ -375,3 +375,90 @@ async fn dead_letters_survive_a_restart_and_are_listed_replayed_and_deleted_over
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[tokio::test]
+async fn scheduled_sends_arrive_on_time_survive_a_restart_and_can_be_cancelled() -> Result<()> {
+    let dir = fresh_store_dir();
+    let mut config = auth();
+    config.push(("STORE_PATH", dir.to_str().unwrap()));
+    let server = TestServer::start(&config).await?;
+    let mut alice = user(&server, "alice").await?;
+    let mut bob = user(&server, "bob").await?;
+    let sent = std::time::Instant::now();
+    let later = json!({"op": "send", "user": "bob", "data": "in 300 ms", "delay_ms": 300});
+    let ok = ask(&mut alice, later, "s").await?;
+    let id = ok["scheduled"].as_str().unwrap().to_string();
+    assert!(id.ends_with(":bob"), "{ok}");
+    let m = bob.recv_json().await?;
+    assert!(
+        sent.elapsed() >= Duration::from_millis(290),
+        "early: {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(
+        (&m["id"], &m["data"], &m["ack"]),
+        (&json!(id), &json!("in 300 ms"), &json!(true))
+    );
+    assert_eq!(
+        ask(&mut bob, json!({"op": "ack", "id": id}), "a").await?["op"],
+        "ok"
+    );
+
+    // Cancel: only the sender, only once.
+    let far = json!({"op": "send", "user": "bob", "data": "never", "delay_ms": 600_000});
+    let id = ask(&mut alice, far, "f").await?["scheduled"].clone();
+    let mut mallory = user(&server, "mallory").await?;
+    let theirs = ask(&mut mallory, json!({"op": "cancel", "id": id}), "m").await?;
+    assert_eq!(theirs["code"], "unknown_message", "{theirs}");
+    let cancel = json!({"op": "cancel", "id": id});
+    assert_eq!(
+        ask(&mut alice, cancel.clone(), "c").await?,
+        json!({"op": "ok", "ref": "c"})
+    );
+    assert_eq!(
+        ask(&mut alice, cancel, "c2").await?["code"],
+        "unknown_message"
+    );
+
+    let mut anonymous = Client::connect(&server).await?;
+    let forbidden = json!({"op": "send", "user": "bob", "data": 1, "delay_ms": 5});
+    assert_eq!(
+        ask(&mut anonymous, forbidden, "h").await?["code"],
+        "forbidden"
+    );
+    let cases = [
+        (
+            json!({"op": "send", "user": "bob", "data": 1, "delay_ms": 700_000_000_000u64}),
+            "invalid_field",
+        ),
+        (
+            json!({"op": "send", "user": "bob", "data": 1, "deliver_at": "tomorrow"}),
+            "invalid_field",
+        ),
+        (
+            json!({"op": "send", "user": "bob", "data": 1, "deliver_at": "2026-12-02T19:30:00Z", "delay_ms": 1}),
+            "invalid_field",
+        ),
+        (json!({"op": "cancel"}), "missing_field"),
+    ];
+    for (request, code) in cases {
+        let answer = ask(&mut alice, request.clone(), "h").await?;
+        assert_eq!(answer["code"], code, "{request} → {answer}");
+    }
+
+    // Due while the server is down: delivered right after the start.
+    let soon = json!({"op": "send", "user": "bob", "data": "while down", "delay_ms": 500});
+    assert!(ask(&mut alice, soon, "d").await?["scheduled"].is_string());
+    for client in [alice, bob, mallory, anonymous] {
+        client.close().await?;
+    }
+    server.terminate().await?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let server = TestServer::start(&config).await?;
+    let mut bob = user(&server, "bob").await?;
+    let m = bob.recv_json().await?;
+    assert_eq!(m["data"], "while down");
+    drop(server);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

@@ -216,10 +216,12 @@ async fn replay(shard: &Rc<Shard>, id: u64) -> Response<Body> {
             shard: shard.index(),
             token,
         },
+        not_before: 0,
+        from: dead.message.from.clone(),
     };
     shard.broker(|broker, out| broker.send_to_inbox(put, unix_ms(), out));
     match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
-        Ok(Ok(Answer::Ok | Answer::Duplicate)) => {}
+        Ok(Ok(Answer::Ok | Answer::Duplicate | Answer::Scheduled(_))) => {}
         Ok(Ok(Answer::Refused(refusal))) => {
             let status = match refusal {
                 Refusal::InboxFull(_) => StatusCode::CONFLICT,

@@ -11,7 +11,7 @@ use wsedge_core::broker::{GroupKey, InboxMessage, Origin, Refusal, Settle};
 use wsedge_core::limits::{ConnLimits, Verdict};
 use wsedge_core::message::Published;
 use wsedge_core::protocol::decoder::Message;
-use wsedge_core::protocol::envelope::{self, ErrorCode, Json, Op, SettleOp};
+use wsedge_core::protocol::envelope::{self, ErrorCode, Json, Op, Schedule, SettleOp};
 use wsedge_core::protocol::{reply, Priority};
 
 use super::Shard;
@@ -127,6 +127,16 @@ pub fn handle_text(
                 broker.settle(conn.id(), &id, settle, origin, unix_ms(), out)
             });
         }
+        Op::Cancel { id } => {
+            let token = shard.pending(conn.id(), reference.map(|r| r.encode()));
+            let origin = Origin {
+                shard: shard.index(),
+                token,
+            };
+            // Answered by the home of the recipient the id names.
+            return shard
+                .broker(|broker, out| broker.cancel(conn.id(), &id, origin, unix_ms(), out));
+        }
         Op::Ping => return conn.send(Priority::Critical, reply::pong(reference)),
         Op::Echo { data } => {
             return conn.send(Priority::Normal, reply::echo(&data, reference, size))
@@ -139,11 +149,24 @@ pub fn handle_text(
             ack,
             persist,
             msg_id,
+            schedule,
         } => {
+            let not_before = match scheduled_at(shard, conn, schedule) {
+                Ok(at) => at,
+                Err((code, text)) => {
+                    return conn.send(Priority::Critical, reply::error(reference, code, &text))
+                }
+            };
             let allowed = shard.broker(|broker, _| broker.check_send(conn.id(), &user));
             let from = conn.user().map(|u| &**u);
+            // A scheduled message's id names its recipient, so that `cancel` finds its inbox.
+            let message_id = |id: &str| match not_before {
+                0 => id.to_string(),
+                _ => format!("{id}:{user}"),
+            };
             let build = |id: &str, lz4_threshold| {
-                let frame = reply::direct(&user, from, id, priority, ack, &data, size);
+                let id = message_id(id);
+                let frame = reply::direct(&user, from, &id, priority, ack, &data, size);
                 // Routed by user, never by channel.
                 Published::new("", priority, frame, lz4_threshold)
             };
@@ -156,7 +179,7 @@ pub fn handle_text(
                 let token = shard.pending(conn.id(), encoded);
                 let put = InboxMessage {
                     user: (*user).into(),
-                    id: id.into(),
+                    id: message_id(&id).into(),
                     frame: message.frame.clone(),
                     priority,
                     persist,
@@ -165,6 +188,8 @@ pub fn handle_text(
                         shard: shard.index(),
                         token,
                     },
+                    not_before,
+                    from: conn.user().cloned(),
                 };
                 // Answered by the user's home (after the store, when persisted).
                 return shard.broker(|broker, out| broker.send_to_inbox(put, unix_ms(), out));
@@ -216,6 +241,35 @@ fn admit(
         }
     }
     Some((Arc::new(message), id))
+}
+
+/// When a send with `schedule` is due (Unix ms; 0 without one). Scheduling needs a user (only
+/// the sender may cancel) and a time within `inbox.ttl_s`.
+fn scheduled_at(
+    shard: &Shard,
+    conn: &Conn,
+    schedule: Option<Schedule>,
+) -> Result<u64, (ErrorCode, String)> {
+    let now = unix_ms();
+    let at = match schedule {
+        None => return Ok(0),
+        Some(Schedule::At(at)) => at.max(now),
+        Some(Schedule::Delay(delay)) => now.saturating_add(delay),
+    };
+    if conn.user().is_none() {
+        let text = "a scheduled send needs a user (a token): only its sender may cancel it";
+        return Err((ErrorCode::Forbidden, text.into()));
+    }
+    let ttl = shard.config().delivery.inbox_ttl_ms;
+    if at - now >= ttl {
+        let text = format!(
+            "the time is {} s away, beyond inbox.ttl_s ({} s)",
+            (at - now) / 1000,
+            ttl / 1000
+        );
+        return Err((ErrorCode::InvalidField, text));
+    }
+    Ok(at)
 }
 
 fn overloaded(full: usize) -> (ErrorCode, String) {

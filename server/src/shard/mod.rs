@@ -127,7 +127,7 @@ impl Shard {
         let now = unix_ms();
         let mut broker = self.broker.borrow_mut();
         for (user, seq, message) in restore.inbox {
-            broker.restore_inbox(user, seq, message);
+            broker.restore_inbox(user, seq, message, now);
         }
         for (key, expires) in restore.dedup {
             broker.restore_dedup(key, expires, now);
@@ -368,7 +368,8 @@ impl Shard {
         let frame = match (answer, reference) {
             (Answer::Ok, Some(reference)) => reply::ok_raw(&reference),
             (Answer::Duplicate, Some(reference)) => reply::ok_duplicate(&reference),
-            (Answer::Ok | Answer::Duplicate, None) => return,
+            (Answer::Scheduled(id), Some(reference)) => reply::ok_scheduled(&reference, &id),
+            (Answer::Ok | Answer::Duplicate | Answer::Scheduled(_), None) => return,
             (Answer::Refused(refusal), reference) => {
                 reply::error_raw(reference.as_deref(), refusal.code(), &refusal.to_string())
             }

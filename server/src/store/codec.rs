@@ -7,8 +7,8 @@ use bytes::Bytes;
 use wsedge_core::broker::{DeadLetter, DeadReason, StoredMessage};
 use wsedge_core::protocol::Priority;
 
-/// The first byte of every value: the layout's version.
-const VERSION: u8 = 1;
+/// The first byte of every value: the layout's version (1: before scheduled messages).
+const VERSION: u8 = 2;
 
 /// A value that cannot be read back.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,14 @@ pub fn encode_message(m: &StoredMessage, out: &mut Vec<u8>) {
     out.push(priority_byte(m.priority));
     out.extend_from_slice(&m.created_ms.to_be_bytes());
     out.extend_from_slice(&m.expires_ms.to_be_bytes());
+    out.extend_from_slice(&m.not_before_ms.to_be_bytes());
+    match &m.from {
+        Some(from) => {
+            out.push(1);
+            put_str(out, from);
+        }
+        None => out.push(0),
+    }
     put_str(out, &m.id);
     out.extend_from_slice(&(m.payload.len() as u32).to_be_bytes());
     out.extend_from_slice(&m.payload);
@@ -49,7 +57,8 @@ pub fn decode_message(value: &[u8]) -> Result<StoredMessage, Corrupt> {
 }
 
 fn decode_message_from(r: &mut Reader<'_>) -> Result<StoredMessage, Corrupt> {
-    if r.u8()? != VERSION {
+    let version = r.u8()?;
+    if !(1..=VERSION).contains(&version) {
         return Err(Corrupt("unknown layout version"));
     }
     let priority = *Priority::ALL
@@ -57,6 +66,17 @@ fn decode_message_from(r: &mut Reader<'_>) -> Result<StoredMessage, Corrupt> {
         .ok_or(Corrupt("bad priority"))?;
     let created_ms = r.u64()?;
     let expires_ms = r.u64()?;
+    let (not_before_ms, from) = match version {
+        1 => (0, None),
+        _ => {
+            let at = r.u64()?;
+            let from = match r.u8()? {
+                0 => None,
+                _ => Some(r.str()?.into()),
+            };
+            (at, from)
+        }
+    };
     let id = r.str()?;
     let len = r.u32()? as usize;
     let payload = Bytes::copy_from_slice(r.take(len)?);
@@ -66,6 +86,8 @@ fn decode_message_from(r: &mut Reader<'_>) -> Result<StoredMessage, Corrupt> {
         priority,
         created_ms,
         expires_ms,
+        not_before_ms,
+        from,
     })
 }
 
@@ -93,7 +115,7 @@ pub fn encode_dead_letter(d: &DeadLetter) -> Vec<u8> {
 
 pub fn decode_dead_letter(value: &[u8]) -> Result<DeadLetter, Corrupt> {
     let mut r = Reader(value);
-    if r.u8()? != VERSION {
+    if !(1..=VERSION).contains(&r.u8()?) {
         return Err(Corrupt("unknown layout version"));
     }
     let reason = match r.u8()? {
@@ -181,6 +203,8 @@ mod tests {
             priority: Priority::High,
             created_ms: 5,
             expires_ms: 6,
+            not_before_ms: 7,
+            from: Some("ann".into()),
         }
     }
 

@@ -159,21 +159,7 @@ impl TestServer {
 
     /// `GET path` over plain HTTP/1.1; returns (status, body).
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = TcpStream::connect(self.addr).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await?;
-        let status = out
-            .split_whitespace()
-            .nth(1)
-            .context("no status")?
-            .parse()?;
-        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-        Ok((status, body))
+        self.http("GET", path, &[]).await
     }
 
     /// `METHOD path` with `headers` ("Name: value" lines) over plain HTTP/1.1; returns
@@ -186,7 +172,10 @@ impl TestServer {
             request.push_str(header);
             request.push_str("\r\n");
         }
-        request.push_str("Content-Length: 0\r\n\r\n");
+        if method != "GET" {
+            request.push_str("Content-Length: 0\r\n");
+        }
+        request.push_str("\r\n");
         s.write_all(request.as_bytes()).await?;
         let mut out = String::new();
         tokio::time::timeout(STEP, s.read_to_string(&mut out)).await??;

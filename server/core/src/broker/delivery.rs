@@ -88,8 +88,32 @@ impl Broker {
     }
 
     /// Puts back an inbox message read from the store at start (its user's home is this shard).
-    pub fn restore_inbox(&mut self, user: Arc<str>, seq: u64, message: StoredMessage) {
-        self.inboxes.restore(user, seq, message);
+    pub fn restore_inbox(&mut self, user: Arc<str>, seq: u64, message: StoredMessage, now: u64) {
+        self.inboxes.restore(user, seq, message, now);
+    }
+
+    /// Connection `id` cancels scheduled message `scheduled` (`<message id>:<user>`, as its
+    /// `ok` said); answered to `origin` by the user's home.
+    pub fn cancel(
+        &mut self,
+        id: ConnId,
+        scheduled: &str,
+        origin: Origin,
+        now: u64,
+        out: &mut Effects,
+    ) {
+        let by = self.conns.get(id).and_then(|c| c.peer.user.clone());
+        let Some((_, user)) = scheduled.split_once(':').filter(|_| by.is_some()) else {
+            let refusal = Refusal::UnknownMessage(scheduled.into());
+            return out.answer(origin, Answer::Refused(refusal));
+        };
+        let cancel = ShardMessage::Cancel {
+            user: user.into(),
+            id: scheduled.into(),
+            by,
+            origin,
+        };
+        self.tell_user_home(user, cancel, now, out);
     }
 
     /// Puts back a dedup key read from the store at start.

@@ -95,6 +95,9 @@ struct Entry {
     priority: Priority,
     created_ms: u64,
     expires_ms: u64,
+    /// When it was scheduled for (0: not scheduled).
+    not_before_ms: u64,
+    from: Option<Arc<str>>,
     /// Deliveries so far (a message restored from the store counts one: it may have been
     /// delivered before the restart).
     attempts: u32,
@@ -110,6 +113,8 @@ impl Entry {
             priority: self.priority,
             created_ms: self.created_ms,
             expires_ms: self.expires_ms,
+            not_before_ms: self.not_before_ms,
+            from: self.from.clone(),
         }
     }
 
@@ -197,6 +202,8 @@ impl Inboxes {
             persist,
             msg_id,
             origin,
+            not_before,
+            from,
         } = message;
         let key = msg_id.map(|m| Dedup::key(&format!("user:{user}"), &m));
         if key.as_deref().is_some_and(|k| self.dedup.seen(k, now)) {
@@ -226,12 +233,14 @@ impl Inboxes {
             priority,
             created_ms: now,
             expires_ms,
+            not_before_ms: not_before,
+            from,
             attempts: 0,
             persisted: persist,
             state: if persist {
                 State::Storing
             } else {
-                State::Ready { not_before: 0 }
+                State::Ready { not_before }
             },
         };
         self.bytes += entry.frame.len();
@@ -239,6 +248,9 @@ impl Inboxes {
         inbox.by_id.insert(id, seq);
         inbox.entries.insert(seq, entry);
         self.timers.insert((expires_ms, user.clone(), seq));
+        if !persist && not_before > now {
+            self.timers.insert((not_before, user.clone(), seq));
+        }
         let dedup_expires = now.saturating_add(self.config.dedup_window_ms);
         if let Some(key) = &key {
             self.dedup.insert(key.clone(), dedup_expires, now);
@@ -286,10 +298,18 @@ impl Inboxes {
             return;
         };
         if ok {
+            let mut answer = Answer::Ok;
             if let Some(entry) = self.entry_mut(&user, seq) {
-                entry.state = State::Ready { not_before: 0 };
+                let not_before = entry.not_before_ms;
+                entry.state = State::Ready { not_before };
+                if not_before > 0 {
+                    answer = Answer::Scheduled(entry.id.clone());
+                }
+                if not_before > now {
+                    self.timers.insert((not_before, user.clone(), seq));
+                }
             }
-            out.answer(origin, Answer::Ok);
+            out.answer(origin, answer);
             return self.pump(&user, now, out);
         }
         if let Some(key) = key {
@@ -340,6 +360,36 @@ impl Inboxes {
         }
         out.answer(origin, Answer::Ok);
         self.pump(user, now, out);
+    }
+
+    /// `by` cancels scheduled message `id` of `user`'s inbox: only its sender, and only before
+    /// its first delivery.
+    pub(super) fn cancel(
+        &mut self,
+        user: &Arc<str>,
+        id: &str,
+        by: Option<Arc<str>>,
+        origin: Origin,
+        out: &mut Effects,
+    ) {
+        let found = self.users.get(user).and_then(|inbox| {
+            let seq = *inbox.by_id.get(id)?;
+            let e = inbox.entries.get(&seq)?;
+            let cancellable = e.not_before_ms > 0 && e.attempts == 0 && e.from.is_some();
+            (cancellable && e.from == by && e.state != State::Storing).then_some(seq)
+        });
+        let Some(seq) = found else {
+            let refusal = Refusal::UnknownMessage(id.into());
+            return out.answer(origin, Answer::Refused(refusal));
+        };
+        if self.remove(user, seq).is_some_and(|e| e.persisted) {
+            let delete = Record::InboxDelete {
+                user: user.clone(),
+                seq,
+            };
+            out.persist(None, vec![delete]);
+        }
+        out.answer(origin, Answer::Ok);
     }
 
     /// Connection `conn` of `user` opened: it gets what waits.
@@ -401,8 +451,10 @@ impl Inboxes {
         }
     }
 
-    /// Puts back a message read from the store at start (delivered at most once before, maybe).
-    pub(super) fn restore(&mut self, user: Arc<str>, seq: u64, message: StoredMessage) {
+    /// Puts back a message read from the store at start (delivered at most once before, maybe,
+    /// unless it is scheduled for later than `now`).
+    pub(super) fn restore(&mut self, user: Arc<str>, seq: u64, message: StoredMessage, now: u64) {
+        let not_before = message.not_before_ms;
         let mut buf = frame::payload_buffer(message.payload.len());
         buf.extend_from_slice(&message.payload);
         let entry = Entry {
@@ -411,12 +463,17 @@ impl Inboxes {
             priority: message.priority,
             created_ms: message.created_ms,
             expires_ms: message.expires_ms,
-            attempts: 1,
+            not_before_ms: not_before,
+            from: message.from,
+            attempts: u32::from(not_before <= now),
             persisted: true,
-            state: State::Ready { not_before: 0 },
+            state: State::Ready { not_before },
         };
         self.bytes += entry.frame.len();
         self.timers.insert((message.expires_ms, user.clone(), seq));
+        if not_before > now {
+            self.timers.insert((not_before, user.clone(), seq));
+        }
         let inbox = self.users.entry(user).or_default();
         inbox.by_id.insert(message.id, seq);
         inbox.entries.insert(seq, entry);

@@ -55,7 +55,28 @@ fn put(id: &str, persist: bool, msg_id: Option<&str>, token: u64) -> InboxMessag
         persist,
         msg_id: msg_id.map(Into::into),
         origin: Origin { shard: 0, token },
+        not_before: 0,
+        from: Some("ann".into()),
     }
+}
+
+/// A persisted message for `bob` due at `at`.
+fn scheduled(id: &str, at: u64, token: u64) -> InboxMessage {
+    InboxMessage {
+        not_before: at,
+        ..put(id, true, None, token)
+    }
+}
+
+/// Confirms every write in `d` to the broker; returns what that did.
+fn confirm(b: &mut Broker, d: &Done, now: u64) -> Done {
+    let mut out = Effects::default();
+    for (token, _) in &d.persisted {
+        if let Some(token) = token {
+            b.stored(*token, true, now, &mut out);
+        }
+    }
+    done(&mut out)
 }
 
 /// What the effects did.
@@ -307,8 +328,10 @@ fn a_restored_message_is_marked_redelivered_and_new_ones_follow_it() {
         priority: Priority::Normal,
         created_ms: 0,
         expires_ms: 1_000_000,
+        not_before_ms: 0,
+        from: None,
     };
-    b.restore_inbox("bob".into(), 41, stored);
+    b.restore_inbox("bob".into(), 41, stored, 5);
     let mut out = Effects::default();
     b.send_to_inbox(put("new", true, None, 1), 5, &mut out);
     match &done(&mut out).persisted[0].1[0] {
@@ -348,4 +371,73 @@ fn an_anonymous_connection_has_nothing_to_ack() {
         d.answers[0].1,
         Answer::Refused(Refusal::UnknownMessage(_))
     ));
+}
+
+#[test]
+fn scheduled_messages_wait_for_their_time_and_leave_in_time_order() {
+    let mut b = broker(delivery());
+    let (_, _) = online(&mut b, 1, 0);
+    let mut out = Effects::default();
+    b.send_to_inbox(scheduled("late", 5_000, 1), 0, &mut out);
+    b.send_to_inbox(scheduled("early", 2_000, 2), 0, &mut out);
+    let d = confirm(&mut b, &done(&mut out), 10);
+    assert!(d.delivered.is_empty(), "not before their time");
+    assert!(d
+        .answers
+        .iter()
+        .all(|(_, a)| matches!(a, Answer::Scheduled(_))));
+    assert_eq!(b.poll_timeout(), Some(2_000));
+    assert!(timeout(&mut b, 1_999).delivered.is_empty());
+    assert_eq!(ids(&timeout(&mut b, 2_000)), vec![("early", 0)]);
+    assert_eq!(ids(&timeout(&mut b, 5_000)), vec![("late", 0)]);
+}
+
+#[test]
+fn only_the_sender_cancels_and_only_before_the_first_delivery() {
+    let mut b = broker(delivery());
+    let (conn, _) = online(&mut b, 1, 0);
+    let mut out = Effects::default();
+    b.send_to_inbox(scheduled("m1:bob", 5_000, 1), 0, &mut out);
+    b.send_to_inbox(scheduled("m2:bob", 100, 2), 0, &mut out);
+    confirm(&mut b, &done(&mut out), 1);
+    let cancel = |b: &mut Broker, who: &str, id: &str| {
+        let mut out = Effects::default();
+        let sender = ConnId::new(0, 9);
+        b.connect(sender, user_peer(who));
+        b.cancel(sender, id, Origin { shard: 0, token: 7 }, 200, &mut out);
+        b.disconnect(sender, 200, &mut out);
+        done(&mut out)
+    };
+    let refused = |d: &Done| matches!(d.answers[0].1, Answer::Refused(Refusal::UnknownMessage(_)));
+    assert!(
+        refused(&cancel(&mut b, "mallory", "m1:bob")),
+        "not the sender"
+    );
+    // m2 is delivered at 100: too late to cancel it.
+    assert_eq!(ids(&timeout(&mut b, 100)), vec![("m2:bob", 0)]);
+    assert!(refused(&cancel(&mut b, "ann", "m2:bob")));
+    let d = cancel(&mut b, "ann", "m1:bob");
+    assert_eq!(d.answers, vec![(7, Answer::Ok)]);
+    assert!(matches!(d.persisted[0].1[0], Record::InboxDelete { .. }));
+    assert!(timeout(&mut b, 5_000).delivered.is_empty(), "cancelled");
+    let _ = conn;
+}
+
+#[test]
+fn a_restored_schedule_not_yet_due_waits_and_is_not_marked_redelivered() {
+    let mut b = broker(delivery());
+    let text = r#"{"op":"message","user":"bob","id":"s:bob","ack":true,"data":1}"#;
+    let stored = StoredMessage {
+        id: "s:bob".into(),
+        payload: bytes::Bytes::from(text),
+        priority: Priority::Normal,
+        created_ms: 0,
+        expires_ms: 1_000_000,
+        not_before_ms: 500,
+        from: Some("ann".into()),
+    };
+    b.restore_inbox("bob".into(), 1, stored, 100);
+    let (_, d) = online(&mut b, 1, 100);
+    assert!(d.delivered.is_empty());
+    assert_eq!(ids(&timeout(&mut b, 500)), vec![("s:bob", 0)]);
 }

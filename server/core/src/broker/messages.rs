@@ -68,6 +68,13 @@ pub enum ShardMessage {
         settle: Settle,
         origin: Origin,
     },
+    /// To a user's home: `by` cancels scheduled message `id`.
+    Cancel {
+        user: Arc<str>,
+        id: Box<str>,
+        by: Option<Arc<str>>,
+        origin: Origin,
+    },
     /// From a user's home to a connection's shard: deliver `message` to `to`.
     Deliver { to: ConnId, message: Arc<Published> },
     /// To the shard that registered request `token`: its answer.
@@ -91,7 +98,9 @@ impl ShardMessage {
                 Some((message.frame.len(), message.priority))
             }
             ShardMessage::InboxPut(put) => Some((put.frame.len(), put.priority)),
-            ShardMessage::Settle { .. } => Some((0, Priority::Critical)),
+            ShardMessage::Settle { .. } | ShardMessage::Cancel { .. } => {
+                Some((0, Priority::Critical))
+            }
             _ => None,
         }
     }
@@ -100,7 +109,9 @@ impl ShardMessage {
     pub fn origin(&self) -> Option<Origin> {
         match self {
             ShardMessage::InboxPut(put) => Some(put.origin),
-            ShardMessage::Settle { origin, .. } => Some(*origin),
+            ShardMessage::Settle { origin, .. } | ShardMessage::Cancel { origin, .. } => {
+                Some(*origin)
+            }
             _ => None,
         }
     }

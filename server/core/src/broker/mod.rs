@@ -454,6 +454,12 @@ impl Broker {
                 settle,
                 origin,
             } => self.inboxes.settle(&user, &id, settle, origin, now, out),
+            ShardMessage::Cancel {
+                user,
+                id,
+                by,
+                origin,
+            } => self.inboxes.cancel(&user, &id, by, origin, out),
             ShardMessage::Deliver { to, message } => {
                 if self.conns.get(to).is_some() {
                     out.deliver(&message, [to]);

@@ -41,6 +41,10 @@ pub struct StoredMessage {
     /// Unix milliseconds.
     pub created_ms: u64,
     pub expires_ms: u64,
+    /// Not delivered before this (a scheduled message); 0: at once.
+    pub not_before_ms: u64,
+    /// The sender's user, who alone may cancel a scheduled message.
+    pub from: Option<Arc<str>>,
 }
 
 /// Why a message was given up on.

@@ -28,6 +28,10 @@ pub struct InboxMessage {
     pub persist: bool,
     pub msg_id: Option<Box<str>>,
     pub origin: Origin,
+    /// Not delivered before this Unix millisecond (a scheduled send; it is persisted); 0: now.
+    pub not_before: u64,
+    /// The sender's user.
+    pub from: Option<Arc<str>>,
 }
 
 /// What a recipient says of a delivered message.
@@ -46,6 +50,8 @@ pub enum Settle {
 pub enum Answer {
     /// Carried out: `{"op":"ok"}`.
     Ok,
+    /// A scheduled message is in its inbox: `{"op":"ok","scheduled":"<id>"}`.
+    Scheduled(Arc<str>),
     /// A repeat of a `msg_id` within the dedup window: `{"op":"ok","duplicate":true}`, carried
     /// out nowhere.
     Duplicate,

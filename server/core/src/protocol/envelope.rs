@@ -63,6 +63,12 @@ pub enum Op<'a> {
         persist: bool,
         /// The sender's id for dedup.
         msg_id: Option<Cow<'a, str>>,
+        /// Deliver at this time (implies `persist`).
+        schedule: Option<Schedule>,
+    },
+    /// Cancels a scheduled send (by the id its `ok` gave).
+    Cancel {
+        id: Cow<'a, str>,
     },
     /// Settles a message delivered with `"ack":true`.
     Settle {
@@ -83,6 +89,18 @@ pub enum SettleOp<'a> {
     Nak { delay_ms: u64 },
     Term { reason: Option<Cow<'a, str>> },
 }
+
+/// When a scheduled message is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// `deliver_at`, in Unix milliseconds.
+    At(u64),
+    /// `delay_ms` from now.
+    Delay(u64),
+}
+
+/// Longest `delay_ms` of a send accepted: 10 years (`inbox.ttl_s` bounds it further).
+pub const MAX_DELAY_MS: u64 = 10 * 365 * 86_400_000;
 
 /// Longest `msg_id` and message `id` accepted, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -308,6 +326,33 @@ pub fn parse<'a>(
                     Err(rejection) => return Err(rejection.with(reference)),
                 },
             };
+            let schedule = match (field("deliver_at"), field("delay_ms")) {
+                (None, None) => None,
+                (Some(Value::String(at)), None) => match super::time::parse_rfc3339_ms(&at) {
+                    Some(ms) => Some(Schedule::At(ms)),
+                    None => {
+                        let text = "\"deliver_at\" must be an RFC 3339 time such as \"2026-12-02T19:30:00Z\"";
+                        return Err(Rejection::new(reference, ErrorCode::InvalidField, text));
+                    }
+                },
+                (None, Some(delay)) => match delay.as_u64().filter(|d| *d <= MAX_DELAY_MS) {
+                    Some(ms) => Some(Schedule::Delay(ms)),
+                    None => {
+                        let text =
+                            format!("\"delay_ms\" must be an integer from 0 to {MAX_DELAY_MS}");
+                        return Err(Rejection::new(reference, ErrorCode::InvalidField, text));
+                    }
+                },
+                (Some(_), None) => {
+                    let text = "\"deliver_at\" must be an RFC 3339 time string";
+                    return Err(Rejection::new(reference, ErrorCode::InvalidField, text));
+                }
+                (Some(_), Some(_)) => {
+                    let text = "give \"deliver_at\" or \"delay_ms\", not both";
+                    return Err(Rejection::new(reference, ErrorCode::InvalidField, text));
+                }
+            };
+            let persist = persist || schedule.is_some();
             match field("data") {
                 Some(data) => Op::Send {
                     user,
@@ -316,11 +361,12 @@ pub fn parse<'a>(
                     ack: ack || persist,
                     persist,
                     msg_id,
+                    schedule,
                 },
                 None => return Err(missing_data(reference)),
             }
         }
-        "ack" | "nak" | "term" => {
+        "ack" | "nak" | "term" | "cancel" => {
             let id = match field("id") {
                 Some(value) => match id_string(value, "id") {
                     Ok(id) => id,
@@ -335,6 +381,12 @@ pub fn parse<'a>(
                 }
             };
             let how = match &*op {
+                "cancel" => {
+                    return Ok(Request {
+                        op: Op::Cancel { id },
+                        reference,
+                    })
+                }
                 "ack" => SettleOp::Ack,
                 "nak" => match field("delay_ms") {
                     None => SettleOp::Nak { delay_ms: 0 },
@@ -396,7 +448,7 @@ pub fn parse<'a>(
                 reference,
                 ErrorCode::UnknownOp,
                 format!(
-                    "unknown op {shown:?}; expected subscribe, unsubscribe, publish, send, ack, nak, term, presence, ping, echo or refresh"
+                    "unknown op {shown:?}; expected subscribe, unsubscribe, publish, send, ack, nak, term, cancel, presence, ping, echo or refresh"
                 ),
             ));
         }

@@ -7,6 +7,7 @@ pub mod envelope;
 pub mod frame;
 pub mod json_check;
 pub mod reply;
+pub mod time;
 
 /// Delivery priority: the four outbox lanes, drained highest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

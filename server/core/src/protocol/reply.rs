@@ -254,6 +254,17 @@ pub fn direct(
         .finish()
 }
 
+/// `{"op":"ok","ref":<ref>,"scheduled":"<id>"}`: a scheduled message is stored.
+pub fn ok_scheduled(reference: &str, id: &str) -> Bytes {
+    Writer::new(48 + reference.len() + id.len())
+        .raw(r#"{"op":"ok","ref":"#)
+        .raw(reference)
+        .raw(r#","scheduled":"#)
+        .string(id)
+        .raw("}")
+        .finish()
+}
+
 /// `{"op":"ok","ref":<ref>,"duplicate":true}`: a repeated `msg_id`, carried out nowhere.
 pub fn ok_duplicate(reference: &str) -> Bytes {
     Writer::new(48 + reference.len())
