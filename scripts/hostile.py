@@ -21,7 +21,8 @@ NO_LIMITS = {"LIMITS_MESSAGES_PER_S": "1000000000", "LIMITS_MESSAGES_BURST": "10
              "CONNECTION_MAX_FRAGMENTS": "1000000000", "LIMITS_PUBLISH_BYTES_PER_S": "1000000000000",
              "LIMITS_PUBLISH_BURST_BYTES": "1000000000000"}
 BINARY = os.path.join(ROOT, "target/release/wsedge")
-SECTIONS = {"SERVER", "CONNECTION", "PROTOCOL", "LIMITS", "TLS", "AUTH", "GROUPS", "PRESENCE"}
+SECTIONS = {"SERVER", "CONNECTION", "PROTOCOL", "LIMITS", "TLS", "AUTH", "GROUPS", "PRESENCE",
+            "STORE", "ACK", "INBOX", "DEDUP", "API"}
 
 
 class Server:
@@ -264,14 +265,19 @@ async def lone_surrogate(server):
     return result(reply.get("code") == "invalid_json", server, detail=f"answer {reply.get('code') or reply.get('data')!r}")
 
 
-def flood_attack(name, first, chunk):
+def flood_attack(name, first, chunk, max_growth_mib=None):
     async def attack(server):
         attacker = Blaster(server.port, first, chunk, 4)
         await asyncio.sleep(0.2)
         p99, timeouts = await victim(server.port, attacker.shard, 3)
         attacker.close()
         ok = server.alive() and p99 < 50 and timeouts == 0
-        return result(ok, server, p99, f"{timeouts} victim timeouts")
+        detail = f"{timeouts} victim timeouts"
+        if max_growth_mib is not None:
+            grew = server.peak - server.baseline
+            ok = ok and grew <= max_growth_mib
+            detail += f", RSS grew {grew} MiB (bound {max_growth_mib})"
+        return result(ok, server, p99, detail)
     attack.__name__ = name
     return attack
 
@@ -292,6 +298,16 @@ group_churn_flood = flood_attack("group_churn_flood", b"", (
     + text({"op": "unsubscribe", "channel": "tasks.*", "group": "g"})) * 2048)
 send_flood = flood_attack("send_flood", b"", text({"op": "send", "user": "nobody", "data": 1, "ref": 1}) * 4096)
 refresh_flood = flood_attack("refresh_flood", b"", text({"op": "refresh", "token": "a.b.c"}) * 4096)
+# Persisted sends to 2,048 users, as fast as the socket goes: every one is written to the store
+# and kept in an inbox. Memory is held to inbox.max_bytes (16 MiB here), then inbox_full; the
+# store's queue to store.queue_max_bytes, then store_unavailable.
+persist_flood = flood_attack("persist_flood", b"", b"".join(
+    text({"op": "send", "user": f"u{i}", "persist": True, "msg_id": f"m{i}", "data": "x" * 100, "ref": i})
+    for i in range(2048)), max_growth_mib=200)
+# Acks, naks, terms and cancels of ids that do not exist.
+settle_flood = flood_attack("settle_flood", b"", (
+    text({"op": "ack", "id": "nope"}) + text({"op": "nak", "id": "nope", "delay_ms": 5})
+    + text({"op": "term", "id": "nope"}) + text({"op": "cancel", "id": "x:bob"})) * 1024)
 
 
 async def shutdown_under_flood(server):
@@ -484,6 +500,8 @@ ATTACKS = [
     (group_churn_flood, {}, {}),
     (send_flood, {}, {}),
     (refresh_flood, {}, {}),
+    (persist_flood, {**NO_LIMITS, "INBOX_MAX_BYTES": "16777216"}, {}),
+    (settle_flood, NO_LIMITS, {}),
 ]
 
 
