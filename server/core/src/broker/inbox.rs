@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::config::DeliveryConfig;
 use super::dedup::Dedup;
 use super::effects::Effects;
 use super::messages::ShardMessage;
@@ -25,48 +26,6 @@ use super::requests::{Answer, InboxMessage, Origin, Settle};
 use crate::ids::{ConnId, IdMap};
 use crate::message::Published;
 use crate::protocol::{frame, Priority};
-
-/// The rules of acknowledged delivery, inboxes and dedup (`[ack]`, `[inbox]`, `[dedup]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryConfig {
-    /// Time to acknowledge a delivery (`ack.wait_ms`).
-    pub wait_ms: u64,
-    /// Waits before the 1st, 2nd, ... redelivery; the last repeats (`ack.backoff_ms`).
-    pub backoff_ms: Box<[u64]>,
-    /// Deliveries before a message is dead-lettered (`ack.max_deliver`).
-    pub max_deliver: u32,
-    /// Unacknowledged deliveries one user has at a time (`ack.max_pending`).
-    pub max_pending: usize,
-    /// Time a message waits in an inbox (`inbox.ttl_s`, in ms).
-    pub inbox_ttl_ms: u64,
-    /// Messages one inbox holds (`inbox.max_messages`).
-    pub inbox_max_messages: usize,
-    /// Bytes all the inboxes homed on this shard hold (its share of `inbox.max_bytes`).
-    pub inbox_max_bytes: usize,
-    /// How long a `msg_id` is remembered (`dedup.window_s`, in ms).
-    pub dedup_window_ms: u64,
-    /// `msg_id`s this shard remembers at most (its share of `dedup.max_entries`).
-    pub dedup_max_entries: usize,
-    /// `protocol.lz4_threshold`, for the frames built here.
-    pub lz4_threshold: usize,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        DeliveryConfig {
-            wait_ms: 30_000,
-            backoff_ms: vec![1_000, 5_000, 30_000].into(),
-            max_deliver: 5,
-            max_pending: 1_000,
-            inbox_ttl_ms: 604_800_000,
-            inbox_max_messages: 10_000,
-            inbox_max_bytes: 1 << 30,
-            dedup_window_ms: 120_000,
-            dedup_max_entries: 1_000_000,
-            lz4_threshold: 1024,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -319,7 +278,7 @@ impl Inboxes {
         out.answer(origin, Answer::Refused(Refusal::StoreFailed));
     }
 
-    /// A recipient (connection of `user`) settles message `id`.
+    /// A recipient (connection of `user`) settles message `id`, which it was delivered.
     pub(super) fn settle(
         &mut self,
         user: &Arc<str>,
@@ -332,7 +291,8 @@ impl Inboxes {
         let found = self.users.get(user).and_then(|inbox| {
             let seq = *inbox.by_id.get(id)?;
             let entry = inbox.entries.get(&seq)?;
-            (entry.state != State::Storing).then_some(seq)
+            // Only what was delivered (or may have been, before a restart) can be settled.
+            (entry.attempts > 0).then_some(seq)
         });
         let Some(seq) = found else {
             let refusal = Refusal::UnknownMessage(id.into());

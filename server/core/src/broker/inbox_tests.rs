@@ -388,6 +388,14 @@ fn scheduled_messages_wait_for_their_time_and_leave_in_time_order() {
         .all(|(_, a)| matches!(a, Answer::Scheduled(_))));
     assert_eq!(b.poll_timeout(), Some(2_000));
     assert!(timeout(&mut b, 1_999).delivered.is_empty());
+    let early = settle(&mut b, ConnId::new(0, 1), "early", Settle::Ack, 1_999);
+    assert!(
+        matches!(
+            early.answers[0].1,
+            Answer::Refused(Refusal::UnknownMessage(_))
+        ),
+        "not delivered yet, so nothing to ack"
+    );
     assert_eq!(ids(&timeout(&mut b, 2_000)), vec![("early", 0)]);
     assert_eq!(ids(&timeout(&mut b, 5_000)), vec![("late", 0)]);
 }

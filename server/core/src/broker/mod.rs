@@ -4,17 +4,25 @@
 //!
 //! - [`channels`]: channel → this shard's subscribers, and each channel's waiting batch.
 //! - [`patterns`]: pattern subscriptions (`news.*`, `news.>`) in a token trie.
-//! - [`groups`]: queue groups whose home is this shard, and the pick of one member per message.
+//! - [`groups`]: queue groups whose home is this shard, and the pick of one member per message;
+//!   [`group_ops`]: the broker's joins, leaves and picks through the mailboxes.
 //! - [`presence`]: who is subscribed to the channels whose home is this shard.
 //! - [`messages`]: what one shard's broker tells another's.
 //! - [`batch`]: the batch membership rule (a message reaches exactly the subscribers its channel
 //!   had when it was published).
 //! - [`users`]: per-connection state, the one source of truth for a connection's subscriptions.
 //! - [`inbox`]: acknowledged direct messages, in the inboxes of the users homed on this shard;
+//!   [`delivery`]: the broker's side of them (routing to a user's home, settles, deadlines);
 //!   [`dedup`]: the `msg_id` window; [`records`]: what the store is asked to keep.
+//! - [`requests`]: requests that wait for an answer from another shard or the store, and the
+//!   answer; [`refusal`]: why a request is refused; [`config`]: the broker's settings.
+//!
+//! No module imports this one except the `impl Broker` blocks of `group_ops` and `delivery`,
+//! which nothing imports: the layout has no import cycle (`scripts/check-cycles.py`).
 
 mod batch;
 mod channels;
+mod config;
 mod dedup;
 mod delivery;
 mod effects;
@@ -46,10 +54,10 @@ use crate::message::Published;
 use crate::protocol::{reply, Priority};
 use crate::topic;
 use channels::Channels;
+pub use config::{BrokerConfig, DeliveryConfig};
 pub use effects::{Action, Effects};
 pub use groups::{GroupKey, Load};
 use groups::{Groups, Member};
-pub use inbox::DeliveryConfig;
 use inbox::Inboxes;
 use members::{Members, Subscriber};
 use messages::PresenceChange;
@@ -62,22 +70,6 @@ pub use refusal::Refusal;
 pub use requests::{Answer, InboxMessage, Origin, Settle};
 use users::Conns;
 pub use users::Peer;
-
-/// Limits the broker enforces, and where it is.
-#[derive(Debug, Clone)]
-pub struct BrokerConfig {
-    /// This shard's index, and how many shards there are.
-    pub shard: usize,
-    pub shards: usize,
-    /// Users a presence answer lists at most (`presence.max_users`).
-    pub presence_max_users: usize,
-    /// Subscriptions one connection may hold (`connection.max_subscriptions`).
-    pub max_subscriptions: usize,
-    /// A channel batch this large goes out at once (`connection.write_batch_bytes`).
-    pub max_batch_bytes: usize,
-    /// Acknowledged delivery, inboxes and dedup.
-    pub delivery: DeliveryConfig,
-}
 
 /// One shard's delivery state.
 #[derive(Debug)]
