@@ -116,6 +116,8 @@ fn broker_publish(c: &mut Criterion) {
         max_subscriptions: 16,
         max_batch_bytes: 64 << 10,
         delivery: Default::default(),
+        history: Default::default(),
+        boot: 0,
     });
     let peer = Peer {
         lz4: false,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use wsedge_core::broker::DeliveryConfig;
+use wsedge_core::broker::{DeliveryConfig, HistoryConfig};
 
 use super::error::{invalid, positive, ConfigError};
 
@@ -240,4 +240,56 @@ pub(super) fn delivery(
         dedup_max_entries: dedup.max_entries,
         lz4_threshold,
     })
+}
+
+/// Default `history.size`: messages kept per channel; 0 turns history off.
+pub const DEFAULT_HISTORY_SIZE: usize = 0;
+/// Default `history.ttl_s`.
+pub const DEFAULT_HISTORY_TTL_S: u64 = 300;
+/// Default `history.max_bytes`: message bytes all channels keep together.
+pub const DEFAULT_HISTORY_MAX_BYTES: usize = 256 << 20;
+/// Largest `history.size` accepted (a recovery sends up to this many messages at once).
+pub const MAX_HISTORY_SIZE: usize = 100_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistorySection {
+    pub size: usize,
+    pub ttl_s: u64,
+    pub max_bytes: usize,
+}
+
+impl Default for HistorySection {
+    fn default() -> Self {
+        HistorySection {
+            size: DEFAULT_HISTORY_SIZE,
+            ttl_s: DEFAULT_HISTORY_TTL_S,
+            max_bytes: DEFAULT_HISTORY_MAX_BYTES,
+        }
+    }
+}
+
+impl HistorySection {
+    /// The server-wide settings (each shard takes its share of `max_bytes`).
+    pub(super) fn validate(&self) -> Result<HistoryConfig, ConfigError> {
+        if self.size > MAX_HISTORY_SIZE {
+            return Err(invalid(
+                "history.size",
+                format!("{} is more than {MAX_HISTORY_SIZE}", self.size),
+            ));
+        }
+        let ttl_s = positive("history.ttl_s", self.ttl_s)?;
+        if ttl_s > 86_400 * 30 {
+            return Err(invalid(
+                "history.ttl_s",
+                format!("{ttl_s} is more than 30 days"),
+            ));
+        }
+        positive("history.max_bytes", self.max_bytes as u64)?;
+        Ok(HistoryConfig {
+            size: self.size,
+            ttl_ms: ttl_s * 1000,
+            max_bytes: self.max_bytes,
+        })
+    }
 }

@@ -9,7 +9,7 @@
 use super::error::ConfigError;
 
 /// The sections of the config file, as they appear in variable names.
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "server",
     "connection",
     "protocol",
@@ -23,6 +23,7 @@ const SECTIONS: [&str; 13] = [
     "inbox",
     "dedup",
     "api",
+    "history",
 ];
 
 /// Environment variables of wsedge's that are not config keys.

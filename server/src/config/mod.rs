@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use wsedge_core::broker::DeliveryConfig;
+use wsedge_core::broker::{DeliveryConfig, HistoryConfig};
 use wsedge_core::protocol::Balance;
 
 /// The shipped configuration file; every key it sets equals the default constant below.
@@ -90,6 +90,7 @@ pub struct FileConfig {
     pub inbox: InboxSection,
     pub dedup: DedupSection,
     pub api: ApiSection,
+    pub history: HistorySection,
     /// Keys set by environment variables, so that their errors name the variable.
     #[serde(skip)]
     overrides: env::Overrides,
@@ -243,6 +244,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// `api.keys`.
     pub api_keys: Vec<String>,
+    /// `[history]`; `max_bytes` for the whole server.
+    pub history: HistoryConfig,
 }
 
 /// How many client sockets the server keeps at once, resolved against the open-file limit.
@@ -329,6 +332,7 @@ impl FileConfig {
         let presence_max_users = self.presence.validate()?;
         let store = self.store.validate(self.connection.max_message_size)?;
         let api_keys = self.api.validate()?;
+        let history = self.history.validate()?;
         let delivery = delivery::delivery(
             &self.ack,
             &self.inbox,
@@ -487,6 +491,7 @@ impl FileConfig {
             store,
             delivery,
             api_keys,
+            history,
         })
     }
 }
@@ -500,7 +505,9 @@ mod groups;
 mod limits;
 pub use api::ApiSection;
 pub use auth::{Auth, AuthSection};
-pub use delivery::{AckSection, DedupSection, Durability, InboxSection, StoreConfig, StoreSection};
+pub use delivery::{
+    AckSection, DedupSection, Durability, HistorySection, InboxSection, StoreConfig, StoreSection,
+};
 pub use error::ConfigError;
 use error::{invalid, parse_error, positive};
 pub use groups::{GroupsSection, PresenceSection};

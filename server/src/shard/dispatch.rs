@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use simd_json::prelude::Writable;
-use wsedge_core::broker::{GroupKey, InboxMessage, Origin, Refusal, Settle};
+use wsedge_core::broker::{
+    GroupKey, HistoryQuery, InboxMessage, Origin, Refusal, Sequence, Settle,
+};
 use wsedge_core::limits::{ConnLimits, Verdict};
 use wsedge_core::message::Published;
 use wsedge_core::protocol::decoder::Message;
@@ -49,6 +51,7 @@ pub fn handle_text(
             group: Some(group),
             balance,
             presence: _,
+            since: _,
         } => {
             let key = group_key(&channel, &group);
             let balance = balance.unwrap_or(shard.config().default_balance);
@@ -68,10 +71,75 @@ pub fn handle_text(
             }
         }
         Op::Subscribe {
-            channel, presence, ..
-        } => shard
-            .broker(|broker, out| broker.subscribe(conn.id(), &channel, presence, out))
-            .map_err(refused),
+            channel,
+            presence,
+            since,
+            ..
+        } => {
+            let history = shard.broker(|broker, _| broker.history_enabled());
+            if !history || wsedge_core::topic::is_pattern(&channel) {
+                if since.is_some() {
+                    return conn.send(Priority::Critical, history_off(reference));
+                }
+                shard
+                    .broker(|broker, out| broker.subscribe(conn.id(), &channel, presence, out))
+                    .map_err(refused)
+            } else {
+                let token = shard.pending(conn.id(), reference.map(|r| r.encode()));
+                let origin = Origin {
+                    shard: shard.index(),
+                    token,
+                };
+                let query = HistoryQuery {
+                    channel: (*channel).into(),
+                    since,
+                    limit: usize::MAX,
+                    subscribe: Some((conn.id(), presence)),
+                    origin,
+                };
+                let asked = shard
+                    .broker(|broker, out| broker.ask_history(conn.id(), query, unix_ms(), out));
+                match asked {
+                    // The `ok`, with the position, comes from the channel's home.
+                    Ok(()) => return,
+                    Err(refusal) => {
+                        shard.cancel_pending(token);
+                        Err(refused(refusal))
+                    }
+                }
+            }
+        }
+        Op::History {
+            channel,
+            since,
+            limit,
+        } => {
+            if !shard.broker(|broker, _| broker.history_enabled()) {
+                return conn.send(Priority::Critical, history_off(reference));
+            }
+            let token = shard.pending(conn.id(), reference.map(|r| r.encode()));
+            let origin = Origin {
+                shard: shard.index(),
+                token,
+            };
+            let query = HistoryQuery {
+                channel: (*channel).into(),
+                since,
+                limit,
+                subscribe: None,
+                origin,
+            };
+            let asked =
+                shard.broker(|broker, out| broker.ask_history(conn.id(), query, unix_ms(), out));
+            match asked {
+                // The answer comes from the channel's home.
+                Ok(()) => return,
+                Err(refusal) => {
+                    shard.cancel_pending(token);
+                    Err(refused(refusal))
+                }
+            }
+        }
         Op::Presence { channel } => {
             let token = shard.pending(conn.id(), reference.map(|r| r.encode()));
             // The answer comes from the channel's presence home.
@@ -87,6 +155,37 @@ pub fn handle_text(
                 .map_err(refused)
         }
         Op::Unsubscribe { channel, .. } => unsubscribe(shard, conn, &channel),
+        Op::Publish {
+            channel,
+            data,
+            priority,
+        } if shard.broker(|broker, _| broker.history_enabled()) => {
+            let allowed = shard.broker(|broker, _| broker.check_publish(conn.id(), &channel));
+            let data = bytes::Bytes::from(data.encode());
+            if !allow(
+                conn,
+                reference,
+                allowed,
+                limits,
+                now,
+                data.len() + channel.len() + 128,
+            ) {
+                return;
+            }
+            let token = shard.pending(conn.id(), reference.map(|r| r.encode()));
+            let message = Sequence {
+                channel: (*channel).into(),
+                id: shard.next_message_id().into(),
+                priority,
+                data,
+                origin: Origin {
+                    shard: shard.index(),
+                    token,
+                },
+            };
+            // Numbered at the channel's home, which answers.
+            return shard.broker(|broker, out| broker.publish_sequenced(message, unix_ms(), out));
+        }
         Op::Publish {
             channel,
             data,
@@ -222,25 +321,49 @@ fn admit(
     now: Instant,
     build: impl FnOnce(&str, usize) -> Published,
 ) -> Option<(Arc<Published>, String)> {
-    if let Err(refusal) = allowed {
+    if let Err(refusal) = &allowed {
         let frame = reply::error(reference, refusal.code(), &refusal.to_string());
         conn.send(Priority::Critical, frame);
         return None;
     }
     let id = shard.next_message_id();
     let message = build(&id, shard.config().lz4_threshold);
-    match limits.publish(message.frame.len(), now) {
-        Verdict::Allow => {}
+    allow(conn, reference, Ok(()), limits, now, message.frame.len())
+        .then(|| (Arc::new(message), id))
+}
+
+/// Whether a publish or send of `bytes` may go: `allowed` (its permission) and the connection's
+/// `publish_bytes_per_s` limit; when not, it is answered (or the connection closed).
+fn allow(
+    conn: &Conn,
+    reference: Option<&Json<'_>>,
+    allowed: Result<(), Refusal>,
+    limits: &mut ConnLimits,
+    now: Instant,
+    bytes: usize,
+) -> bool {
+    if let Err(refusal) = allowed {
+        let frame = reply::error(reference, refusal.code(), &refusal.to_string());
+        conn.send(Priority::Critical, frame);
+        return false;
+    }
+    match limits.publish(bytes, now) {
+        Verdict::Allow => true,
         Verdict::Refuse => {
             refuse_rate_limited(conn, reference, "publish_bytes_per_s");
-            return None;
+            false
         }
         Verdict::Close => {
             close_rate_limited(conn);
-            return None;
+            false
         }
     }
-    Some((Arc::new(message), id))
+}
+
+/// Answers a `since` or `history` on a server without history.
+fn history_off(reference: Option<&Json<'_>>) -> bytes::Bytes {
+    let text = "this server keeps no channel history ([history] size = 0)";
+    reply::error(reference, ErrorCode::HistoryOff, text)
 }
 
 /// When a send with `schedule` is due (Unix ms; 0 without one). Scheduling needs a user (only

@@ -14,7 +14,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use wsedge_core::broker::{
-    Action, Answer, Broker, BrokerConfig, DeliveryConfig, Effects, Peer, ShardMessage,
+    Action, Answer, Broker, BrokerConfig, DeliveryConfig, Effects, HistoryConfig, Peer,
+    ShardMessage,
 };
 use wsedge_core::ids::{ConnId, IdMap, MessageIds};
 use wsedge_core::message::Published;
@@ -100,6 +101,11 @@ impl Shard {
             max_subscriptions: config.max_subscriptions,
             max_batch_bytes: config.write_batch_bytes,
             delivery,
+            history: HistoryConfig {
+                max_bytes: config.history.max_bytes / config.shards,
+                ..config.history
+            },
+            boot: shared.boot,
         });
         Shard {
             index,
@@ -288,6 +294,15 @@ impl Shard {
             }
             Action::Arm => self.coalescer.arm(),
             Action::ToShard { shard, message } => self.send_to_shard(&conns, shard, message),
+            Action::Broadcast { message } => {
+                if let Err(full) = self.forward(&message) {
+                    tracing::warn!(
+                        shard = self.index,
+                        "a message of {} (kept in its history) reached no other shard: shard {full}'s inbound queue is full",
+                        message.channel
+                    );
+                }
+            }
             Action::Answer { origin, answer } if origin.shard == self.index => {
                 self.answer(&conns, origin.token, answer);
             }
@@ -341,7 +356,15 @@ impl Shard {
         match message.origin() {
             Some(origin) => {
                 let refusal = wsedge_core::broker::Refusal::Overloaded(shard);
-                self.answer(conns, origin.token, Answer::Refused(refusal));
+                let answer = Answer::Refused(refusal);
+                if origin.shard == self.index {
+                    self.answer(conns, origin.token, answer);
+                } else {
+                    let token = origin.token;
+                    let answer = ShardMessage::Answer { token, answer };
+                    self.shared.mailboxes[origin.shard]
+                        .push_control(Inbound::Broker(Box::new(answer)));
+                }
             }
             None => tracing::warn!(
                 shard = self.index,
@@ -369,7 +392,33 @@ impl Shard {
             (Answer::Ok, Some(reference)) => reply::ok_raw(&reference),
             (Answer::Duplicate, Some(reference)) => reply::ok_duplicate(&reference),
             (Answer::Scheduled(id), Some(reference)) => reply::ok_scheduled(&reference, &id),
-            (Answer::Ok | Answer::Duplicate | Answer::Scheduled(_), None) => return,
+            (
+                Answer::Position {
+                    epoch,
+                    offset,
+                    recovered,
+                },
+                Some(reference),
+            ) => reply::ok_position(&reference, &epoch, offset, recovered),
+            (Answer::History { channel, read }, reference) => {
+                let payloads: Vec<&[u8]> = read
+                    .messages
+                    .iter()
+                    .map(|m| wsedge_core::protocol::frame::payload_of(&m.frame))
+                    .collect();
+                reply::history(
+                    reference.as_deref(),
+                    &channel,
+                    &read.epoch,
+                    read.offset,
+                    read.recovered,
+                    &payloads,
+                )
+            }
+            (
+                Answer::Ok | Answer::Duplicate | Answer::Scheduled(_) | Answer::Position { .. },
+                None,
+            ) => return,
             (Answer::Refused(refusal), reference) => {
                 reply::error_raw(reference.as_deref(), refusal.code(), &refusal.to_string())
             }

@@ -14,6 +14,10 @@ pub struct BrokerConfig {
     pub max_batch_bytes: usize,
     /// Acknowledged delivery, inboxes and dedup.
     pub delivery: DeliveryConfig,
+    /// Channel history (this shard's share of `max_bytes`).
+    pub history: HistoryConfig,
+    /// Start of the server in Unix µs: history epochs are unique across restarts.
+    pub boot: u64,
 }
 
 /// The rules of acknowledged delivery, inboxes and dedup (`[ack]`, `[inbox]`, `[dedup]`).
@@ -56,4 +60,13 @@ impl Default for DeliveryConfig {
             lz4_threshold: 1024,
         }
     }
+}
+
+/// Channel history (`[history]`): messages kept per channel (0: off), for how long, and the
+/// bytes this shard keeps at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HistoryConfig {
+    pub size: usize,
+    pub ttl_ms: u64,
+    pub max_bytes: usize,
 }

@@ -79,12 +79,15 @@ impl Broker {
 
     /// When [`Broker::handle_timeout`] must next be called (unix milliseconds), if ever.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.inboxes.next_timeout()
+        let history = self.history.next_timeout();
+        self.inboxes.next_timeout().into_iter().chain(history).min()
     }
 
     /// Acts on the deadlines passed at `now`: ack timeouts, redeliveries, expiries.
     pub fn handle_timeout(&mut self, now: u64, out: &mut Effects) {
         self.inboxes.timeout(now, out);
+        let presence = &self.presence;
+        self.history.expire(now, |channel| presence.has(channel));
     }
 
     /// Puts back an inbox message read from the store at start (its user's home is this shard).

@@ -41,6 +41,9 @@ enum Effect {
         token: Option<u64>,
         records: Vec<Record>,
     },
+    Broadcast {
+        message: Arc<Published>,
+    },
 }
 
 /// Effects in the order the broker produced them; the recipients of all deliveries share one
@@ -76,6 +79,9 @@ pub enum Action<'a> {
     Answer { origin: Origin, answer: Answer },
     /// The answer to the presence query made with `token`.
     Presence { token: u64, snapshot: Snapshot },
+    /// Send `message` (numbered by this shard, its channel's home) to every other shard's
+    /// subscribers, as a publish made here.
+    Broadcast { message: Arc<Published> },
     /// Hand `records` to the store, in order; with a `token`, the store confirms them (or says
     /// it failed) with it, and the broker's [`super::Broker::stored`] must hear of it.
     Persist {
@@ -121,6 +127,10 @@ impl Effects {
         self.list.push(Effect::Persist { token, records });
     }
 
+    pub(super) fn broadcast(&mut self, message: Arc<Published>) {
+        self.list.push(Effect::Broadcast { message });
+    }
+
     pub(super) fn presence(&mut self, token: u64, snapshot: Snapshot) {
         self.list.push(Effect::Presence { token, snapshot });
     }
@@ -143,6 +153,7 @@ impl Effects {
                 Effect::Answer { origin, answer } => Action::Answer { origin, answer },
                 Effect::Presence { token, snapshot } => Action::Presence { token, snapshot },
                 Effect::Persist { token, records } => Action::Persist { token, records },
+                Effect::Broadcast { message } => Action::Broadcast { message },
             });
         }
         self.recipients.clear();

@@ -29,6 +29,8 @@ impl Cluster {
                     max_subscriptions: 8,
                     max_batch_bytes: 1 << 20,
                     delivery: DeliveryConfig::default(),
+                    history: Default::default(),
+                    boot: 0,
                 })
             })
             .collect();
@@ -84,7 +86,10 @@ impl Cluster {
             Action::ToShard { shard, message } => queue.insert(0, (shard, message)),
             Action::Answer { origin, .. } => self.joined.push(origin.token),
             Action::Presence { token, snapshot } => self.answers.push((token, snapshot)),
-            Action::Frames { .. } | Action::Arm | Action::Persist { .. } => {}
+            Action::Frames { .. }
+            | Action::Arm
+            | Action::Persist { .. }
+            | Action::Broadcast { .. } => {}
         });
     }
 

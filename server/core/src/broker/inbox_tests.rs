@@ -18,6 +18,8 @@ fn broker(config: DeliveryConfig) -> Broker {
         max_subscriptions: 4,
         max_batch_bytes: 1000,
         delivery: config,
+        history: Default::default(),
+        boot: 0,
     })
 }
 

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use super::groups::{GroupKey, Load};
+use super::history::Read;
 use super::presence::Snapshot;
-use super::requests::{Answer, InboxMessage, Origin, Settle};
+use super::requests::{Answer, HistoryQuery, InboxMessage, Origin, Sequence, Settle};
 use crate::ids::ConnId;
 use crate::message::Published;
 use crate::protocol::{Balance, Priority};
@@ -79,6 +80,13 @@ pub enum ShardMessage {
     Deliver { to: ConnId, message: Arc<Published> },
     /// To the shard that registered request `token`: its answer.
     Answer { token: u64, answer: Answer },
+    /// To a channel's home: a message to number, keep and send to every shard.
+    Sequence(Box<Sequence>),
+    /// To a channel's home: a subscribe's or a reader's question.
+    HistoryQuery(Box<HistoryQuery>),
+    /// From a channel's home to the asking shard, behind the channel's messages sent before
+    /// it (through the same queue): the answer.
+    HistoryReply(Box<(HistoryQuery, Read)>),
 }
 
 /// Whether a connection joined or left a channel, for its presence.
@@ -98,6 +106,12 @@ impl ShardMessage {
                 Some((message.frame.len(), message.priority))
             }
             ShardMessage::InboxPut(put) => Some((put.frame.len(), put.priority)),
+            ShardMessage::Sequence(s) => Some((s.data.len(), s.priority)),
+            ShardMessage::HistoryQuery(_) => Some((0, Priority::Critical)),
+            ShardMessage::HistoryReply(reply) => {
+                let bytes = reply.1.messages.iter().map(|m| m.frame.len()).sum();
+                Some((bytes, Priority::Critical))
+            }
             ShardMessage::Settle { .. } | ShardMessage::Cancel { .. } => {
                 Some((0, Priority::Critical))
             }
@@ -109,6 +123,9 @@ impl ShardMessage {
     pub fn origin(&self) -> Option<Origin> {
         match self {
             ShardMessage::InboxPut(put) => Some(put.origin),
+            ShardMessage::Sequence(s) => Some(s.origin),
+            ShardMessage::HistoryQuery(q) => Some(q.origin),
+            ShardMessage::HistoryReply(reply) => Some(reply.0.origin),
             ShardMessage::Settle { origin, .. } | ShardMessage::Cancel { origin, .. } => {
                 Some(*origin)
             }

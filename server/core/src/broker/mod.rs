@@ -28,6 +28,8 @@ mod delivery;
 mod effects;
 mod group_ops;
 mod groups;
+mod history;
+mod history_ops;
 mod inbox;
 mod members;
 mod messages;
@@ -40,6 +42,8 @@ mod users;
 
 #[cfg(test)]
 mod group_tests;
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod inbox_tests;
 #[cfg(test)]
@@ -54,10 +58,12 @@ use crate::message::Published;
 use crate::protocol::{reply, Priority};
 use crate::topic;
 use channels::Channels;
-pub use config::{BrokerConfig, DeliveryConfig};
+pub use config::{BrokerConfig, DeliveryConfig, HistoryConfig};
 pub use effects::{Action, Effects};
 pub use groups::{GroupKey, Load};
 use groups::{Groups, Member};
+use history::History;
+pub use history::{Position, Read};
 use inbox::Inboxes;
 use members::{Members, Subscriber};
 use messages::PresenceChange;
@@ -67,7 +73,7 @@ use presence::Presence;
 pub use presence::Snapshot;
 pub use records::{DeadLetter, DeadReason, Record, StoredMessage};
 pub use refusal::Refusal;
-pub use requests::{Answer, InboxMessage, Origin, Settle};
+pub use requests::{Answer, HistoryQuery, InboxMessage, Origin, Sequence, Settle};
 use users::Conns;
 pub use users::Peer;
 
@@ -88,6 +94,8 @@ pub struct Broker {
     watchers: HashMap<Arc<str>, Members>,
     /// Inboxes of the users whose home is this shard.
     inboxes: Inboxes,
+    /// History of the channels whose home is this shard.
+    history: History,
     /// Recipients being gathered (reused).
     scratch: Vec<ConnId>,
 }
@@ -96,6 +104,7 @@ impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
         Broker {
             inboxes: Inboxes::new(config.delivery.clone(), config.shard),
+            history: History::new(config.history, config.boot, config.shard),
             config,
             channels: Channels::default(),
             patterns: Patterns::default(),
@@ -459,6 +468,12 @@ impl Broker {
             }
             ShardMessage::Answer { token, answer } => self.answer_here(token, answer, out),
             ShardMessage::GroupRetry { key, message } => self.pick_again(key, &message, out),
+            ShardMessage::Sequence(message) => self.sequence(*message, now, out),
+            ShardMessage::HistoryQuery(query) => self.answer_query(*query, now, out),
+            ShardMessage::HistoryReply(reply) => {
+                let (query, read) = *reply;
+                self.history_reply(query, read, out);
+            }
         }
     }
 

@@ -76,6 +76,11 @@ impl Presence {
         Some(user)
     }
 
+    /// Whether anyone is subscribed to `channel`.
+    pub(super) fn has(&self, channel: &str) -> bool {
+        self.channels.contains_key(channel)
+    }
+
     pub(super) fn snapshot(&self, channel: Arc<str>, max_users: usize) -> Snapshot {
         let Some(entry) = self.channels.get(&channel) else {
             return Snapshot {

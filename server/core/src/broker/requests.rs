@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::history::{Position, Read};
 use super::refusal::Refusal;
+use crate::ids::ConnId;
 use crate::protocol::Priority;
 
 /// Who waits for the answer to a request: the token shard `shard` registered it under.
@@ -52,9 +54,42 @@ pub enum Answer {
     Ok,
     /// A scheduled message is in its inbox: `{"op":"ok","scheduled":"<id>"}`.
     Scheduled(Arc<str>),
+    /// Subscribed to a channel with history: `{"op":"ok","epoch":E,"offset":N}`, with
+    /// `"recovered"` when the subscribe gave `since`.
+    Position {
+        epoch: Arc<str>,
+        offset: u64,
+        recovered: Option<bool>,
+    },
+    /// The answer to a `history` request.
+    History { channel: Arc<str>, read: Read },
     /// A repeat of a `msg_id` within the dedup window: `{"op":"ok","duplicate":true}`, carried
     /// out nowhere.
     Duplicate,
     /// Refused: an `error` frame.
     Refused(Refusal),
+}
+
+/// A message published to a channel with history, on its way to the channel's home, which
+/// numbers it, keeps it, and sends it to every shard.
+#[derive(Debug)]
+pub struct Sequence {
+    pub channel: Arc<str>,
+    pub id: Box<str>,
+    pub priority: Priority,
+    /// The JSON text of `data`.
+    pub data: Bytes,
+    pub origin: Origin,
+}
+
+/// A question to a channel's home about its history: a subscribe that wants the channel's
+/// position (and, with `since`, what it missed), or a `history` read.
+#[derive(Debug)]
+pub struct HistoryQuery {
+    pub channel: Arc<str>,
+    pub since: Option<Position>,
+    pub limit: usize,
+    /// For a subscribe: the connection and whether it wants presence events.
+    pub subscribe: Option<(ConnId, bool)>,
+    pub origin: Origin,
 }

@@ -21,6 +21,8 @@ fn broker() -> Broker {
         max_subscriptions: 4,
         max_batch_bytes: 1000,
         delivery: DeliveryConfig::default(),
+        history: Default::default(),
+        boot: 0,
     })
 }
 
@@ -64,7 +66,8 @@ fn sent(out: &mut Effects) -> Sent {
         Action::ToShard { .. }
         | Action::Answer { .. }
         | Action::Presence { .. }
-        | Action::Persist { .. } => {}
+        | Action::Persist { .. }
+        | Action::Broadcast { .. } => {}
     });
     sent.deliveries.sort();
     sent

@@ -34,6 +34,14 @@ pub enum Op<'a> {
         balance: Option<Balance>,
         /// Also receive `join` and `leave` events of the channel.
         presence: bool,
+        /// Recover what came after this position first (channels with history).
+        since: Option<Position>,
+    },
+    /// Reads a channel's history.
+    History {
+        channel: Cow<'a, str>,
+        since: Option<Position>,
+        limit: usize,
     },
     Unsubscribe {
         channel: Cow<'a, str>,
@@ -102,6 +110,18 @@ pub enum Schedule {
 /// Longest `delay_ms` of a send accepted: 10 years (`inbox.ttl_s` bounds it further).
 pub const MAX_DELAY_MS: u64 = 10 * 365 * 86_400_000;
 
+/// Where a reader of a channel stands: the epoch and offset of the last message it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub epoch: Box<str>,
+    pub offset: u64,
+}
+
+/// Most messages one `history` answer holds (and the default `limit`).
+pub const MAX_HISTORY_LIMIT: usize = 1000;
+/// Longest epoch accepted in `since`, in bytes.
+const MAX_EPOCH_LEN: usize = 64;
+
 /// Longest `msg_id` and message `id` accepted, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 /// Longest `term` reason accepted, in bytes.
@@ -128,6 +148,7 @@ pub enum ErrorCode {
     InboxFull,
     UnknownMessage,
     StoreUnavailable,
+    HistoryOff,
 }
 
 impl ErrorCode {
@@ -150,6 +171,7 @@ impl ErrorCode {
             ErrorCode::InboxFull => "inbox_full",
             ErrorCode::UnknownMessage => "unknown_message",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::HistoryOff => "history_off",
         }
     }
 }
@@ -225,7 +247,7 @@ pub fn parse<'a>(
         }
     };
     let op = match &*op {
-        "subscribe" | "unsubscribe" | "publish" | "presence" => {
+        "subscribe" | "unsubscribe" | "publish" | "presence" | "history" => {
             let pattern_ok = matches!(&*op, "subscribe" | "unsubscribe");
             let channel = match channel(field("channel"), pattern_ok) {
                 Ok(channel) => channel,
@@ -267,11 +289,50 @@ pub fn parse<'a>(
                         let text = "\"presence\" is for a plain subscription to a channel, not a pattern or a group";
                         return Err(invalid(text).with(reference));
                     }
+                    let since = match since(field("since")) {
+                        Ok(since) => since,
+                        Err(rejection) => return Err(rejection.with(reference)),
+                    };
+                    if since.is_some() && (group.is_some() || topic::is_pattern(&channel)) {
+                        let text = "\"since\" is for a plain subscription to a channel, not a pattern or a group";
+                        return Err(invalid(text).with(reference));
+                    }
                     Op::Subscribe {
                         channel,
                         group,
                         balance,
                         presence,
+                        since,
+                    }
+                }
+                "history" => {
+                    if group.is_some() {
+                        let text = "\"group\" is for subscribe and unsubscribe";
+                        return Err(invalid(text).with(reference));
+                    }
+                    let since = match since(field("since")) {
+                        Ok(since) => since,
+                        Err(rejection) => return Err(rejection.with(reference)),
+                    };
+                    let limit = match field("limit") {
+                        None => MAX_HISTORY_LIMIT,
+                        Some(v) => {
+                            match v
+                                .as_u64()
+                                .filter(|l| (1..=MAX_HISTORY_LIMIT as u64).contains(l))
+                            {
+                                Some(l) => l as usize,
+                                None => {
+                                    let text = format!("\"limit\" must be an integer from 1 to {MAX_HISTORY_LIMIT}");
+                                    return Err(invalid(&text).with(reference));
+                                }
+                            }
+                        }
+                    };
+                    Op::History {
+                        channel,
+                        since,
+                        limit,
                     }
                 }
                 "unsubscribe" => Op::Unsubscribe { channel, group },
@@ -448,7 +509,7 @@ pub fn parse<'a>(
                 reference,
                 ErrorCode::UnknownOp,
                 format!(
-                    "unknown op {shown:?}; expected subscribe, unsubscribe, publish, send, ack, nak, term, cancel, presence, ping, echo or refresh"
+                    "unknown op {shown:?}; expected subscribe, unsubscribe, publish, send, ack, nak, term, cancel, presence, history, ping, echo or refresh"
                 ),
             ));
         }
@@ -467,6 +528,28 @@ fn priority(value: Option<Json<'_>>) -> Result<Priority, Rejection<'static>> {
                 "\"priority\" must be one of \"low\", \"normal\", \"high\", \"critical\"",
             )
         }),
+    }
+}
+
+/// Checks a `since` field: `{"epoch":"<1-64 bytes>","offset":<integer>}`.
+fn since(value: Option<Json<'_>>) -> Result<Option<Position>, Rejection<'static>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let epoch = value.get("epoch").and_then(|e| e.as_str());
+    let offset = value.get("offset").and_then(|o| o.as_u64());
+    match (epoch, offset) {
+        (Some(epoch), Some(offset)) if (1..=MAX_EPOCH_LEN).contains(&epoch.len()) => {
+            Ok(Some(Position {
+                epoch: epoch.into(),
+                offset,
+            }))
+        }
+        _ => Err(Rejection::new(
+            None,
+            ErrorCode::InvalidField,
+            format!("\"since\" must be {{\"epoch\":<string of 1-{MAX_EPOCH_LEN} bytes>,\"offset\":<integer>}}"),
+        )),
     }
 }
 

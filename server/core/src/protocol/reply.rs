@@ -224,6 +224,80 @@ pub fn message(
         .finish()
 }
 
+/// `{"op":"message","channel":"<c>","id":"<id>","priority":"<p>","offset":N,"epoch":"<e>",`
+/// `"data":<data>}`: a message of a channel with history; `data` is JSON text.
+pub fn message_at(
+    channel: &str,
+    id: &str,
+    priority: Priority,
+    offset: u64,
+    epoch: &str,
+    data: &[u8],
+) -> Bytes {
+    let mut w = Writer::new(data.len() + channel.len() + id.len() + epoch.len() + 96);
+    w.raw(r#"{"op":"message","channel":""#)
+        .raw(channel) // channel names are validated to need no escaping
+        .raw(r#"","id":"#)
+        .string(id)
+        .raw(r#","priority":""#)
+        .raw(priority.as_str())
+        .raw(&format!(r#"","offset":{offset},"epoch":"#))
+        .string(epoch)
+        .raw(r#","data":"#);
+    w.0.extend_from_slice(data);
+    w.raw("}").finish()
+}
+
+/// `{"op":"ok","ref":<ref>,"epoch":"<e>","offset":N}` (with `"recovered":true|false` when the
+/// subscribe asked to recover).
+pub fn ok_position(reference: &str, epoch: &str, offset: u64, recovered: Option<bool>) -> Bytes {
+    let mut w = Writer::new(80 + reference.len() + epoch.len());
+    w.raw(r#"{"op":"ok","ref":"#)
+        .raw(reference)
+        .raw(r#","epoch":"#)
+        .string(epoch)
+        .raw(&format!(r#","offset":{offset}"#));
+    if let Some(recovered) = recovered {
+        w.raw(&format!(r#","recovered":{recovered}"#));
+    }
+    w.raw("}").finish()
+}
+
+/// `{"op":"history","ref":<ref>,"channel":"<c>","epoch":"<e>","offset":N,"recovered":B,`
+/// `"messages":[...]}`: `messages` are the JSON texts (`payloads`) of the messages, oldest
+/// first; `recovered` only when the request gave `since`.
+pub fn history(
+    reference: Option<&str>,
+    channel: &str,
+    epoch: &str,
+    offset: u64,
+    recovered: Option<bool>,
+    payloads: &[&[u8]],
+) -> Bytes {
+    let size: usize = payloads.iter().map(|p| p.len() + 1).sum();
+    let mut w = Writer::new(128 + channel.len() + epoch.len() + size);
+    w.raw(r#"{"op":"history""#);
+    if let Some(reference) = reference {
+        w.raw(r#","ref":"#).raw(reference);
+    }
+    w.raw(r#","channel":""#)
+        .raw(channel)
+        .raw(r#"","epoch":"#)
+        .string(epoch)
+        .raw(&format!(r#","offset":{offset}"#));
+    if let Some(recovered) = recovered {
+        w.raw(&format!(r#","recovered":{recovered}"#));
+    }
+    w.raw(r#","messages":["#);
+    for (i, payload) in payloads.iter().enumerate() {
+        if i > 0 {
+            w.raw(",");
+        }
+        w.0.extend_from_slice(payload);
+    }
+    w.raw("]}").finish()
+}
+
 /// `{"op":"message","user":"<to>","from":"<sender>"|null,"id":"<id>","priority":"<p>",`
 /// (with `ack`: `"ack":true,`) `"data":<data>}`
 pub fn direct(
