@@ -57,6 +57,9 @@ pub struct Shard {
     /// Group joins and presence queries waiting for another shard's answer: token →
     /// (connection, encoded `ref`).
     pending: RefCell<IdMap<u64, Waiter>>,
+    /// Messages numbered here (their channel's home) to publish on this shard once the
+    /// effects that carried them are applied.
+    numbered: RefCell<Vec<Arc<Published>>>,
     /// Woken when the broker's next deadline moves earlier than `armed`.
     timer_changed: LocalNotify,
     /// The deadline the timer task sleeps until (unix ms).
@@ -122,6 +125,7 @@ impl Shard {
             sends: RefCell::default(),
             next_send: Cell::new(0),
             pending: RefCell::default(),
+            numbered: RefCell::default(),
             timer_changed: LocalNotify::default(),
             armed: Cell::new(None),
             shared,
@@ -274,6 +278,13 @@ impl Shard {
         if !effects.is_empty() {
             self.apply(&mut effects);
         }
+        drop(effects);
+        if !self.numbered.borrow().is_empty() {
+            let numbered = std::mem::take(&mut *self.numbered.borrow_mut());
+            for message in &numbered {
+                self.deliver_local(message);
+            }
+        }
         result
     }
 
@@ -302,6 +313,7 @@ impl Shard {
                         message.channel
                     );
                 }
+                self.numbered.borrow_mut().push(message);
             }
             Action::Answer { origin, answer } if origin.shard == self.index => {
                 self.answer(&conns, origin.token, answer);

@@ -79,8 +79,9 @@ pub enum Action<'a> {
     Answer { origin: Origin, answer: Answer },
     /// The answer to the presence query made with `token`.
     Presence { token: u64, snapshot: Snapshot },
-    /// Send `message` (numbered by this shard, its channel's home) to every other shard's
-    /// subscribers, as a publish made here.
+    /// Publish `message` (numbered by this shard, its channel's home) as if a client on this
+    /// shard had: to every other shard, and here through [`super::Broker::publish`] once the
+    /// effects are applied.
     Broadcast { message: Arc<Published> },
     /// Hand `records` to the store, in order; with a `token`, the store confirms them (or says
     /// it failed) with it, and the broker's [`super::Broker::stored`] must hear of it.

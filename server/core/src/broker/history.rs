@@ -9,8 +9,9 @@
 //! successors are no longer all kept, recovers nothing (never a part).
 //!
 //! Memory: the messages are bounded by `max_bytes` (this shard's share of `[history]
-//! max_bytes`; the oldest go first, as with `ttl_s`), the channels without messages by the
-//! subscriptions (a channel is kept while it has subscribers) and by `ttl_s`.
+//! max_bytes`; the oldest go first, as with `ttl_s`); a channel without messages is kept while
+//! it has subscribers, else for `ttl_s`, and sooner forgotten when the channels would take more
+//! than `max_bytes` at [`CHANNEL_BYTES`] each.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,6 +19,10 @@ use std::sync::Arc;
 use super::config::HistoryConfig;
 use crate::message::Published;
 pub use crate::protocol::envelope::Position;
+
+/// What one channel's state counts against `max_bytes` (its name, epoch and ring), so that
+/// channels without messages (made by subscribes and reads) are bounded too.
+const CHANNEL_BYTES: usize = 256;
 
 /// What a reader gets: the channel's epoch and last offset, the messages, and whether its
 /// `since` could be honoured (`None` without one).
@@ -198,6 +203,24 @@ impl History {
             .map(|(at, _, _)| at.saturating_add(self.config.ttl_ms));
         let sweep = (self.next_sweep > 0).then_some(self.next_sweep);
         oldest.into_iter().chain(sweep).min()
+    }
+
+    /// Channels known.
+    #[cfg(test)]
+    pub(super) fn channels(&self) -> usize {
+        self.logs.len()
+    }
+
+    /// Whether the channels it knows take more than their share of `max_bytes` (each counts
+    /// [`CHANNEL_BYTES`]): then [`History::forget_idle`] must run before another is added.
+    pub(super) fn crowded(&self) -> bool {
+        (self.logs.len() + 1) * CHANNEL_BYTES > self.config.max_bytes
+    }
+
+    /// Forgets at once the channels with no message that `subscribed` says have no subscribers.
+    pub(super) fn forget_idle(&mut self, subscribed: impl Fn(&str) -> bool) {
+        self.logs
+            .retain(|channel, log| !log.ring.is_empty() || subscribed(channel));
     }
 
     /// Drops the messages older than `ttl_s`, and the channels with no message left that

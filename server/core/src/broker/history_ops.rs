@@ -91,8 +91,17 @@ impl Broker {
         }
     }
 
+    /// Makes room for one more channel when the known ones fill their share of `max_bytes`.
+    fn make_room(&mut self) {
+        if self.history.crowded() {
+            let presence = &self.presence;
+            self.history.forget_idle(|channel| presence.has(channel));
+        }
+    }
+
     /// At the channel's home: numbers, keeps and publishes a message.
     pub(super) fn sequence(&mut self, message: Sequence, now: u64, out: &mut Effects) {
+        self.make_room();
         let lz4_threshold = self.config.delivery.lz4_threshold;
         let Sequence {
             channel,
@@ -105,15 +114,14 @@ impl Broker {
             let frame = reply::message_at(&channel, &id, priority, offset, epoch, &data);
             Arc::new(Published::new(&channel, priority, frame, lz4_threshold))
         });
-        self.publish(&published, false, out);
-        if self.config.shards > 1 {
-            out.broadcast(published);
-        }
+        // The shard publishes it, here (batched as any publish) and to the other shards.
+        out.broadcast(published);
         out.answer(origin, Answer::Ok);
     }
 
     /// At the channel's home: answers a subscribe's or a reader's question, to its shard.
     pub(super) fn answer_query(&mut self, query: HistoryQuery, now: u64, out: &mut Effects) {
+        self.make_room();
         let read = self
             .history
             .read(&query.channel, query.since.as_ref(), query.limit, now);

@@ -40,7 +40,7 @@ struct Done {
     /// (connection, offset) of each delivery.
     delivered: Vec<(ConnId, u64)>,
     answers: Vec<(u64, Answer)>,
-    broadcast: usize,
+    broadcast: Vec<Arc<Published>>,
 }
 
 fn done(out: &mut Effects) -> Done {
@@ -53,7 +53,7 @@ fn done(out: &mut Effects) -> Done {
             done.delivered.extend(to.iter().map(|&c| (c, offset)));
         }
         Action::Answer { origin, answer } => done.answers.push((origin.token, answer)),
-        Action::Broadcast { .. } => done.broadcast += 1,
+        Action::Broadcast { message } => done.broadcast.push(message),
         _ => {}
     });
     done
@@ -69,7 +69,14 @@ fn publish(b: &mut Broker, n: u64, now: u64) -> Done {
         origin: Origin { shard: 0, token: n },
     };
     b.publish_sequenced(message, now, &mut out);
-    done(&mut out)
+    let mut d = done(&mut out);
+    // The shard publishes what its broker numbered, as the server does.
+    for message in std::mem::take(&mut d.broadcast) {
+        b.publish(&message, false, &mut out);
+        d.broadcast.push(message);
+        d.delivered.extend(done(&mut out).delivered);
+    }
+    d
 }
 
 fn subscribe(b: &mut Broker, conn: ConnId, since: Option<(&str, u64)>, now: u64) -> Done {
@@ -218,7 +225,7 @@ fn the_home_numbers_and_broadcasts_and_the_answer_subscribes_on_the_asking_shard
     let away = 1 - home;
     let mut h = broker(home, 2, 10);
     let d = publish(&mut h, 1, 0);
-    assert_eq!(d.broadcast, 1, "sent to the other shard");
+    assert_eq!(d.broadcast.len(), 1, "sent on");
     let mut a = broker(away, 2, 10);
     let conn = ConnId::new(away, 1);
     a.connect(conn, peer());
@@ -255,4 +262,30 @@ fn the_home_numbers_and_broadcasts_and_the_answer_subscribes_on_the_asking_shard
     let d = done(&mut out);
     assert_eq!(d.answers.len(), 1);
     assert_eq!(position(&d).1, 1);
+}
+
+#[test]
+fn channels_without_messages_or_subscribers_are_bounded_by_max_bytes() {
+    let mut b = Broker::new(BrokerConfig {
+        history: HistoryConfig {
+            size: 10,
+            ttl_ms: TTL,
+            max_bytes: 4 * 256,
+        },
+        ..broker(0, 1, 10).config
+    });
+    let reader = ConnId::new(0, 1);
+    b.connect(reader, peer());
+    for n in 0..100 {
+        let mut out = Effects::default();
+        let query = HistoryQuery {
+            channel: format!("c{n}").into(),
+            since: None,
+            limit: 1,
+            subscribe: None,
+            origin: Origin { shard: 0, token: n },
+        };
+        b.ask_history(reader, query, 0, &mut out).unwrap();
+    }
+    assert!(b.history.channels() <= 4, "{}", b.history.channels());
 }
