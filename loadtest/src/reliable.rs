@@ -58,7 +58,8 @@ pub struct FaultReport {
     pub at_s: f64,
     /// SIGKILL → the restarted server listening (ms).
     pub restart_ms: u64,
-    /// SIGKILL → the first send confirmed after it (ms): the outage as a sender sees it.
+    /// SIGKILL → the confirmation of the first send made after it (ms): the outage as a
+    /// sender sees it.
     pub recovered_ms: Option<u64>,
     /// Messages confirmed to their senders, delivered to their receivers, confirmed but never
     /// delivered, and delivered again with `redelivered` (after the crash, or an ack lost).
@@ -327,8 +328,9 @@ async fn send(agent: Agent, me: Sender, plan: Plan, stats: Arc<StatsHandle>, led
                                 let now = stats.stats().now_us();
                                 local.latency(Workload::Reliable, now.saturating_sub(due));
                                 ledger.confirmed.lock().unwrap().insert((me.id, q));
+                                // The first send made after the kill to be confirmed.
                                 let killed = ledger.kill_us.load(Ordering::Relaxed);
-                                if killed > 0 && now > killed {
+                                if killed > 0 && due > killed {
                                     let _ = ledger.first_after_kill_us.compare_exchange(
                                         0, now, Ordering::Relaxed, Ordering::Relaxed);
                                 }

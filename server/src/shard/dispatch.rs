@@ -10,10 +10,11 @@ use simd_json::prelude::Writable;
 use wsedge_core::broker::{
     GroupKey, HistoryQuery, InboxMessage, Origin, Refusal, Sequence, Settle,
 };
+use wsedge_core::ids::ConnId;
 use wsedge_core::limits::{ConnLimits, Verdict};
 use wsedge_core::message::Published;
 use wsedge_core::protocol::decoder::Message;
-use wsedge_core::protocol::envelope::{self, ErrorCode, Json, Op, Schedule, SettleOp};
+use wsedge_core::protocol::envelope::{self, ErrorCode, Json, Op, Position, Schedule, SettleOp};
 use wsedge_core::protocol::{reply, Priority};
 
 use super::Shard;
@@ -85,27 +86,19 @@ pub fn handle_text(
                     .broker(|broker, out| broker.subscribe(conn.id(), &channel, presence, out))
                     .map_err(refused)
             } else {
-                let token = shard.pending(conn.id(), reference.map(|r| r.encode()));
-                let origin = Origin {
-                    shard: shard.index(),
-                    token,
-                };
-                let query = HistoryQuery {
-                    channel: (*channel).into(),
+                // The `ok`, with the position, comes from the channel's home.
+                let subscribe = Some((conn.id(), presence));
+                match ask_history(
+                    shard,
+                    conn,
+                    reference,
+                    &channel,
                     since,
-                    limit: usize::MAX,
-                    subscribe: Some((conn.id(), presence)),
-                    origin,
-                };
-                let asked = shard
-                    .broker(|broker, out| broker.ask_history(conn.id(), query, unix_ms(), out));
-                match asked {
-                    // The `ok`, with the position, comes from the channel's home.
+                    usize::MAX,
+                    subscribe,
+                ) {
                     Ok(()) => return,
-                    Err(refusal) => {
-                        shard.cancel_pending(token);
-                        Err(refused(refusal))
-                    }
+                    refused => refused,
                 }
             }
         }
@@ -117,27 +110,10 @@ pub fn handle_text(
             if !shard.broker(|broker, _| broker.history_enabled()) {
                 return conn.send(Priority::Critical, history_off(reference));
             }
-            let token = shard.pending(conn.id(), reference.map(|r| r.encode()));
-            let origin = Origin {
-                shard: shard.index(),
-                token,
-            };
-            let query = HistoryQuery {
-                channel: (*channel).into(),
-                since,
-                limit,
-                subscribe: None,
-                origin,
-            };
-            let asked =
-                shard.broker(|broker, out| broker.ask_history(conn.id(), query, unix_ms(), out));
-            match asked {
-                // The answer comes from the channel's home.
+            // The answer comes from the channel's home.
+            match ask_history(shard, conn, reference, &channel, since, limit, None) {
                 Ok(()) => return,
-                Err(refusal) => {
-                    shard.cancel_pending(token);
-                    Err(refused(refusal))
-                }
+                refused => refused,
             }
         }
         Op::Presence { channel } => {
@@ -358,6 +334,36 @@ fn allow(
             false
         }
     }
+}
+
+/// Asks `channel`'s home about its history (for a subscribe when `subscribe` holds the
+/// connection and its presence flag). `Ok(())`: asked, and the answer will come from there;
+/// the caller answers a refusal.
+fn ask_history(
+    shard: &Shard,
+    conn: &Conn,
+    reference: Option<&Json<'_>>,
+    channel: &str,
+    since: Option<Position>,
+    limit: usize,
+    subscribe: Option<(ConnId, bool)>,
+) -> Outcome {
+    let token = shard.pending(conn.id(), reference.map(|r| r.encode()));
+    let query = HistoryQuery {
+        channel: channel.into(),
+        since,
+        limit,
+        subscribe,
+        origin: Origin {
+            shard: shard.index(),
+            token,
+        },
+    };
+    let asked = shard.broker(|broker, out| broker.ask_history(conn.id(), query, unix_ms(), out));
+    asked.map_err(|refusal| {
+        shard.cancel_pending(token);
+        refused(refusal)
+    })
 }
 
 /// Answers a `since` or `history` on a server without history.
