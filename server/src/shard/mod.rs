@@ -4,6 +4,7 @@
 //! [`mailbox::Mailbox`]es. The delivery rules live in the [`Broker`]; the shard feeds it and
 //! applies the [`Effects`] it returns, after the broker's borrow has ended.
 
+mod answer;
 pub mod coalesce;
 pub mod dispatch;
 pub mod mailbox;
@@ -400,40 +401,8 @@ impl Shard {
         let Some(conn) = conns.get(&id) else {
             return;
         };
-        let frame = match (answer, reference) {
-            (Answer::Ok, Some(reference)) => reply::ok_raw(&reference),
-            (Answer::Duplicate, Some(reference)) => reply::ok_duplicate(&reference),
-            (Answer::Scheduled(id), Some(reference)) => reply::ok_scheduled(&reference, &id),
-            (
-                Answer::Position {
-                    epoch,
-                    offset,
-                    recovered,
-                },
-                Some(reference),
-            ) => reply::ok_position(&reference, &epoch, offset, recovered),
-            (Answer::History { channel, read }, reference) => {
-                let payloads: Vec<&[u8]> = read
-                    .messages
-                    .iter()
-                    .map(|m| wsedge_core::protocol::frame::payload_of(&m.frame))
-                    .collect();
-                reply::history(
-                    reference.as_deref(),
-                    &channel,
-                    &read.epoch,
-                    read.offset,
-                    read.recovered,
-                    &payloads,
-                )
-            }
-            (
-                Answer::Ok | Answer::Duplicate | Answer::Scheduled(_) | Answer::Position { .. },
-                None,
-            ) => return,
-            (Answer::Refused(refusal), reference) => {
-                reply::error_raw(reference.as_deref(), refusal.code(), &refusal.to_string())
-            }
+        let Some(frame) = answer::frame(answer, reference.as_deref()) else {
+            return;
         };
         conn.send(Priority::Critical, frame);
     }

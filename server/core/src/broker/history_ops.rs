@@ -64,24 +64,6 @@ impl Broker {
         Ok(())
     }
 
-    /// Whether `id` may take one more subscription to `channel`.
-    fn check_subscribe(&self, id: ConnId, channel: &str) -> Result<(), Refusal> {
-        let Some(conn) = self.conns.get(id) else {
-            return Ok(());
-        };
-        if conn.subscriptions.contains(channel) {
-            return Ok(());
-        }
-        if !conn.peer.permissions.may_subscribe(channel) {
-            return Err(Refusal::Forbidden(format!("subscribe to {channel:?}")));
-        }
-        let max = self.config.max_subscriptions;
-        if conn.held() >= max {
-            return Err(Refusal::TooManySubscriptions(max));
-        }
-        Ok(())
-    }
-
     /// Hands `message` to shard `shard`'s broker (this one, at once).
     fn hand_to(&mut self, shard: usize, message: ShardMessage, now: u64, out: &mut Effects) {
         if shard == self.config.shard {

@@ -210,6 +210,7 @@ impl Broker {
         presence: bool,
         out: &mut Effects,
     ) -> Result<(), Refusal> {
+        self.check_subscribe(id, channel)?;
         let Some(conn) = self.conns.get_mut(id) else {
             return Ok(());
         };
@@ -222,13 +223,6 @@ impl Broker {
                 self.watchers.entry(channel.into()).or_default().insert(sub);
             }
             return Ok(());
-        }
-        if !conn.peer.permissions.may_subscribe(channel) {
-            return Err(Refusal::Forbidden(format!("subscribe to {channel:?}")));
-        }
-        let max = self.config.max_subscriptions;
-        if conn.held() >= max {
-            return Err(Refusal::TooManySubscriptions(max));
         }
         conn.subscriptions.insert(channel.into());
         if topic::is_pattern(channel) {
@@ -249,6 +243,24 @@ impl Broker {
             self.watchers.entry(channel.into()).or_default().insert(sub);
         }
         self.tell_presence_home(PresenceChange::Join, channel, id, user, out);
+        Ok(())
+    }
+
+    /// Whether `id` may take one more subscription to `channel`.
+    fn check_subscribe(&self, id: ConnId, channel: &str) -> Result<(), Refusal> {
+        let Some(conn) = self.conns.get(id) else {
+            return Ok(());
+        };
+        if conn.subscriptions.contains(channel) {
+            return Ok(());
+        }
+        if !conn.peer.permissions.may_subscribe(channel) {
+            return Err(Refusal::Forbidden(format!("subscribe to {channel:?}")));
+        }
+        let max = self.config.max_subscriptions;
+        if conn.held() >= max {
+            return Err(Refusal::TooManySubscriptions(max));
+        }
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 pub mod compress;
 pub mod decoder;
 pub mod envelope;
+mod error_code;
 pub mod frame;
 pub mod json_check;
 pub mod reply;
