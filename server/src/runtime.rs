@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use wsedge_core::broker::Broker;
+use wsedge_core::broker::{queue_group, Broker};
 
 use crate::config::Config;
 use crate::shard::{coalesce, Shard, Shared};
@@ -122,7 +122,7 @@ impl Server {
     }
 }
 
-/// Hands each shard what the store held for the users homed on it.
+/// Hands each shard what the store held for the users and groups homed on it.
 fn split(restored: Restored, shards: usize) -> Vec<Restored> {
     let mut parts: Vec<Restored> = (0..shards).map(|_| Restored::default()).collect();
     for (user, seq, message) in restored.inbox {
@@ -130,10 +130,22 @@ fn split(restored: Restored, shards: usize) -> Vec<Restored> {
             .inbox
             .push((user, seq, message));
     }
+    let group_home = |queue: &str| queue_group(queue).map(|key| key.home(shards));
+    for (queue, seq, message) in restored.queues {
+        if let Some(home) = group_home(&queue) {
+            parts[home].queues.push((queue, seq, message));
+        }
+    }
+    for queue in restored.durable {
+        if let Some(home) = group_home(&queue) {
+            parts[home].durable.push(queue);
+        }
+    }
     for (key, expires) in restored.dedup {
-        // Keys are `user:<id>` NUL `<msg_id>`.
-        let user = key.split('\0').next().unwrap_or("");
-        let home = Broker::user_home(user.strip_prefix("user:").unwrap_or(user), shards);
+        // Keys are `user:<id>` or `group:<group>@<channel>`, NUL, `<msg_id>`.
+        let destination = key.split('\0').next().unwrap_or("");
+        let user = destination.strip_prefix("user:").unwrap_or(destination);
+        let home = group_home(destination).unwrap_or_else(|| Broker::user_home(user, shards));
         parts[home].dedup.push((key, expires));
     }
     parts

@@ -14,6 +14,9 @@ pub struct Published {
     pub priority: Priority,
     /// The complete text frame of the `{"op":"message",...}` JSON.
     pub frame: Bytes,
+    /// The publisher's `msg_id`: acknowledged groups keep one copy per id within the dedup
+    /// window.
+    pub msg_id: Option<Box<str>>,
     lz4: OnceLock<Bytes>,
     lz4_threshold: usize,
 }
@@ -24,6 +27,7 @@ impl Published {
             channel: channel.into(),
             priority,
             frame,
+            msg_id: None,
             lz4: OnceLock::new(),
             lz4_threshold,
         }

@@ -2,13 +2,14 @@
 //! `[api] keys`. Today it serves the dead-letter queue:
 //!
 //! - `GET /api/dlq?destination=user:<id>&after=<id>&limit=<n>`: dead letters, oldest first.
-//! - `POST /api/dlq/{id}/replay`: puts the message back in its user's inbox (stored and synced
-//!   first), then deletes the dead letter.
+//! - `POST /api/dlq/{id}/replay`: puts the message back in its user's inbox or its group's
+//!   queue (stored and synced first, unless the group is not durable), then deletes the dead
+//!   letter. A plain subscription's dead letters cannot be replayed: its subscriber is gone.
 //! - `DELETE /api/dlq/{id}`: deletes it.
 //!
 //! Errors are JSON `{"error":code,"message":...}`: 400 (a bad parameter), 401 (no valid key),
-//! 404 (no such route or dead letter), 405, 409 (the inbox is full), 503 (the store failed or
-//! did not answer in time).
+//! 404 (no such route or dead letter), 405, 409 (the inbox is full, or the group takes no
+//! messages), 503 (the store failed or did not answer in time).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use hyper::header::AUTHORIZATION;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::oneshot;
-use wsedge_core::broker::{Answer, DeadLetter, InboxMessage, Origin, Refusal};
+use wsedge_core::broker::{queue_group, Answer, DeadLetter, InboxMessage, Origin, Refusal};
 use wsedge_core::protocol::frame;
 use wsedge_core::protocol::reply::write_json_string;
 
@@ -195,36 +196,41 @@ async fn replay(shard: &Rc<Shard>, id: u64) -> Response<Body> {
         Ok(None) => return no_dead_letter(id),
         Err(refused) => return *refused,
     };
-    let Some(user) = dead.destination.strip_prefix("user:") else {
+    let user = dead.destination.strip_prefix("user:");
+    let group = queue_group(&dead.destination).map(|_| &*dead.destination);
+    let Some(to) = user.or(group) else {
         return error(
             StatusCode::BAD_REQUEST,
             "not_replayable",
-            "only messages to a user's inbox can be replayed",
+            "only messages to a user's inbox or a group can be replayed (a plain subscription's subscriber is gone)",
         );
     };
     let mut buf = frame::payload_buffer(dead.message.payload.len());
     buf.extend_from_slice(&dead.message.payload);
     let (token, answer) = shard.pending_http();
     let put = InboxMessage {
-        user: user.into(),
+        user: to.into(),
         id: dead.message.id.clone(),
         frame: frame::finish(buf, frame::OpCode::Text),
         priority: dead.message.priority,
         persist: true,
         msg_id: None,
-        origin: Origin {
+        origin: Some(Origin {
             shard: shard.index(),
             token,
-        },
+        }),
         not_before: 0,
         from: dead.message.from.clone(),
     };
-    shard.broker(|broker, out| broker.send_to_inbox(put, unix_ms(), out));
+    match user {
+        Some(_) => shard.broker(|broker, out| broker.send_to_inbox(put, unix_ms(), out)),
+        None => shard.broker(|broker, out| broker.send_to_queue(put, unix_ms(), out)),
+    }
     match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
         Ok(Ok(Answer::Ok | Answer::Duplicate | Answer::Scheduled(_))) => {}
         Ok(Ok(Answer::Refused(refusal))) => {
             let status = match refusal {
-                Refusal::InboxFull(_) => StatusCode::CONFLICT,
+                Refusal::InboxFull(_) | Refusal::NoQueue(_) => StatusCode::CONFLICT,
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             };
             return error(status, refusal.code().as_str(), &refusal.to_string());

@@ -51,8 +51,9 @@ pub fn handle_text(
             channel,
             group: Some(group),
             balance,
-            presence: _,
-            since: _,
+            ack,
+            durable,
+            ..
         } => {
             let key = group_key(&channel, &group);
             let balance = balance.unwrap_or(shard.config().default_balance);
@@ -60,7 +61,8 @@ pub fn handle_text(
             let token = shard.pending(conn.id(), encoded);
             let load = conn.load().clone();
             let joined = shard.broker(|broker, out| {
-                broker.join_group(conn.id(), key, balance, &load, token, out)
+                let ack = ack.then_some(durable);
+                broker.join_group(conn.id(), key, balance, &load, token, ack, unix_ms(), out)
             });
             match joined {
                 // The `ok` comes when the group's home has the member.
@@ -71,6 +73,11 @@ pub fn handle_text(
                 }
             }
         }
+        Op::Subscribe {
+            channel, ack: true, ..
+        } => shard
+            .broker(|broker, out| broker.subscribe_acked(conn.id(), &channel, unix_ms(), out))
+            .map_err(refused),
         Op::Subscribe {
             channel,
             presence,
@@ -127,14 +134,19 @@ pub fn handle_text(
         } => {
             let key = group_key(&channel, &group);
             shard
-                .broker(|broker, out| broker.leave_group(conn.id(), key, out))
+                .broker(|broker, out| broker.leave_group(conn.id(), key, unix_ms(), out))
                 .map_err(refused)
         }
         Op::Unsubscribe { channel, .. } => unsubscribe(shard, conn, &channel),
+        Op::Publish { persist: true, .. } if shard.broker(|b, _| b.history_enabled()) => {
+            let text = "\"persist\" on publish is not available while [history] is on";
+            Err((ErrorCode::InvalidField, text.to_string()))
+        }
         Op::Publish {
             channel,
             data,
             priority,
+            ..
         } if shard.broker(|broker, _| broker.history_enabled()) => {
             let allowed = shard.broker(|broker, _| broker.check_publish(conn.id(), &channel));
             let data = bytes::Bytes::from(data.encode());
@@ -166,22 +178,35 @@ pub fn handle_text(
             channel,
             data,
             priority,
+            persist,
+            msg_id,
         } => {
             let allowed = shard.broker(|broker, _| broker.check_publish(conn.id(), &channel));
             let build = |id: &str, lz4_threshold| {
                 let frame = reply::message(&channel, id, priority, &data, size);
-                Published::new(&channel, priority, frame, lz4_threshold)
+                let mut message = Published::new(&channel, priority, frame, lz4_threshold);
+                message.msg_id = msg_id.as_deref().map(Into::into);
+                message
             };
             let Some((message, _)) = admit(shard, conn, reference, allowed, limits, now, build)
             else {
                 return;
             };
-            match shard.forward(&message) {
-                Ok(()) => {
-                    shard.deliver_local(&message);
-                    Ok(())
+            if persist {
+                let encoded = reference.map(|r| r.encode());
+                match shard.publish_persisted(conn.id(), message, encoded) {
+                    // Answered once every durable group of the channel has stored it.
+                    Ok(()) => return,
+                    Err(full) => Err(overloaded(full)),
                 }
-                Err(full) => Err(overloaded(full)),
+            } else {
+                match shard.forward(&message) {
+                    Ok(()) => {
+                        shard.deliver_local(&message);
+                        Ok(())
+                    }
+                    Err(full) => Err(overloaded(full)),
+                }
             }
         }
         Op::Settle { id, how } => {
@@ -259,10 +284,10 @@ pub fn handle_text(
                     priority,
                     persist,
                     msg_id: msg_id.map(|m| (*m).into()),
-                    origin: Origin {
+                    origin: Some(Origin {
                         shard: shard.index(),
                         token,
-                    },
+                    }),
                     not_before,
                     from: conn.user().cloned(),
                 };

@@ -15,7 +15,7 @@ use std::thread::Thread;
 
 use atomic_waker::AtomicWaker;
 use crossbeam_queue::{ArrayQueue, SegQueue};
-use wsedge_core::broker::ShardMessage;
+use wsedge_core::broker::{Origin, ShardMessage};
 
 use wsedge_core::message::Published;
 use wsedge_core::protocol::Priority;
@@ -30,6 +30,11 @@ pub enum Inbound {
     Direct(Box<Direct>),
     /// How many connections direct message `send` reached on the answering shard.
     Delivered { send: u64, count: usize },
+    /// A persist publish: deliver it here like [`Inbound::Publish`], and answer the origin
+    /// with [`Inbound::Persisted`] (its mailbox holds room for the answer).
+    Persist(Box<(Arc<Published>, Origin)>),
+    /// How many of the answering shard's durable groups will answer persist publish `token`.
+    Persisted { token: u64, waiting: usize },
     /// For this shard's broker (queue groups, presence, inboxes).
     Broker(Box<ShardMessage>),
     /// From the store: the write made with `token` is durable (`ok`) or failed.
@@ -52,7 +57,8 @@ impl Inbound {
         match self {
             Inbound::Publish(message) => message.frame.len(),
             Inbound::Direct(direct) => direct.message.frame.len(),
-            Inbound::Delivered { .. } => 0,
+            Inbound::Persist(persist) => persist.0.frame.len(),
+            Inbound::Delivered { .. } | Inbound::Persisted { .. } => 0,
             Inbound::Broker(message) => message.load().map_or(0, |(bytes, _)| bytes),
             Inbound::Stored { .. } => 0,
         }
@@ -63,7 +69,8 @@ impl Inbound {
         match self {
             Inbound::Publish(message) => message.priority == Priority::Critical,
             Inbound::Direct(direct) => direct.message.priority == Priority::Critical,
-            Inbound::Delivered { .. } | Inbound::Stored { .. } => true,
+            Inbound::Persist(persist) => persist.0.priority == Priority::Critical,
+            Inbound::Delivered { .. } | Inbound::Persisted { .. } | Inbound::Stored { .. } => true,
             Inbound::Broker(message) => message
                 .load()
                 .is_none_or(|(_, priority)| priority == Priority::Critical),

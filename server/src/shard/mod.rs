@@ -7,15 +7,17 @@
 mod answer;
 pub mod coalesce;
 pub mod dispatch;
+mod fanout;
 pub mod mailbox;
 mod shared;
+mod waiters;
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use wsedge_core::broker::{
-    Action, Answer, Broker, BrokerConfig, DeliveryConfig, Effects, HistoryConfig, Peer,
+    Action, Answer, Broker, BrokerConfig, DeliveryConfig, Effects, HistoryConfig, Origin, Peer,
     ShardMessage,
 };
 use wsedge_core::ids::{ConnId, IdMap, MessageIds};
@@ -27,8 +29,9 @@ use crate::conn::{unix_ms, CloseKind, Conn, Identity};
 use crate::notify::LocalNotify;
 use crate::store;
 use coalesce::Coalescer;
-use mailbox::{Direct, Inbound, Mailbox};
+use mailbox::{Direct, Inbound};
 pub use shared::{Pending, Shared, Slot};
+use waiters::{PendingSend, Waiter};
 
 /// Size of each shard's read buffer, shared by its connections (a connection keeps no read
 /// buffer of its own while idle).
@@ -65,28 +68,6 @@ pub struct Shard {
     timer_changed: LocalNotify,
     /// The deadline the timer task sleeps until (unix ms).
     armed: Cell<Option<u64>>,
-}
-
-/// Who waits for the answer to a request registered with [`Shard::pending`].
-#[derive(Debug)]
-enum Waiter {
-    /// A connection, answered with a frame (`ok` only when the request had a `ref`).
-    Conn {
-        conn: ConnId,
-        reference: Option<String>,
-    },
-    /// An HTTP request handler on this shard.
-    Http(tokio::sync::oneshot::Sender<Answer>),
-}
-
-/// A direct message whose `ok` waits for the other shards to say how many connections it reached.
-#[derive(Debug)]
-struct PendingSend {
-    conn: ConnId,
-    /// The request's `ref`, encoded; no `ok` without one.
-    reference: Option<String>,
-    delivered: usize,
-    waiting: usize,
 }
 
 impl Shard {
@@ -142,6 +123,12 @@ impl Shard {
         }
         for (key, expires) in restore.dedup {
             broker.restore_dedup(key, expires, now);
+        }
+        for queue in restore.durable {
+            broker.restore_durable(queue);
+        }
+        for (queue, seq, message) in restore.queues {
+            broker.restore_queued(queue, seq, message, now);
         }
     }
 
@@ -390,13 +377,17 @@ impl Shard {
     /// Answers the request registered as `token` (see [`Shard::pending`]): an `ok` only when it
     /// had a `ref`, an error always.
     fn answer(&self, conns: &IdMap<ConnId, Rc<Conn>>, token: u64, answer: Answer) {
+        let gathering = matches!(self.pending.borrow().get(&token), Some(Waiter::Gather(_)));
+        if gathering {
+            return self.gathered(token, None, Some(answer));
+        }
         let (id, reference) = match self.pending.borrow_mut().remove(&token) {
             Some(Waiter::Conn { conn, reference }) => (conn, reference),
             Some(Waiter::Http(reply)) => {
                 let _ = reply.send(answer);
                 return;
             }
-            None => return,
+            Some(Waiter::Gather(_)) | None => return,
         };
         let Some(conn) = conns.get(&id) else {
             return;
@@ -410,8 +401,21 @@ impl Shard {
     /// Delivers `message` to this shard's subscribers of its channel; while the shard is busy,
     /// through the channel's batch at the next release.
     pub fn deliver_local(&self, message: &Arc<Published>) {
+        self.deliver_here(message, None);
+    }
+
+    /// Delivers `message` here (see [`Shard::deliver_local`]) and puts it into this shard's
+    /// queues of its channel; returns how many durable ones will answer `origin` (a persist
+    /// publish's).
+    fn deliver_here(&self, message: &Arc<Published>, origin: Option<Origin>) -> usize {
         let batch = !self.config().write_coalesce.is_zero() && coalesce::is_busy();
-        self.broker(|broker, out| broker.publish(message, batch, out));
+        self.broker(|broker, out| {
+            broker.publish(message, batch, out);
+            match broker.has_queues() {
+                true => broker.route_queued(message, origin, unix_ms(), out),
+                false => 0,
+            }
+        })
     }
 
     /// Sends the channel batches waiting for this release.
@@ -437,116 +441,22 @@ impl Shard {
             Inbound::Broker(message) => {
                 self.broker(|broker, out| broker.receive(*message, unix_ms(), out))
             }
+            Inbound::Persist(persist) => {
+                let (message, origin) = *persist;
+                let waiting = self.deliver_here(&message, Some(origin));
+                let persisted = Inbound::Persisted {
+                    token: origin.token,
+                    waiting,
+                };
+                // Room for the answer was reserved by the origin.
+                self.shared.mailboxes[origin.shard].push_reserved(persisted);
+            }
+            Inbound::Persisted { token, waiting } => self.gathered(token, Some(waiting), None),
             Inbound::Stored { token, ok } => {
                 self.broker(|broker, out| broker.stored(token, ok, unix_ms(), out))
             }
-            Inbound::Delivered { send, count } => {
-                let mut sends = self.sends.borrow_mut();
-                let Some(pending) = sends.get_mut(&send) else {
-                    return;
-                };
-                pending.delivered += count;
-                pending.waiting -= 1;
-                if pending.waiting == 0 {
-                    let done = sends.remove(&send).expect("present");
-                    drop(sends);
-                    self.answer_send(done);
-                }
-            }
+            Inbound::Delivered { send, count } => self.delivered(send, count),
         }
-    }
-
-    /// Sends a direct message to every connection of `user`, on every shard, or to none: when a
-    /// shard's queue (or this shard's, for the answers) has no room, nothing is sent and that
-    /// shard's index is returned. With `reference`, the sender gets
-    /// `{"op":"ok","ref":...,"delivered":N}` once every shard has counted.
-    pub fn send_direct(
-        &self,
-        from: ConnId,
-        user: &str,
-        message: Arc<Published>,
-        reference: Option<String>,
-    ) -> Result<(), usize> {
-        let others = self.shared.mailboxes.len() - 1;
-        if others > 0 {
-            let own = &self.shared.mailboxes[self.index];
-            if let Some(reserved) = (0..others).position(|_| !own.reserve(0)) {
-                (0..reserved).for_each(|_| own.cancel(0));
-                return Err(self.index);
-            }
-            if let Err(full) = self.reserve_others(message.frame.len()) {
-                (0..others).for_each(|_| own.cancel(0));
-                return Err(full);
-            }
-        }
-        let delivered = self.broker(|broker, out| broker.send_local(user, &message, out));
-        let pending = PendingSend {
-            conn: from,
-            reference,
-            delivered,
-            waiting: others,
-        };
-        if others == 0 {
-            self.answer_send(pending);
-            return Ok(());
-        }
-        let n = self.next_send.get() + 1;
-        self.next_send.set(n);
-        self.sends.borrow_mut().insert(n, pending);
-        let user: Arc<str> = user.into();
-        for (_, mailbox) in self.others() {
-            mailbox.push_reserved(Inbound::Direct(Box::new(Direct {
-                user: user.clone(),
-                message: message.clone(),
-                origin: self.index,
-                send: n,
-            })));
-        }
-        Ok(())
-    }
-
-    fn answer_send(&self, done: PendingSend) {
-        let Some(reference) = done.reference else {
-            return;
-        };
-        if let Some(conn) = self.conns.borrow().get(&done.conn) {
-            conn.send(
-                Priority::Critical,
-                reply::ok_delivered(&reference, done.delivered),
-            );
-        }
-    }
-
-    /// Every other shard's mailbox, with its index.
-    fn others(&self) -> impl Iterator<Item = (usize, &Mailbox)> + Clone {
-        let index = self.index;
-        self.shared
-            .mailboxes
-            .iter()
-            .enumerate()
-            .filter(move |(i, _)| *i != index)
-    }
-
-    /// Reserves room for one message of `bytes` in every other shard's mailbox, or in none (the
-    /// index of a full one).
-    fn reserve_others(&self, bytes: usize) -> Result<(), usize> {
-        if let Some((full, _)) = self.others().find(|(_, mailbox)| !mailbox.reserve(bytes)) {
-            self.others()
-                .take_while(|(i, _)| *i != full)
-                .for_each(|(_, mailbox)| mailbox.cancel(bytes));
-            return Err(full);
-        }
-        Ok(())
-    }
-
-    /// Sends `message` to every other shard, or to none: when one shard's queue has no room,
-    /// nothing is queued anywhere and that shard's index is returned.
-    pub fn forward(&self, message: &Arc<Published>) -> Result<(), usize> {
-        self.reserve_others(message.frame.len())?;
-        for (_, mailbox) in self.others() {
-            mailbox.push_reserved(Inbound::Publish(message.clone()));
-        }
-        Ok(())
     }
 
     /// Connections open on this shard.

@@ -54,6 +54,10 @@ pub enum StoreError {
 pub struct Restored {
     /// (user, seq, message), in key order.
     pub inbox: Vec<(Arc<str>, u64, StoredMessage)>,
+    /// (queue, seq, message) of durable groups, in key order.
+    pub queues: Vec<(Arc<str>, u64, StoredMessage)>,
+    /// The durable groups' queues.
+    pub durable: Vec<Arc<str>>,
     /// (key, expires_ms), unexpired only.
     pub dedup: Vec<(Box<str>, u64)>,
     pub dead_letters: usize,
@@ -63,6 +67,8 @@ pub struct Restored {
 pub struct Opened {
     db: Database,
     inbox: Keyspace,
+    queues: Keyspace,
+    durable: Keyspace,
     dlq: Keyspace,
     dedup: Keyspace,
     next_dead: u64,
@@ -98,6 +104,8 @@ pub fn open(config: &StoreConfig, now_ms: u64) -> Result<(Opened, Restored), Sto
         .map_err(open_err)?;
     let keyspace = |name| db.keyspace(name, KeyspaceCreateOptions::default);
     let inbox = keyspace("inbox").map_err(open_err)?;
+    let queues = keyspace("queues").map_err(open_err)?;
+    let durable = keyspace("durable").map_err(open_err)?;
     let dlq = keyspace("dlq").map_err(open_err)?;
     let dedup = keyspace("dedup").map_err(open_err)?;
     let corrupt = |keyspace, key: &[u8], what: String| StoreError::Corrupt {
@@ -107,13 +115,26 @@ pub fn open(config: &StoreConfig, now_ms: u64) -> Result<(Opened, Restored), Sto
         what,
     };
     let mut restored = Restored::default();
-    for item in inbox.iter() {
-        let (key, value) = item.into_inner().map_err(open_err)?;
-        let (user, seq) =
-            codec::decode_inbox_key(&key).map_err(|e| corrupt("inbox", &key, e.to_string()))?;
-        let message =
-            codec::decode_message(&value).map_err(|e| corrupt("inbox", &key, e.to_string()))?;
-        restored.inbox.push((user, seq, message));
+    for (name, keyspace, into) in [
+        ("inbox", &inbox, &mut restored.inbox),
+        ("queues", &queues, &mut restored.queues),
+    ] {
+        for item in keyspace.iter() {
+            let (key, value) = item.into_inner().map_err(open_err)?;
+            let (owner, seq) =
+                codec::decode_inbox_key(&key).map_err(|e| corrupt(name, &key, e.to_string()))?;
+            let message =
+                codec::decode_message(&value).map_err(|e| corrupt(name, &key, e.to_string()))?;
+            into.push((owner, seq, message));
+        }
+    }
+    for item in durable.iter() {
+        let key = item.key().map_err(open_err)?;
+        let queue = std::str::from_utf8(&key)
+            .ok()
+            .filter(|q| wsedge_core::broker::queue_group(q).is_some())
+            .ok_or_else(|| corrupt("durable", &key, "not a group's queue".into()))?;
+        restored.durable.push(queue.into());
     }
     let mut expired = Vec::new();
     for item in dedup.iter() {
@@ -149,6 +170,8 @@ pub fn open(config: &StoreConfig, now_ms: u64) -> Result<(Opened, Restored), Sto
     let opened = Opened {
         db,
         inbox,
+        queues,
+        durable,
         dlq,
         dedup,
         next_dead,
@@ -380,6 +403,21 @@ impl Opened {
                 Record::InboxDelete { user, seq } => {
                     write.remove(&self.inbox, codec::inbox_key(user, *seq));
                 }
+                Record::QueuePut {
+                    queue,
+                    seq,
+                    message,
+                } => {
+                    let mut value = Vec::with_capacity(64 + message.payload.len());
+                    codec::encode_message(message, &mut value);
+                    write.insert(&self.queues, codec::inbox_key(queue, *seq), value);
+                }
+                Record::QueueDelete { queue, seq } => {
+                    write.remove(&self.queues, codec::inbox_key(queue, *seq));
+                }
+                Record::Durable { queue } => {
+                    write.insert(&self.durable, queue.as_bytes(), []);
+                }
                 Record::DeadLetter(dead) => {
                     let id = self.next_dead;
                     self.next_dead += 1;
@@ -450,8 +488,13 @@ fn decode_dead(key: &[u8], value: &[u8]) -> Result<(u64, DeadLetter), String> {
 /// The bytes a record holds while queued (an estimate: payload plus a fixed overhead).
 fn record_bytes(record: &Record) -> usize {
     128 + match record {
-        Record::InboxPut { message, .. } => message.payload.len(),
+        Record::InboxPut { message, .. } | Record::QueuePut { message, .. } => {
+            message.payload.len()
+        }
         Record::DeadLetter(DeadLetter { message, .. }) => message.payload.len(),
-        Record::InboxDelete { .. } | Record::Dedup { .. } => 0,
+        Record::InboxDelete { .. }
+        | Record::QueueDelete { .. }
+        | Record::Durable { .. }
+        | Record::Dedup { .. } => 0,
     }
 }

@@ -34,11 +34,7 @@ impl Broker {
         out: &mut Effects,
     ) {
         let home = Self::user_home(user, self.config.shards);
-        if home == self.config.shard {
-            self.receive(message, now, out);
-        } else {
-            out.send_to_shard(home, message);
-        }
+        self.tell(home, message, now, out);
     }
 
     /// Puts `message` in its recipient's inbox, at the recipient's home; the sender (`origin`)
@@ -59,6 +55,9 @@ impl Broker {
         now: u64,
         out: &mut Effects,
     ) {
+        let Err(settle) = self.settle_queued(id, msg, settle, origin, now, out) else {
+            return;
+        };
         let Some(user) = self.conns.get(id).and_then(|c| c.peer.user.clone()) else {
             let refusal = Refusal::UnknownMessage(msg.into());
             return out.answer(origin, Answer::Refused(refusal));
@@ -74,18 +73,27 @@ impl Broker {
 
     /// The store wrote (`ok`) or failed to write what was persisted with `token`.
     pub fn stored(&mut self, token: u64, ok: bool, now: u64, out: &mut Effects) {
-        self.inboxes.stored(token, ok, now, out);
+        if self.inboxes.owns_token(token) {
+            self.inboxes.stored(token, ok, now, out);
+        } else {
+            self.queues.stored(token, ok, now, out);
+            self.carry_routes(out);
+        }
     }
 
     /// When [`Broker::handle_timeout`] must next be called (unix milliseconds), if ever.
     pub fn poll_timeout(&self) -> Option<u64> {
         let history = self.history.next_timeout();
-        self.inboxes.next_timeout().into_iter().chain(history).min()
+        let queues = self.queues.next_timeout();
+        let inboxes = self.inboxes.next_timeout();
+        inboxes.into_iter().chain(queues).chain(history).min()
     }
 
     /// Acts on the deadlines passed at `now`: ack timeouts, redeliveries, expiries.
     pub fn handle_timeout(&mut self, now: u64, out: &mut Effects) {
         self.inboxes.timeout(now, out);
+        self.queues.timeout(now, out);
+        self.carry_routes(out);
         let presence = &self.presence;
         self.history.expire(now, |channel| presence.has(channel));
     }
@@ -121,7 +129,10 @@ impl Broker {
 
     /// Puts back a dedup key read from the store at start.
     pub fn restore_dedup(&mut self, key: Box<str>, expires_ms: u64, now: u64) {
-        self.inboxes.restore_dedup(key, expires_ms, now);
+        match key.starts_with("group:") {
+            true => self.queues.restore_dedup(key, expires_ms, now),
+            false => self.inboxes.restore_dedup(key, expires_ms, now),
+        }
     }
 
     /// The shard whose broker keeps `user`'s inbox.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::effects::Effects;
 use super::groups::{GroupKey, Load, Member};
 use super::messages::ShardMessage;
+use super::queues::group_queue;
 use super::refusal::Refusal;
 use super::requests::{Answer, Origin};
 use super::Broker;
@@ -29,8 +30,11 @@ impl Broker {
     }
 
     /// Makes `id` a member of queue group `group` on `channel` (a name or a pattern), with
-    /// `load` as its load; [`Action::Joined`] with `token` follows once the group's home has it
-    /// (at once when the home is this shard). Already a member: joined at once.
+    /// `load` as its load; the answer to `token` follows once the group's home has it (at once
+    /// when the home is this shard). Already a member: joined at once. With `ack`
+    /// (`Some(durable)`), the group is acknowledged: its messages wait in a queue at the home
+    /// (see [`super::acked`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn join_group(
         &mut self,
         id: ConnId,
@@ -38,6 +42,8 @@ impl Broker {
         balance: Balance,
         load: &Arc<Load>,
         token: u64,
+        ack: Option<bool>,
+        now: u64,
         out: &mut Effects,
     ) -> Result<(), Refusal> {
         let Some(conn) = self.conns.get_mut(id) else {
@@ -68,20 +74,15 @@ impl Broker {
             id,
             load: load.clone(),
         };
-        if home == self.config.shard {
-            self.homed.join(key, balance, member);
-            self.answer_here(token, Answer::Ok, out);
-        } else {
-            let load = member.load;
-            let join = ShardMessage::GroupJoin {
-                key,
-                balance,
-                member: id,
-                load,
-                token,
-            };
-            out.send_to_shard(home, join);
-        }
+        let join = ShardMessage::GroupJoin {
+            key,
+            balance,
+            member: id,
+            load: member.load,
+            token,
+            ack,
+        };
+        self.tell(home, join, now, out);
         Ok(())
     }
 
@@ -90,37 +91,32 @@ impl Broker {
         &mut self,
         id: ConnId,
         key: GroupKey,
+        now: u64,
         out: &mut Effects,
     ) -> Result<(), Refusal> {
-        let removed = self
-            .conns
-            .get_mut(id)
-            .is_some_and(|conn| conn.groups.remove(&key));
+        let queue = group_queue(&key);
+        let removed = self.conns.get_mut(id).is_some_and(|conn| {
+            // What the group's queue gave it, it can no longer settle.
+            conn.acks.retain(|_, q| *q != queue);
+            conn.groups.remove(&key)
+        });
         if !removed {
             let text = format!("{}\" in group \"{}", key.channel, key.group);
             return Err(Refusal::NotSubscribed(text.into()));
         }
-        self.leave_home(key, id, out);
+        self.leave_home(key, id, now, out);
         Ok(())
     }
 
-    pub(super) fn leave_home(&mut self, key: GroupKey, id: ConnId, out: &mut Effects) {
+    pub(super) fn leave_home(&mut self, key: GroupKey, id: ConnId, now: u64, out: &mut Effects) {
         let home = key.home(self.config.shards);
-        if home == self.config.shard {
-            self.homed.leave(&key, id);
-        } else {
-            out.send_to_shard(home, ShardMessage::GroupLeave { key, member: id });
-        }
+        self.tell(home, ShardMessage::GroupLeave { key, member: id }, now, out);
     }
 
     /// A group message whose member left goes back to the group's home for another pick.
     pub(super) fn retry(&mut self, key: GroupKey, message: Arc<Published>, out: &mut Effects) {
         let home = key.home(self.config.shards);
-        if home == self.config.shard {
-            self.receive(ShardMessage::GroupRetry { key, message }, 0, out);
-        } else {
-            out.send_to_shard(home, ShardMessage::GroupRetry { key, message });
-        }
+        self.tell(home, ShardMessage::GroupRetry { key, message }, 0, out);
     }
 
     /// Picks one member of each group homed here that `message`'s channel matches.

@@ -11,15 +11,25 @@ use crate::protocol::Balance;
 use crate::protocol::Priority;
 
 /// Several shards' brokers and what each connection received.
-struct Cluster {
-    brokers: Vec<Broker>,
-    received: HashMap<ConnId, Vec<String>>,
-    joined: Vec<u64>,
+pub(super) struct Cluster {
+    pub(super) brokers: Vec<Broker>,
+    pub(super) received: HashMap<ConnId, Vec<String>>,
+    /// The tokens answered, and the answers.
+    pub(super) joined: Vec<u64>,
+    pub(super) results: Vec<(u64, Answer)>,
     answers: Vec<(u64, Snapshot)>,
+    /// What the brokers asked the store to keep, and the writes awaiting confirmation.
+    pub(super) records: Vec<Record>,
+    pub(super) storing: Vec<(usize, u64)>,
+    pub(super) now: u64,
 }
 
 impl Cluster {
-    fn new(shards: usize) -> Self {
+    pub(super) fn new(shards: usize) -> Self {
+        Self::with(shards, DeliveryConfig::default())
+    }
+
+    pub(super) fn with(shards: usize, delivery: DeliveryConfig) -> Self {
         let brokers = (0..shards)
             .map(|shard| {
                 Broker::new(BrokerConfig {
@@ -28,7 +38,7 @@ impl Cluster {
                     presence_max_users: 10,
                     max_subscriptions: 8,
                     max_batch_bytes: 1 << 20,
-                    delivery: DeliveryConfig::default(),
+                    delivery: delivery.clone(),
                     history: Default::default(),
                     boot: 0,
                 })
@@ -38,11 +48,15 @@ impl Cluster {
             brokers,
             received: HashMap::new(),
             joined: Vec::new(),
+            results: Vec::new(),
             answers: Vec::new(),
+            records: Vec::new(),
+            storing: Vec::new(),
+            now: 0,
         }
     }
 
-    fn connect(&mut self, id: ConnId) {
+    pub(super) fn connect(&mut self, id: ConnId) {
         self.connect_as(id, None);
     }
 
@@ -64,18 +78,26 @@ impl Cluster {
 
     /// Runs `call` on shard `shard`'s broker, then delivers every cross-shard message until none
     /// is left.
-    fn on(&mut self, shard: usize, call: impl FnOnce(&mut Broker, &mut Effects)) {
+    pub(super) fn on(&mut self, shard: usize, call: impl FnOnce(&mut Broker, &mut Effects)) {
         let mut out = Effects::default();
         call(&mut self.brokers[shard], &mut out);
         let mut queue = Vec::new();
-        self.collect(&mut out, &mut queue);
+        self.collect(shard, &mut out, &mut queue);
         while let Some((to, message)) = queue.pop() {
-            self.brokers[to].receive(message, 0, &mut out);
-            self.collect(&mut out, &mut queue);
+            self.brokers[to].receive(message, self.now, &mut out);
+            self.collect(to, &mut out, &mut queue);
         }
     }
 
-    fn collect(&mut self, out: &mut Effects, queue: &mut Vec<(usize, ShardMessage)>) {
+    /// The store confirms every write waiting for it.
+    pub(super) fn confirm_stores(&mut self) {
+        let now = self.now;
+        for (shard, token) in std::mem::take(&mut self.storing) {
+            self.on(shard, |b, out| b.stored(token, true, now, out));
+        }
+    }
+
+    fn collect(&mut self, shard: usize, out: &mut Effects, queue: &mut Vec<(usize, ShardMessage)>) {
         out.drain(|action| match action {
             Action::Deliver { message, to } => {
                 let text = String::from_utf8(frame::payload_of(&message.frame).to_vec()).unwrap();
@@ -84,31 +106,47 @@ impl Cluster {
                 }
             }
             Action::ToShard { shard, message } => queue.insert(0, (shard, message)),
-            Action::Answer { origin, .. } => self.joined.push(origin.token),
+            Action::Answer { origin, answer } => {
+                self.joined.push(origin.token);
+                self.results.push((origin.token, answer));
+            }
             Action::Presence { token, snapshot } => self.answers.push((token, snapshot)),
-            Action::Frames { .. }
-            | Action::Arm
-            | Action::Persist { .. }
-            | Action::Broadcast { .. } => {}
+            Action::Persist { token, records } => {
+                self.storing.extend(token.map(|t| (shard, t)));
+                self.records.extend(records);
+            }
+            Action::Frames { .. } | Action::Arm | Action::Broadcast { .. } => {}
         });
     }
 
-    fn publish(&mut self, shard: usize, channel: &str, text: &str) {
+    pub(super) fn publish(&mut self, shard: usize, channel: &str, text: &str) {
         let frame = frame::encode(OpCode::Text, text.as_bytes());
         let message = Arc::new(Published::new(channel, Priority::Normal, frame, usize::MAX));
+        let now = self.now;
         // Every shard gets every publish.
         for s in 0..self.brokers.len() {
-            self.on(s, |b, out| b.publish(&message, false, out));
+            self.on(s, |b, out| {
+                b.publish(&message, false, out);
+                b.route_queued(&message, None, now, out);
+            });
         }
         let _ = shard;
     }
 
-    fn count(&self, id: ConnId) -> usize {
+    /// Runs every broker's deadlines passed at `now`.
+    pub(super) fn advance(&mut self, now: u64) {
+        self.now = now;
+        for s in 0..self.brokers.len() {
+            self.on(s, |b, out| b.handle_timeout(now, out));
+        }
+    }
+
+    pub(super) fn count(&self, id: ConnId) -> usize {
         self.received.get(&id).map_or(0, Vec::len)
     }
 }
 
-fn key(channel: &str, group: &str) -> GroupKey {
+pub(super) fn key(channel: &str, group: &str) -> GroupKey {
     GroupKey {
         channel: channel.into(),
         group: group.into(),
@@ -119,7 +157,8 @@ fn join(c: &mut Cluster, id: ConnId, k: &GroupKey, balance: Balance, token: u64)
     let load = Arc::new(Load::default());
     let k = k.clone();
     c.on(id.shard(), |b, out| {
-        b.join_group(id, k, balance, &load, token, out).unwrap()
+        b.join_group(id, k, balance, &load, token, None, 0, out)
+            .unwrap()
     });
 }
 
@@ -173,7 +212,7 @@ fn a_member_that_leaves_or_disconnects_gets_nothing_more_and_nothing_is_lost() {
     }
     assert_eq!((c.count(a), c.count(b)), (5, 5));
     let kk = k.clone();
-    c.on(0, |broker, out| broker.leave_group(a, kk, out).unwrap());
+    c.on(0, |broker, out| broker.leave_group(a, kk, 0, out).unwrap());
     for n in 0..10 {
         c.publish(1, "jobs.y", &format!("{n}"));
     }
@@ -218,7 +257,7 @@ fn a_message_in_flight_to_a_member_that_left_goes_to_another() {
     });
     assert_eq!(in_flight.len(), 1);
     let kk = k.clone();
-    c.on(1, |b, out| b.leave_group(remote, kk, out).unwrap());
+    c.on(1, |b, out| b.leave_group(remote, kk, 0, out).unwrap());
     let (shard, message) = in_flight.pop().unwrap();
     c.on(shard, |b, out| b.receive(message, 0, out));
     assert_eq!(
@@ -238,7 +277,7 @@ fn least_loaded_prefers_the_emptiest_member_and_round_robins_ties() {
         c.connect(id);
         let k = k.clone();
         c.on(0, |b, out| {
-            b.join_group(id, k, Balance::LeastLoaded, load, n as u64, out)
+            b.join_group(id, k, Balance::LeastLoaded, load, n as u64, None, 0, out)
                 .unwrap()
         });
     }

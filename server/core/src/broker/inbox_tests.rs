@@ -56,7 +56,7 @@ fn put(id: &str, persist: bool, msg_id: Option<&str>, token: u64) -> InboxMessag
         priority: Priority::Normal,
         persist,
         msg_id: msg_id.map(Into::into),
-        origin: Origin { shard: 0, token },
+        origin: Some(Origin { shard: 0, token }),
         not_before: 0,
         from: Some("ann".into()),
     }

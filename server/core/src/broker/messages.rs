@@ -21,6 +21,8 @@ pub enum ShardMessage {
         member: ConnId,
         load: Arc<Load>,
         token: u64,
+        /// An acknowledged group (`Some(durable)`): its messages wait in a queue at the home.
+        ack: Option<bool>,
     },
     /// To a member's shard: its join is in place.
     GroupJoined { token: u64 },
@@ -76,8 +78,27 @@ pub enum ShardMessage {
         by: Option<Arc<str>>,
         origin: Origin,
     },
-    /// From a user's home to a connection's shard: deliver `message` to `to`.
-    Deliver { to: ConnId, message: Arc<Published> },
+    /// From a user's home or a queue's keeper to a connection's shard: deliver `message` to
+    /// `to`; from a queue, with `route` (the message id and the queue) so that `to`'s `ack`
+    /// finds the queue.
+    Deliver {
+        to: ConnId,
+        message: Arc<Published>,
+        route: Option<(Arc<str>, Arc<str>)>,
+    },
+    /// From a queue's keeper to a holder's shard: message `id` left the queue; `to` can no
+    /// longer settle it.
+    Forget { to: ConnId, id: Arc<str> },
+    /// To a queue's keeper: a holder settles message `id` of `queue`.
+    SettleQueued {
+        queue: Arc<str>,
+        id: Box<str>,
+        settle: Settle,
+        origin: Origin,
+    },
+    /// To a group's home: a message for its queue (a persist publish's, or a replayed dead
+    /// letter).
+    QueuePut(Box<InboxMessage>),
     /// To the shard that registered request `token`: its answer.
     Answer { token: u64, answer: Answer },
     /// To a channel's home: a message to number, keep and send to every shard.
@@ -105,16 +126,18 @@ impl ShardMessage {
             ShardMessage::GroupMessage { message, .. } | ShardMessage::Deliver { message, .. } => {
                 Some((message.frame.len(), message.priority))
             }
-            ShardMessage::InboxPut(put) => Some((put.frame.len(), put.priority)),
+            ShardMessage::InboxPut(put) | ShardMessage::QueuePut(put) => {
+                Some((put.frame.len(), put.priority))
+            }
             ShardMessage::Sequence(s) => Some((s.data.len(), s.priority)),
             ShardMessage::HistoryQuery(_) => Some((0, Priority::Critical)),
             ShardMessage::HistoryReply(reply) => {
                 let bytes = reply.1.messages.iter().map(|m| m.frame.len()).sum();
                 Some((bytes, Priority::Critical))
             }
-            ShardMessage::Settle { .. } | ShardMessage::Cancel { .. } => {
-                Some((0, Priority::Critical))
-            }
+            ShardMessage::Settle { .. }
+            | ShardMessage::SettleQueued { .. }
+            | ShardMessage::Cancel { .. } => Some((0, Priority::Critical)),
             _ => None,
         }
     }
@@ -122,13 +145,13 @@ impl ShardMessage {
     /// Who waits for an answer to it, if anyone: they must hear when it cannot be queued.
     pub fn origin(&self) -> Option<Origin> {
         match self {
-            ShardMessage::InboxPut(put) => Some(put.origin),
+            ShardMessage::InboxPut(put) | ShardMessage::QueuePut(put) => put.origin,
             ShardMessage::Sequence(s) => Some(s.origin),
             ShardMessage::HistoryQuery(q) => Some(q.origin),
             ShardMessage::HistoryReply(reply) => Some(reply.0.origin),
-            ShardMessage::Settle { origin, .. } | ShardMessage::Cancel { origin, .. } => {
-                Some(*origin)
-            }
+            ShardMessage::Settle { origin, .. }
+            | ShardMessage::SettleQueued { origin, .. }
+            | ShardMessage::Cancel { origin, .. } => Some(*origin),
             _ => None,
         }
     }

@@ -20,6 +20,7 @@
 //! No module imports this one except the `impl Broker` blocks of `group_ops` and `delivery`,
 //! which nothing imports: the layout has no import cycle (`scripts/check-cycles.py`).
 
+mod acked;
 mod batch;
 mod channels;
 mod config;
@@ -35,11 +36,14 @@ mod members;
 mod messages;
 mod patterns;
 mod presence;
+mod queues;
 mod records;
 mod refusal;
 mod requests;
 mod users;
 
+#[cfg(test)]
+mod acked_tests;
 #[cfg(test)]
 mod group_tests;
 #[cfg(test)]
@@ -64,13 +68,15 @@ pub use groups::{GroupKey, Load};
 use groups::{Groups, Member};
 use history::History;
 pub use history::{Position, Read};
-use inbox::Inboxes;
+use inbox::{Inboxes, Kind};
 use members::{Members, Subscriber};
 use messages::PresenceChange;
 pub use messages::ShardMessage;
 use patterns::Patterns;
 use presence::Presence;
 pub use presence::Snapshot;
+use queues::AckIndex;
+pub use queues::{group_queue, queue_group};
 pub use records::{DeadLetter, DeadReason, Record, StoredMessage};
 pub use refusal::Refusal;
 pub use requests::{Answer, HistoryQuery, InboxMessage, Origin, Sequence, Settle};
@@ -94,6 +100,11 @@ pub struct Broker {
     watchers: HashMap<Arc<str>, Members>,
     /// Inboxes of the users whose home is this shard.
     inboxes: Inboxes,
+    /// Queues of this shard's acknowledged subscriptions and of the acknowledged groups whose
+    /// home is this shard.
+    queues: Inboxes,
+    /// Which queues take which channel's messages.
+    acked: AckIndex,
     /// History of the channels whose home is this shard.
     history: History,
     /// Recipients being gathered (reused).
@@ -103,7 +114,9 @@ pub struct Broker {
 impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
         Broker {
-            inboxes: Inboxes::new(config.delivery.clone(), config.shard),
+            inboxes: Inboxes::new(Kind::Users, config.delivery.clone(), config.shard),
+            queues: Inboxes::new(Kind::Queues, config.delivery.clone(), config.shard),
+            acked: AckIndex::default(),
             history: History::new(config.history, config.boot, config.shard),
             config,
             channels: Channels::default(),
@@ -164,10 +177,16 @@ impl Broker {
             self.tell_user_home(user, offline, now, out);
         }
         for key in state.groups {
-            self.leave_home(key, id, out);
+            self.leave_home(key, id, now, out);
         }
         for name in state.subscriptions {
-            if topic::is_pattern(&name) {
+            if state.acked.contains(&name) {
+                self.unsubscribe_acked(id, &name, out);
+                if topic::is_pattern(&name) {
+                    continue;
+                }
+                self.tell_presence_home(PresenceChange::Leave, &name, id, None, out);
+            } else if topic::is_pattern(&name) {
                 self.patterns.remove(&name, id);
             } else {
                 self.channels.unsubscribe(&name, id, None);
@@ -215,6 +234,9 @@ impl Broker {
             return Ok(());
         };
         if conn.subscriptions.contains(channel) {
+            if conn.acked.contains(channel) {
+                return Err(Refusal::Subscribed(channel.into()));
+            }
             if presence {
                 let sub = Subscriber {
                     id,
@@ -279,7 +301,16 @@ impl Broker {
         if !removed {
             return Err(Refusal::NotSubscribed(channel.into()));
         }
-        if topic::is_pattern(channel) {
+        if self
+            .conns
+            .get_mut(id)
+            .is_some_and(|conn| conn.acked.remove(channel))
+        {
+            self.unsubscribe_acked(id, channel, out);
+            if !topic::is_pattern(channel) {
+                self.tell_presence_home(PresenceChange::Leave, channel, id, None, out);
+            }
+        } else if topic::is_pattern(channel) {
             self.patterns.remove(channel, id);
         } else {
             self.channels.unsubscribe(channel, id, Some(out));
@@ -329,11 +360,7 @@ impl Broker {
             token,
         };
         let home = presence::home(channel, self.config.shards);
-        if home == self.config.shard {
-            self.receive(query, 0, out);
-        } else {
-            out.send_to_shard(home, query);
-        }
+        self.tell(home, query, 0, out);
     }
 
     fn unwatch(&mut self, channel: &str, id: ConnId) {
@@ -364,11 +391,7 @@ impl Broker {
             },
             PresenceChange::Leave => ShardMessage::PresenceLeave { channel, conn: id },
         };
-        if home == self.config.shard {
-            self.receive(message, 0, out);
-        } else {
-            out.send_to_shard(home, message);
-        }
+        self.tell(home, message, 0, out);
     }
 
     /// Sends a join or leave event to every shard's watchers of `channel`.
@@ -437,12 +460,23 @@ impl Broker {
                 member,
                 load,
                 token,
+                ack,
             } => {
-                self.homed.join(key, balance, Member { id: member, load });
-                out.send_to_shard(member.shard(), ShardMessage::GroupJoined { token });
+                match ack {
+                    Some(durable) => self.join_queue(&key, member, durable, now, out),
+                    None => self.homed.join(key, balance, Member { id: member, load }),
+                }
+                if member.shard() == self.config.shard {
+                    self.answer_here(token, Answer::Ok, out);
+                } else {
+                    out.send_to_shard(member.shard(), ShardMessage::GroupJoined { token });
+                }
             }
             ShardMessage::GroupJoined { token } => self.answer_here(token, Answer::Ok, out),
-            ShardMessage::GroupLeave { key, member } => self.homed.leave(&key, member),
+            ShardMessage::GroupLeave { key, member } => {
+                self.homed.leave(&key, member);
+                self.leave_queue(&key, member, now, out);
+            }
             ShardMessage::GroupMessage {
                 key,
                 member,
@@ -459,7 +493,7 @@ impl Broker {
                 }
             }
             ShardMessage::Online { user, conn } => self.inboxes.online(user, conn, now, out),
-            ShardMessage::Offline { user, conn } => self.inboxes.offline(&user, conn),
+            ShardMessage::Offline { user, conn } => self.inboxes.offline(&user, conn, now, out),
             ShardMessage::InboxPut(put) => self.inboxes.put(*put, now, out),
             ShardMessage::Settle {
                 user,
@@ -473,10 +507,31 @@ impl Broker {
                 by,
                 origin,
             } => self.inboxes.cancel(&user, &id, by, origin, out),
-            ShardMessage::Deliver { to, message } => {
-                if self.conns.get(to).is_some() {
+            ShardMessage::Deliver { to, message, route } => {
+                if let Some(conn) = self.conns.get_mut(to) {
+                    if let Some((id, queue)) = route {
+                        conn.acks.insert(id, queue);
+                    }
                     out.deliver(&message, [to]);
                 }
+            }
+            ShardMessage::Forget { to, id } => {
+                if let Some(conn) = self.conns.get_mut(to) {
+                    conn.acks.remove(&id);
+                }
+            }
+            ShardMessage::SettleQueued {
+                queue,
+                id,
+                settle,
+                origin,
+            } => {
+                self.queues.settle(&queue, &id, settle, origin, now, out);
+                self.carry_routes(out);
+            }
+            ShardMessage::QueuePut(put) => {
+                self.queues.put(*put, now, out);
+                self.carry_routes(out);
             }
             ShardMessage::Answer { token, answer } => self.answer_here(token, answer, out),
             ShardMessage::GroupRetry { key, message } => self.pick_again(key, &message, out),
@@ -486,6 +541,16 @@ impl Broker {
                 let (query, read) = *reply;
                 self.history_reply(query, read, out);
             }
+        }
+    }
+
+    /// Hands `message` to shard `shard`'s broker: this one at once, another through the
+    /// mailboxes.
+    fn tell(&mut self, shard: usize, message: ShardMessage, now: u64, out: &mut Effects) {
+        if shard == self.config.shard {
+            self.receive(message, now, out);
+        } else {
+            out.send_to_shard(shard, message);
         }
     }
 

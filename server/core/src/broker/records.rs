@@ -1,6 +1,6 @@
-//! What the broker asks the store to keep: the records of durable inboxes, dead letters and the
-//! dedup window. The store (a thread of the server) writes them in the order they come and
-//! confirms the ones that carry a token once they are durable.
+//! What the broker asks the store to keep: the records of durable inboxes and queues, dead
+//! letters and the dedup window. The store (a thread of the server) writes them in the order
+//! they come and confirms the ones that carry a token once they are durable.
 
 use std::sync::Arc;
 
@@ -21,6 +21,21 @@ pub enum Record {
     InboxDelete {
         user: Arc<str>,
         seq: u64,
+    },
+    /// Message `seq` of durable queue `queue` (`group:<group>@<channel>`).
+    QueuePut {
+        queue: Arc<str>,
+        seq: u64,
+        message: StoredMessage,
+    },
+    /// Message `seq` of `queue` was acknowledged, dead-lettered or expired.
+    QueueDelete {
+        queue: Arc<str>,
+        seq: u64,
+    },
+    /// Group `queue` is durable: it takes messages from the start on, members or not.
+    Durable {
+        queue: Arc<str>,
     },
     DeadLetter(DeadLetter),
     /// `key` (destination and `msg_id`) was seen; a repeat before `expires_ms` is a duplicate.

@@ -7,6 +7,10 @@ use crate::protocol::envelope::ErrorCode;
 pub enum Refusal {
     #[error("a connection may subscribe to at most {0} channels")]
     TooManySubscriptions(usize),
+    #[error("already subscribed to {0:?} otherwise (with or without ack); unsubscribe first")]
+    Subscribed(Box<str>),
+    #[error("{0} takes no messages now: it has no member and is not durable")]
+    NoQueue(Box<str>),
     #[error("not subscribed to {0:?}")]
     NotSubscribed(Box<str>),
     #[error("not allowed to {0}")]
@@ -27,6 +31,8 @@ impl Refusal {
         match self {
             Refusal::TooManySubscriptions(_) => ErrorCode::TooManySubscriptions,
             Refusal::NotSubscribed(_) => ErrorCode::NotSubscribed,
+            Refusal::Subscribed(_) => ErrorCode::InvalidField,
+            Refusal::NoQueue(_) => ErrorCode::NotSubscribed,
             Refusal::Forbidden(_) => ErrorCode::Forbidden,
             Refusal::InboxFull(_) => ErrorCode::InboxFull,
             Refusal::UnknownMessage(_) => ErrorCode::UnknownMessage,

@@ -17,9 +17,11 @@ pub struct Origin {
     pub token: u64,
 }
 
-/// A message for a user's inbox, on its way from the sender's shard to the user's home.
+/// A message for a user's inbox (or a queue), on its way from the sender's shard to the
+/// user's home (the queue's keeper).
 #[derive(Debug)]
 pub struct InboxMessage {
+    /// The user (the queue's name).
     pub user: Arc<str>,
     /// The message id, which the recipient acknowledges.
     pub id: Arc<str>,
@@ -29,7 +31,8 @@ pub struct InboxMessage {
     /// Written to the store before the sender's `ok`.
     pub persist: bool,
     pub msg_id: Option<Box<str>>,
-    pub origin: Origin,
+    /// Who waits for the answer (nobody, for a best-effort publish into a queue).
+    pub origin: Option<Origin>,
     /// Not delivered before this Unix millisecond (a scheduled send; it is persisted); 0: now.
     pub not_before: u64,
     /// The sender's user.

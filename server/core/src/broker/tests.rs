@@ -384,19 +384,46 @@ fn group_memberships_count_against_max_subscriptions_and_need_permission() {
     };
     b.subscribe(conn(1), "a", false, &mut out).unwrap();
     for n in 0..3 {
-        b.join_group(conn(1), key(n), Balance::RoundRobin, &load, 1, &mut out)
-            .unwrap();
+        b.join_group(
+            conn(1),
+            key(n),
+            Balance::RoundRobin,
+            &load,
+            1,
+            None,
+            0,
+            &mut out,
+        )
+        .unwrap();
     }
     // 1 subscription + 3 groups = max_subscriptions (4): one more of either is refused.
-    let refused = b.join_group(conn(1), key(9), Balance::RoundRobin, &load, 1, &mut out);
+    let refused = b.join_group(
+        conn(1),
+        key(9),
+        Balance::RoundRobin,
+        &load,
+        1,
+        None,
+        0,
+        &mut out,
+    );
     assert_eq!(refused, Err(Refusal::TooManySubscriptions(4)));
     assert!(b.subscribe(conn(1), "b", false, &mut out).is_err());
     // Joining again is not another membership; leaving frees a place.
-    b.join_group(conn(1), key(0), Balance::RoundRobin, &load, 1, &mut out)
-        .unwrap();
-    b.leave_group(conn(1), key(0), &mut out).unwrap();
+    b.join_group(
+        conn(1),
+        key(0),
+        Balance::RoundRobin,
+        &load,
+        1,
+        None,
+        0,
+        &mut out,
+    )
+    .unwrap();
+    b.leave_group(conn(1), key(0), 0, &mut out).unwrap();
     assert_eq!(
-        b.leave_group(conn(1), key(0), &mut out)
+        b.leave_group(conn(1), key(0), 0, &mut out)
             .map_err(|r| r.code()),
         Err(ErrorCode::NotSubscribed)
     );
@@ -410,7 +437,16 @@ fn group_memberships_count_against_max_subscriptions_and_need_permission() {
             ..peer()
         },
     );
-    let denied = b.join_group(conn(2), key(0), Balance::RoundRobin, &load, 2, &mut out);
+    let denied = b.join_group(
+        conn(2),
+        key(0),
+        Balance::RoundRobin,
+        &load,
+        2,
+        None,
+        0,
+        &mut out,
+    );
     assert_eq!(denied.map_err(|r| r.code()), Err(ErrorCode::Forbidden));
     let _ = sent(&mut out);
 }

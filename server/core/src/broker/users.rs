@@ -1,6 +1,6 @@
 //! Per-connection state: the one source of truth for what a connection is subscribed to.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::groups::{GroupKey, Load};
@@ -22,6 +22,11 @@ pub struct Peer {
 pub(super) struct ConnState {
     pub(super) peer: Peer,
     pub(super) subscriptions: HashSet<Box<str>>,
+    /// The subscriptions made with `ack` (each has a queue on this shard).
+    pub(super) acked: HashSet<Box<str>>,
+    /// Message id → the queue that gave it, for what a queue delivered here and the
+    /// connection may settle.
+    pub(super) acks: HashMap<Arc<str>, Arc<str>>,
     /// Queue groups it is a member of.
     pub(super) groups: HashSet<GroupKey>,
     /// Its load, once it has joined a group.
@@ -44,6 +49,8 @@ impl Conns {
         let state = ConnState {
             peer,
             subscriptions: HashSet::new(),
+            acked: HashSet::new(),
+            acks: HashMap::new(),
             groups: HashSet::new(),
             load: None,
         };

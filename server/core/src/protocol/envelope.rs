@@ -10,12 +10,11 @@ use simd_json::prelude::*;
 use simd_json::Buffers;
 
 pub use super::error_code::ErrorCode;
+use super::fields::{channel, flag, id_string, missing_data, priority, since};
+pub use super::fields::{Json, Position, Rejection, MAX_EPOCH_LEN, MAX_ID_LEN};
 use super::{is_valid_group, json_check, Balance, Priority, MAX_GROUP_LEN};
 use crate::auth::MAX_USER_LEN;
-use crate::topic::{self, BadName};
-
-/// A JSON value borrowed from the request buffer.
-pub type Json<'a> = Value<'a>;
+use crate::topic;
 
 /// One request, with the `ref` the client wants echoed in the answer.
 #[derive(Debug)]
@@ -37,6 +36,10 @@ pub enum Op<'a> {
         presence: bool,
         /// Recover what came after this position first (channels with history).
         since: Option<Position>,
+        /// Deliveries must be acknowledged (see `ack`, `nak`, `term`).
+        ack: bool,
+        /// An acknowledged group that keeps its messages across restarts, members or not.
+        durable: bool,
     },
     /// Reads a channel's history.
     History {
@@ -56,6 +59,11 @@ pub enum Op<'a> {
         channel: Cow<'a, str>,
         data: Json<'a>,
         priority: Priority,
+        /// The `ok` waits until every durable group of the channel has stored the message.
+        persist: bool,
+        /// Idempotency key: a repeat within the dedup window is not queued again for an
+        /// acknowledged group.
+        msg_id: Option<Cow<'a, str>>,
     },
     Ping,
     Echo {
@@ -111,51 +119,12 @@ pub enum Schedule {
 /// Longest `delay_ms` of a send accepted: 10 years (`inbox.ttl_s` bounds it further).
 pub const MAX_DELAY_MS: u64 = 10 * 365 * 86_400_000;
 
-/// Where a reader of a channel stands: the epoch and offset of the last message it got.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    pub epoch: Box<str>,
-    pub offset: u64,
-}
-
 /// Most messages one `history` answer holds (and the default `limit`).
 pub const MAX_HISTORY_LIMIT: usize = 1000;
-/// Longest epoch accepted in `since`, in bytes.
-const MAX_EPOCH_LEN: usize = 64;
-
-/// Longest `msg_id` and message `id` accepted, in bytes.
-pub const MAX_ID_LEN: usize = 128;
 /// Longest `term` reason accepted, in bytes.
 pub const MAX_REASON_LEN: usize = 256;
 /// Longest `nak` delay accepted: one day.
 pub const MAX_NAK_DELAY_MS: u64 = 86_400_000;
-
-/// A request that cannot be carried out: answered with an error frame, the connection stays open.
-#[derive(Debug)]
-pub struct Rejection<'a> {
-    pub reference: Option<Json<'a>>,
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl<'a> Rejection<'a> {
-    /// The same rejection, answering `reference`.
-    fn with<'b>(self, reference: Option<Json<'b>>) -> Rejection<'b> {
-        Rejection {
-            reference,
-            code: self.code,
-            message: self.message,
-        }
-    }
-
-    pub fn new(reference: Option<Json<'a>>, code: ErrorCode, message: impl Into<String>) -> Self {
-        Rejection {
-            reference,
-            code,
-            message: message.into(),
-        }
-    }
-}
 
 /// Parses one text message. `buffers` are simd-json's scratch buffers, reused across calls; JSON
 /// nested deeper than `max_depth` or holding a lone surrogate escape is `invalid_json` (see
@@ -251,12 +220,30 @@ pub fn parse<'a>(
                         let text = "\"since\" is for a plain subscription to a channel, not a pattern or a group";
                         return Err(invalid(text).with(reference));
                     }
+                    let flags = (flag(field("ack"), "ack"), flag(field("durable"), "durable"));
+                    let (ack, durable) = match flags {
+                        (Ok(ack), Ok(durable)) => (ack, durable),
+                        (Err(rejection), _) | (_, Err(rejection)) => {
+                            return Err(rejection.with(reference))
+                        }
+                    };
+                    if durable && !(ack && group.is_some()) {
+                        let text =
+                            "\"durable\" is for a subscribe with \"ack\":true and a \"group\"";
+                        return Err(invalid(text).with(reference));
+                    }
+                    if ack && (presence || since.is_some()) {
+                        let text = "\"ack\" does not go with \"presence\" or \"since\"";
+                        return Err(invalid(text).with(reference));
+                    }
                     Op::Subscribe {
                         channel,
                         group,
                         balance,
                         presence,
                         since,
+                        ack,
+                        durable,
                     }
                 }
                 "history" => {
@@ -296,11 +283,22 @@ pub fn parse<'a>(
                         Ok(priority) => priority,
                         Err(rejection) => return Err(rejection.with(reference)),
                     };
+                    let persist = match flag(field("persist"), "persist") {
+                        Ok(persist) => persist,
+                        Err(rejection) => return Err(rejection.with(reference)),
+                    };
+                    let msg_id = match field("msg_id").map(|v| id_string(v, "msg_id")) {
+                        None => None,
+                        Some(Ok(id)) => Some(id),
+                        Some(Err(rejection)) => return Err(rejection.with(reference)),
+                    };
                     match field("data") {
                         Some(data) => Op::Publish {
                             channel,
                             data,
                             priority,
+                            persist,
+                            msg_id,
                         },
                         None => return Err(missing_data(reference)),
                     }
@@ -469,90 +467,6 @@ pub fn parse<'a>(
         }
     };
     Ok(Request { op, reference })
-}
-
-/// Checks a `priority` field (default `normal`); the rejection's `ref` is filled in by the caller.
-fn priority(value: Option<Json<'_>>) -> Result<Priority, Rejection<'static>> {
-    match value {
-        None => Ok(Priority::Normal),
-        Some(p) => p.as_str().and_then(Priority::parse).ok_or_else(|| {
-            Rejection::new(
-                None,
-                ErrorCode::InvalidField,
-                "\"priority\" must be one of \"low\", \"normal\", \"high\", \"critical\"",
-            )
-        }),
-    }
-}
-
-/// Checks a `since` field: `{"epoch":"<1-64 bytes>","offset":<integer>}`.
-fn since(value: Option<Json<'_>>) -> Result<Option<Position>, Rejection<'static>> {
-    let Some(value) = value else {
-        return Ok(None);
-    };
-    let epoch = value.get("epoch").and_then(|e| e.as_str());
-    let offset = value.get("offset").and_then(|o| o.as_u64());
-    match (epoch, offset) {
-        (Some(epoch), Some(offset)) if (1..=MAX_EPOCH_LEN).contains(&epoch.len()) => {
-            Ok(Some(Position {
-                epoch: epoch.into(),
-                offset,
-            }))
-        }
-        _ => Err(Rejection::new(
-            None,
-            ErrorCode::InvalidField,
-            format!("\"since\" must be {{\"epoch\":<string of 1-{MAX_EPOCH_LEN} bytes>,\"offset\":<integer>}}"),
-        )),
-    }
-}
-
-/// Checks a `true`/`false` field (default false) named `name`.
-fn flag(value: Option<Json<'_>>, name: &str) -> Result<bool, Rejection<'static>> {
-    match value {
-        None => Ok(false),
-        Some(Value::Static(simd_json::StaticNode::Bool(b))) => Ok(b),
-        Some(_) => Err(Rejection::new(
-            None,
-            ErrorCode::InvalidField,
-            format!("\"{name}\" must be true or false"),
-        )),
-    }
-}
-
-/// Checks an id field (`msg_id`, `id`): a string of 1 to [`MAX_ID_LEN`] bytes.
-fn id_string<'a>(value: Json<'a>, name: &str) -> Result<Cow<'a, str>, Rejection<'static>> {
-    match value {
-        Value::String(id) if (1..=MAX_ID_LEN).contains(&id.len()) => Ok(id),
-        _ => Err(Rejection::new(
-            None,
-            ErrorCode::InvalidField,
-            format!("\"{name}\" must be a string of 1-{MAX_ID_LEN} bytes"),
-        )),
-    }
-}
-
-fn missing_data(reference: Option<Json<'_>>) -> Rejection<'_> {
-    Rejection::new(reference, ErrorCode::MissingField, "missing field \"data\"")
-}
-
-/// Checks a `channel` field: a channel name, or with `pattern_ok` (subscribing) a pattern too.
-fn channel(value: Option<Json<'_>>, pattern_ok: bool) -> Result<Cow<'_, str>, (ErrorCode, String)> {
-    let name = match value {
-        None => return Err((ErrorCode::MissingField, "missing field \"channel\"".into())),
-        Some(Value::String(name)) => name,
-        Some(_) => return Err(bad_channel(BadName::Syntax)),
-    };
-    let checked = if pattern_ok {
-        topic::check_pattern(&name)
-    } else {
-        topic::check_channel(&name)
-    };
-    checked.map(|()| name).map_err(bad_channel)
-}
-
-fn bad_channel(why: BadName) -> (ErrorCode, String) {
-    (ErrorCode::BadChannel, format!("\"channel\" {why}"))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod compress;
 pub mod decoder;
 pub mod envelope;
 mod error_code;
+mod fields;
 pub mod frame;
 pub mod json_check;
 pub mod reply;

@@ -224,6 +224,16 @@ pub fn message(
         .finish()
 }
 
+/// The id of a message frame's JSON made by [`message`] or [`message_at`] (its channel needs no
+/// escaping; server-made ids need none either).
+pub fn message_id(payload: &[u8]) -> Option<&str> {
+    let rest = payload.strip_prefix(br#"{"op":"message","channel":""#)?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let rest = rest[end..].strip_prefix(br#"","id":""#)?;
+    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
 /// `{"op":"message","channel":"<c>","id":"<id>","priority":"<p>","offset":N,"epoch":"<e>",`
 /// `"data":<data>}`: a message of a channel with history; `data` is JSON text.
 pub fn message_at(
