@@ -1,5 +1,7 @@
 //! The `reliable` workload: sender agents make persisted sends (`"persist":true`, with a
-//! `msg_id`) to receiver agents, which acknowledge every message. It runs on plain tokio tasks,
+//! `msg_id`) to receiver agents, which acknowledge every message; with `groups`, every other
+//! sender publishes its tasks persisted (with a `msg_id`) to a durable acknowledged group
+//! ([`CHANNEL`], [`GROUP`]) whose members are the receivers. It runs on plain tokio tasks,
 //! not goose users, because it must outlive the server: with `--fault kill9` the harness
 //! SIGKILLs the spawned server mid-run and restarts it on the same port and store, and every
 //! agent reconnects with full-jitter backoff and carries on. A sender resends what was not yet
@@ -32,6 +34,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const RETRY_PAUSE_US: u64 = 100_000;
 /// Token lifetime of the agents.
 const TOKEN_TTL_S: u64 = 86_400;
+/// The channel group tasks are published to, and the durable group the receivers form.
+const CHANNEL: &str = "rel-tasks";
+const GROUP: &str = "rel-workers";
 
 /// The workload's shape (from the scenario).
 #[derive(Debug, Clone)]
@@ -42,6 +47,8 @@ pub struct Plan {
     pub rate: f64,
     /// Schedule each send this far ahead (0: send at once).
     pub delay_ms: u64,
+    /// Odd senders publish to the receivers' durable group instead of sending.
+    pub groups: bool,
     pub pad: String,
     /// Sends stop at this run time (µs), and the drain ends at `end_us`.
     pub sends_until_us: u64,
@@ -94,6 +101,15 @@ pub async fn drive(
     spawned: Option<&mut Spawned>,
 ) -> FaultReport {
     let ledger = Arc::new(Ledger::default());
+    if plan.groups {
+        // The group must be durable before the first task: a persist publish to a channel
+        // without one is confirmed at once, and kept nowhere.
+        let agent = Agent::new(&target, &secret, "rel-setup", 999);
+        let end = stats.stats().now_us() + 10_000_000;
+        if let Err(e) = agent.join_group(stats.stats(), end).await {
+            eprintln!("loadtest: making the durable group failed: {e:#}");
+        }
+    }
     let mut tasks = Vec::new();
     for r in 0..plan.receivers {
         let agent = Agent::new(&target, &secret, &format!("rel-r-{r}"), r as usize);
@@ -107,7 +123,8 @@ pub async fn drive(
     for s in 0..plan.senders {
         let agent = Agent::new(&target, &secret, &format!("rel-s-{s}"), s as usize + 1000);
         let to = format!("rel-r-{}", s % plan.receivers.max(1));
-        let sender = Sender { id: s, to };
+        let publish = plan.groups && s % 2 == 1;
+        let sender = Sender { id: s, to, publish };
         tasks.push(tokio::spawn(send(
             agent,
             sender,
@@ -209,6 +226,19 @@ impl Agent {
         None
     }
 
+    /// Connects and joins the durable group, waiting for its `ok`, then leaves.
+    async fn join_group(&self, stats: &Stats, end_us: u64) -> anyhow::Result<()> {
+        let Some(mut link) = self.connect(stats, end_us).await else {
+            anyhow::bail!("cannot connect");
+        };
+        wsclient::send_text(&link.writer, &join_text()).await?;
+        let answer = tokio::time::timeout(Duration::from_secs(10), link.rx.recv()).await?;
+        match answer {
+            Some(v) if v["op"] == "ok" => Ok(()),
+            other => anyhow::bail!("the subscribe was answered {other:?}"),
+        }
+    }
+
     async fn try_connect(&self) -> anyhow::Result<Link> {
         let (mut reader, writer) = wsclient::connect(&self.target, self.index, None).await?;
         match wsclient::next(&mut reader, &writer).await? {
@@ -231,6 +261,14 @@ impl Agent {
     }
 }
 
+/// The subscribe that joins the receivers' durable group.
+fn join_text() -> Vec<u8> {
+    let text = format!(
+        r#"{{"op":"subscribe","channel":"{CHANNEL}","group":"{GROUP}","ack":true,"durable":true,"ref":"join"}}"#
+    );
+    text.into_bytes()
+}
+
 /// A live connection: the write half and what the reader task forwards.
 struct Link {
     writer: wsclient::Writer,
@@ -240,6 +278,8 @@ struct Link {
 struct Sender {
     id: u32,
     to: String,
+    /// Publishes to the durable group instead of sending to `to`.
+    publish: bool,
 }
 
 /// A sender: one persisted send per interval until the sends stop, then waits (to the end of
@@ -303,9 +343,13 @@ async fn send(agent: Agent, me: Sender, plan: Plan, stats: Arc<StatsHandle>, led
                     0 => String::new(),
                     ms => format!(r#","delay_ms":{ms}"#),
                 };
+                let to = match me.publish {
+                    true => format!(r#""op":"publish","channel":"{CHANNEL}""#),
+                    false => format!(r#""op":"send","user":"{}""#, me.to),
+                };
                 let text = format!(
-                    r#"{{"op":"send","user":"{}","persist":true,"msg_id":"{}-{seq}","ref":{seq}{delay},"data":{{"s":{},"q":{seq},"t":{next_due},"pad":"{}"}}}}"#,
-                    me.to, me.id, me.id, plan.pad
+                    r#"{{{to},"persist":true,"msg_id":"{}-{seq}","ref":{seq}{delay},"data":{{"s":{},"q":{seq},"t":{next_due},"pad":"{}"}}}}"#,
+                    me.id, me.id, plan.pad
                 );
                 let counts = local.counts(Workload::Reliable);
                 counts.sent += 1;
@@ -377,8 +421,10 @@ async fn receive(agent: Agent, plan: Plan, stats: Arc<StatsHandle>, ledger: Arc<
         }
         if link.is_none() {
             link = agent.connect(stats.stats(), plan.end_us).await;
-            if link.is_none() {
-                break;
+            let Some(l) = &link else { break };
+            if plan.groups && wsclient::send_text(&l.writer, &join_text()).await.is_err() {
+                link = None;
+                continue;
             }
         }
         let l = link.as_mut().expect("connected");

@@ -165,6 +165,7 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
             receivers: s.reliable_receivers,
             rate: s.reliable_rate,
             delay_ms: s.reliable_delay_ms,
+            groups: s.reliable_groups && s.reliable_delay_ms == 0,
             pad: "x".repeat(s.payload_bytes),
             sends_until_us: (steady.end_s * 1e6) as u64,
             end_us: (total_s * 1e6) as u64,

@@ -69,6 +69,11 @@ pub struct Scenario {
     /// measure how late it arrives after its due time (the `schedule` workload).
     #[serde(default)]
     pub reliable_delay_ms: u64,
+    /// Every other sender publishes its tasks (`"persist":true`, with a `msg_id`) to a durable
+    /// acknowledged group that the receivers are members of, instead of sending them to a
+    /// user. Not with `reliable_delay_ms`.
+    #[serde(default)]
+    pub reliable_groups: bool,
     /// `"kill9"`: SIGKILL the spawned server halfway through the steady phase and restart it
     /// on the same port and store (`--fault` overrides it).
     #[serde(default)]
