@@ -234,5 +234,84 @@ async fn hostile_acked_requests_get_clear_errors() -> Result<()> {
     // A persist publish with no durable group is confirmed at once.
     let ok = ask(&mut c, publish("nobody", json!(1), true), "p").await?;
     assert_eq!(ok, json!({"op": "ok", "ref": "p"}));
+
+    // Durable groups live until the store is emptied: a client cannot make them without bound.
+    let bounded = [("SERVER_SHARDS", "1"), ("GROUPS_MAX_DURABLE", "1")];
+    let server = TestServer::start(&bounded).await?;
+    let mut c = Client::connect(&server).await?;
+    assert_eq!(ask(&mut c, group("first", true), "1").await?["op"], "ok");
+    let second = ask(&mut c, group("second", true), "2").await?;
+    assert_eq!(second["code"], "too_many_subscriptions", "{second}");
+    assert!(
+        second["message"]
+            .as_str()
+            .unwrap()
+            .contains("groups.max_durable"),
+        "{second}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deleted_durable_group_keeps_nothing_across_a_restart() -> Result<()> {
+    let dir = fresh_store_dir();
+    let key = "an api key for the tests";
+    let config = [
+        ("SERVER_SHARDS", "2"),
+        ("STORE_PATH", dir.to_str().unwrap()),
+        ("API_KEYS", "[\"an api key for the tests\"]"),
+    ];
+    let server = TestServer::start(&config).await?;
+    let mut member = Client::connect(&server).await?;
+    assert_eq!(
+        ask(&mut member, group("logs", true), "g").await?["op"],
+        "ok"
+    );
+    member.close().await?;
+    let mut producer = Client::connect(&server).await?;
+    for n in 0..2 {
+        let ok = ask(&mut producer, publish("logs", json!(n), true), "p").await?;
+        assert_eq!(ok["op"], "ok");
+    }
+    let auth = format!("Authorization: Bearer {key}");
+    let path = "/api/groups?channel=logs&group=workers";
+    assert_eq!(server.http("DELETE", path, &[]).await?.0, 401);
+    let (status, body) = server.http("DELETE", path, &[&auth]).await?;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"deleted":"group:workers@logs"}"#)
+    );
+    let (status, body) = server.http("DELETE", path, &[&auth]).await?;
+    assert_eq!(status, 404, "not durable any more: {body}");
+    for bad in [
+        "channel=logs",
+        "channel=a%20b&group=g",
+        "channel=logs&group=no@pe",
+    ] {
+        let (status, body) = server
+            .http("DELETE", &format!("/api/groups?{bad}"), &[&auth])
+            .await?;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    producer.close().await?;
+    server.terminate().await?;
+
+    let server = TestServer::start(&config).await?;
+    // Not durable after the restart either: with no member, it keeps nothing published.
+    let mut producer = Client::connect(&server).await?;
+    let ok = ask(&mut producer, publish("logs", json!("after"), true), "p").await?;
+    assert_eq!(ok["op"], "ok");
+    let mut member = Client::connect(&server).await?;
+    assert_eq!(
+        ask(&mut member, group("logs", false), "g").await?["op"],
+        "ok"
+    );
+    let pong = ask(&mut member, json!({"op": "ping"}), "p").await?;
+    assert_eq!(
+        pong["op"], "pong",
+        "the deleted group's messages are gone: {pong}"
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -196,6 +196,7 @@ pub(super) fn delivery(
     inbox: &InboxSection,
     dedup: &DedupSection,
     lz4_threshold: usize,
+    max_durable_groups: usize,
 ) -> Result<DeliveryConfig, ConfigError> {
     let wait_ms = positive("ack.wait_ms", ack.wait_ms)?;
     if wait_ms > MAX_WAIT_MS {
@@ -239,6 +240,7 @@ pub(super) fn delivery(
         dedup_window_ms: window_s * 1000,
         dedup_max_entries: dedup.max_entries,
         lz4_threshold,
+        max_durable_groups,
     })
 }
 

@@ -7,6 +7,9 @@ use super::error::{invalid, positive, ConfigError};
 
 /// Default `groups.balance`: how a group picks a member when a subscribe names no `balance`.
 pub const DEFAULT_BALANCE: &str = "least_loaded";
+/// Default `groups.max_durable`: durable groups the server keeps at most (each lives until
+/// the store is emptied, so a client must not make them without bound).
+pub const DEFAULT_MAX_DURABLE: usize = 1000;
 /// Default `presence.max_users`: distinct users a `presence` answer lists at most.
 pub const DEFAULT_PRESENCE_MAX_USERS: usize = 1000;
 /// Largest `presence.max_users` accepted (an answer is one frame; 10,000 ids of 256 bytes fit in
@@ -17,19 +20,22 @@ pub const MAX_PRESENCE_MAX_USERS: usize = 10_000;
 #[serde(default, deny_unknown_fields)]
 pub struct GroupsSection {
     pub balance: String,
+    pub max_durable: usize,
 }
 
 impl Default for GroupsSection {
     fn default() -> Self {
         GroupsSection {
             balance: DEFAULT_BALANCE.into(),
+            max_durable: DEFAULT_MAX_DURABLE,
         }
     }
 }
 
 impl GroupsSection {
-    pub(super) fn validate(&self) -> Result<Balance, ConfigError> {
-        Balance::parse(&self.balance).ok_or_else(|| {
+    /// The default balance, and the most durable groups.
+    pub(super) fn validate(&self) -> Result<(Balance, usize), ConfigError> {
+        let balance = Balance::parse(&self.balance).ok_or_else(|| {
             invalid(
                 "groups.balance",
                 format!(
@@ -37,7 +43,9 @@ impl GroupsSection {
                     self.balance
                 ),
             )
-        })
+        })?;
+        let max_durable = positive("groups.max_durable", self.max_durable as u64)? as usize;
+        Ok((balance, max_durable))
     }
 }
 

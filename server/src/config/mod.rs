@@ -328,7 +328,7 @@ impl FileConfig {
     fn check(self) -> Result<Config, ConfigError> {
         let rate_limits = self.limits.validate(self.connection.max_message_size)?;
         let auth = self.auth.validate()?;
-        let default_balance = self.groups.validate()?;
+        let (default_balance, max_durable_groups) = self.groups.validate()?;
         let presence_max_users = self.presence.validate()?;
         let store = self.store.validate(self.connection.max_message_size)?;
         let api_keys = self.api.validate()?;
@@ -338,6 +338,7 @@ impl FileConfig {
             &self.inbox,
             &self.dedup,
             self.protocol.lz4_threshold,
+            max_durable_groups,
         )?;
         let (s, c, p, t) = (self.server, self.connection, self.protocol, self.tls);
         let listen = s.listen.parse().map_err(|e| {

@@ -1,11 +1,13 @@
 //! The HTTP server API under `/api/`, authenticated with `Authorization: Bearer <key>` from
-//! `[api] keys`. Today it serves the dead-letter queue:
+//! `[api] keys`. Today it serves the dead-letter queue and durable groups:
 //!
 //! - `GET /api/dlq?destination=user:<id>&after=<id>&limit=<n>`: dead letters, oldest first.
 //! - `POST /api/dlq/{id}/replay`: puts the message back in its user's inbox or its group's
 //!   queue (stored and synced first, unless the group is not durable), then deletes the dead
 //!   letter. A plain subscription's dead letters cannot be replayed: its subscriber is gone.
 //! - `DELETE /api/dlq/{id}`: deletes it.
+//! - `DELETE /api/groups?channel=C&group=G`: durable group `G` on `C` stops being durable; what
+//!   it holds is forgotten.
 //!
 //! Errors are JSON `{"error":code,"message":...}`: 400 (a bad parameter), 401 (no valid key),
 //! 404 (no such route or dead letter), 405, 409 (the inbox is full, or the group takes no
@@ -18,7 +20,9 @@ use bytes::Bytes;
 use hyper::header::AUTHORIZATION;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::oneshot;
-use wsedge_core::broker::{queue_group, Answer, DeadLetter, InboxMessage, Origin, Refusal};
+use wsedge_core::broker::{
+    group_queue, queue_group, Answer, DeadLetter, GroupKey, InboxMessage, Origin, Refusal,
+};
 use wsedge_core::protocol::frame;
 use wsedge_core::protocol::reply::write_json_string;
 
@@ -50,6 +54,12 @@ pub async fn handle<B>(req: Request<B>, shard: &Rc<Shard>) -> Response<Body> {
             Ok(id) => delete(shard, id).await,
             Err(bad) => *bad,
         },
+        (&Method::DELETE, ["groups"]) => delete_group(shard, req.uri().query().unwrap_or("")).await,
+        (_, ["groups"]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "DELETE /api/groups?channel=C&group=G",
+        ),
         (_, ["dlq"] | ["dlq", _] | ["dlq", _, "replay"]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -252,6 +262,61 @@ async fn replay(shard: &Rc<Shard>, id: u64) -> Response<Body> {
     write_json_string(&mut body, &dead.destination);
     body.push(b'}');
     json(StatusCode::OK, Bytes::from(body))
+}
+
+/// `DELETE /api/groups?channel=C&group=G`: durable group `G` on `C` becomes an ordinary one
+/// and what it holds is forgotten (in the store too).
+async fn delete_group(shard: &Rc<Shard>, query: &str) -> Response<Body> {
+    let (mut channel, mut group) = (None, None);
+    for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        match key {
+            "channel" => channel = Some(percent_decode(value)),
+            "group" => group = Some(percent_decode(value)),
+            _ => {}
+        }
+    }
+    let bad = |text: &str| error(StatusCode::BAD_REQUEST, "invalid_parameter", text);
+    let (Some(channel), Some(group)) = (channel, group) else {
+        return bad("give channel and group");
+    };
+    if wsedge_core::topic::check_pattern(&channel).is_err() {
+        return bad("channel is not a channel name or pattern");
+    }
+    if !wsedge_core::protocol::is_valid_group(&group) {
+        return bad("group is not 1-64 bytes of [A-Za-z0-9_:-]");
+    }
+    let key = GroupKey {
+        channel: channel.into(),
+        group: group.into(),
+    };
+    let queue = group_queue(&key);
+    let (token, answer) = shard.pending_http();
+    let origin = Origin {
+        shard: shard.index(),
+        token,
+    };
+    shard.broker(|broker, out| broker.delete_durable(key, origin, unix_ms(), out));
+    match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+        Ok(Ok(Answer::Ok)) => {
+            let mut body = b"{\"deleted\":".to_vec();
+            write_json_string(&mut body, &queue);
+            body.push(b'}');
+            json(StatusCode::OK, Bytes::from(body))
+        }
+        Ok(Ok(Answer::Refused(refusal @ Refusal::NotDurable(_)))) => {
+            error(StatusCode::NOT_FOUND, "not_found", &refusal.to_string())
+        }
+        Ok(Ok(Answer::Refused(refusal))) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            refusal.code().as_str(),
+            &refusal.to_string(),
+        ),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the group's home shard did not answer in time",
+        ),
+    }
 }
 
 async fn delete(shard: &Shard, id: u64) -> Response<Body> {

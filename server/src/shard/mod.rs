@@ -77,6 +77,7 @@ impl Shard {
         let delivery = DeliveryConfig {
             inbox_max_bytes: config.delivery.inbox_max_bytes / config.shards,
             dedup_max_entries: config.delivery.dedup_max_entries.div_ceil(config.shards),
+            max_durable_groups: config.delivery.max_durable_groups.div_ceil(config.shards),
             ..config.delivery.clone()
         };
         let broker = Broker::new(BrokerConfig {

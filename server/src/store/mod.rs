@@ -136,6 +136,17 @@ pub fn open(config: &StoreConfig, now_ms: u64) -> Result<(Opened, Restored), Sto
             .ok_or_else(|| corrupt("durable", &key, "not a group's queue".into()))?;
         restored.durable.push(queue.into());
     }
+    // Messages of a group no longer durable (deleted while they were being written) go.
+    let durable_set: std::collections::HashSet<Arc<str>> =
+        restored.durable.iter().cloned().collect();
+    let orphan = |q: &Arc<str>| !durable_set.contains(q);
+    let orphans: Vec<Vec<u8>> = restored
+        .queues
+        .iter()
+        .filter(|(q, _, _)| orphan(q))
+        .map(|(q, seq, _)| codec::inbox_key(q, *seq))
+        .collect();
+    restored.queues.retain(|(q, _, _)| !orphan(q));
     let mut expired = Vec::new();
     for item in dedup.iter() {
         let (key, value) = item.into_inner().map_err(open_err)?;
@@ -150,10 +161,13 @@ pub fn open(config: &StoreConfig, now_ms: u64) -> Result<(Opened, Restored), Sto
             restored.dedup.push((text.into(), expires));
         }
     }
-    if !expired.is_empty() {
+    if !expired.is_empty() || !orphans.is_empty() {
         let mut batch = db.batch();
         for key in expired {
             batch.remove(&dedup, key);
+        }
+        for key in orphans {
+            batch.remove(&queues, key);
         }
         batch.commit().map_err(open_err)?;
     }
@@ -418,6 +432,18 @@ impl Opened {
                 Record::Durable { queue } => {
                     write.insert(&self.durable, queue.as_bytes(), []);
                 }
+                Record::DurableDelete { queue } => {
+                    write.remove(&self.durable, queue.as_bytes());
+                    // The queue's keys: its name's length and name, then the sequence numbers.
+                    let mut prefix = codec::inbox_key(queue, 0);
+                    prefix.truncate(prefix.len() - 8);
+                    for item in self.queues.prefix(&prefix) {
+                        match item.key() {
+                            Ok(key) => write.remove(&self.queues, key),
+                            Err(e) => tracing::error!("store: reading {queue}'s messages: {e}"),
+                        }
+                    }
+                }
                 Record::DeadLetter(dead) => {
                     let id = self.next_dead;
                     self.next_dead += 1;
@@ -495,6 +521,7 @@ fn record_bytes(record: &Record) -> usize {
         Record::InboxDelete { .. }
         | Record::QueueDelete { .. }
         | Record::Durable { .. }
+        | Record::DurableDelete { .. }
         | Record::Dedup { .. } => 0,
     }
 }

@@ -65,7 +65,8 @@ impl Broker {
     }
 
     /// At a group's home: `member` joins acknowledged group `key` (durable, when asked: from
-    /// then on the group keeps its messages, across restarts, members or not).
+    /// then on the group keeps its messages, across restarts, members or not). Refused when
+    /// that would make one durable group more than `max_durable_groups`.
     pub(super) fn join_queue(
         &mut self,
         key: &GroupKey,
@@ -73,8 +74,12 @@ impl Broker {
         durable: bool,
         now: u64,
         out: &mut Effects,
-    ) {
+    ) -> Result<(), Refusal> {
         let queue = group_queue(key);
+        let max = self.config.delivery.max_durable_groups;
+        if durable && !self.queues.is_durable(&queue) && self.queues.durable_count() >= max {
+            return Err(Refusal::TooManyDurableGroups(max));
+        }
         if durable && !self.queues.is_durable(&queue) {
             let record = Record::Durable {
                 queue: queue.clone(),
@@ -85,6 +90,7 @@ impl Broker {
         self.acked.add(&key.channel, &queue);
         self.queues.online(queue, member, now, out);
         self.carry_routes(out);
+        Ok(())
     }
 
     /// At a group's home: `member` left group `key`. What it had in flight goes to another
@@ -146,6 +152,33 @@ impl Broker {
         }
         self.carry_routes(out);
         waiting
+    }
+
+    /// Makes durable group `key` an ordinary one (at its home) and forgets the messages it
+    /// holds, in memory and in the store; answered to `origin`.
+    pub fn delete_durable(&mut self, key: GroupKey, origin: Origin, now: u64, out: &mut Effects) {
+        let home = key.home(self.config.shards);
+        self.tell(home, ShardMessage::GroupDelete { key, origin }, now, out);
+    }
+
+    /// At a group's home: see [`Broker::delete_durable`].
+    pub(super) fn undurable(&mut self, key: &GroupKey, origin: Origin, out: &mut Effects) {
+        let queue = group_queue(key);
+        if let Err(refusal) = self.queues.undurable(&queue) {
+            return out.answer(origin, Answer::Refused(refusal));
+        }
+        out.persist(
+            None,
+            vec![Record::DurableDelete {
+                queue: queue.clone(),
+            }],
+        );
+        if !self.queues.has_holders(&queue) {
+            self.acked.remove(&key.channel, &queue);
+            self.queues.close(&queue, false);
+        }
+        self.carry_routes(out);
+        out.answer(origin, Answer::Ok);
     }
 
     /// Puts `message` (a replayed dead letter) in group queue `message.user`, at its home.

@@ -346,3 +346,28 @@ fn a_repeated_msg_id_is_queued_once_and_answered_duplicate() {
         .filter(|r| matches!(r, Record::Dedup { .. }));
     assert_eq!(kept.count(), 1, "the key is stored with the message");
 }
+
+#[test]
+fn a_durable_group_past_the_bound_is_refused_and_not_joined() {
+    let config = DeliveryConfig {
+        max_durable_groups: 1,
+        ..config(10)
+    };
+    let mut c = Cluster::with(1, config);
+    let a = conn(0, 1);
+    c.connect(a);
+    join_acked(&mut c, a, "one", true);
+    assert_eq!(c.results.pop().map(|r| r.1), Some(Answer::Ok));
+    join_acked(&mut c, a, "two", true);
+    let refused = c.results.pop().map(|r| r.1);
+    assert_eq!(
+        refused,
+        Some(Answer::Refused(Refusal::TooManyDurableGroups(1)))
+    );
+    // Not a member: leaving says so; a group that is not durable may still be made.
+    let mut out = Effects::default();
+    let left = c.brokers[0].leave_group(a, key("two", "g"), 0, &mut out);
+    assert!(matches!(left, Err(Refusal::NotSubscribed(_))));
+    join_acked(&mut c, a, "three", false);
+    assert_eq!(c.results.pop().map(|r| r.1), Some(Answer::Ok));
+}

@@ -43,6 +43,8 @@ pub struct DeliveryConfig {
     pub dedup_max_entries: usize,
     /// `protocol.lz4_threshold`, for the frames built here.
     pub lz4_threshold: usize,
+    /// Durable groups homed on this shard at most (its share of `groups.max_durable`).
+    pub max_durable_groups: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -58,6 +60,7 @@ impl Default for DeliveryConfig {
             dedup_window_ms: 120_000,
             dedup_max_entries: 1_000_000,
             lz4_threshold: 1024,
+            max_durable_groups: 1000,
         }
     }
 }

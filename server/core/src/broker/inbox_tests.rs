@@ -35,6 +35,7 @@ fn delivery() -> DeliveryConfig {
         dedup_window_ms: 120_000,
         dedup_max_entries: 100,
         lz4_threshold: usize::MAX,
+        max_durable_groups: 10,
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::groups::{GroupKey, Load};
 use super::history::Read;
 use super::presence::Snapshot;
+use super::refusal::Refusal;
 use super::requests::{Answer, HistoryQuery, InboxMessage, Origin, Sequence, Settle};
 use crate::ids::ConnId;
 use crate::message::Published;
@@ -26,6 +27,13 @@ pub enum ShardMessage {
     },
     /// To a member's shard: its join is in place.
     GroupJoined { token: u64 },
+    /// To a member's shard: its join was refused; it is no member.
+    GroupRefused {
+        key: GroupKey,
+        member: ConnId,
+        token: u64,
+        refusal: Refusal,
+    },
     /// To a group's home: `member` left (unsubscribed or disconnected).
     GroupLeave { key: GroupKey, member: ConnId },
     /// To a member's shard: the home picked `member` for `message`.
@@ -96,6 +104,8 @@ pub enum ShardMessage {
         settle: Settle,
         origin: Origin,
     },
+    /// To a group's home: the group is durable no more, and what it holds goes.
+    GroupDelete { key: GroupKey, origin: Origin },
     /// To a group's home: a message for its queue (a persist publish's, or a replayed dead
     /// letter).
     QueuePut(Box<InboxMessage>),
@@ -137,7 +147,8 @@ impl ShardMessage {
             }
             ShardMessage::Settle { .. }
             | ShardMessage::SettleQueued { .. }
-            | ShardMessage::Cancel { .. } => Some((0, Priority::Critical)),
+            | ShardMessage::Cancel { .. }
+            | ShardMessage::GroupDelete { .. } => Some((0, Priority::Critical)),
             _ => None,
         }
     }
@@ -151,7 +162,8 @@ impl ShardMessage {
             ShardMessage::HistoryReply(reply) => Some(reply.0.origin),
             ShardMessage::Settle { origin, .. }
             | ShardMessage::SettleQueued { origin, .. }
-            | ShardMessage::Cancel { origin, .. } => Some(*origin),
+            | ShardMessage::Cancel { origin, .. }
+            | ShardMessage::GroupDelete { origin, .. } => Some(*origin),
             _ => None,
         }
     }

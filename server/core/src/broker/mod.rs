@@ -462,17 +462,37 @@ impl Broker {
                 token,
                 ack,
             } => {
-                match ack {
+                let joined = match ack {
                     Some(durable) => self.join_queue(&key, member, durable, now, out),
-                    None => self.homed.join(key, balance, Member { id: member, load }),
-                }
-                if member.shard() == self.config.shard {
-                    self.answer_here(token, Answer::Ok, out);
-                } else {
-                    out.send_to_shard(member.shard(), ShardMessage::GroupJoined { token });
-                }
+                    None => {
+                        let member = Member { id: member, load };
+                        self.homed.join(key.clone(), balance, member);
+                        Ok(())
+                    }
+                };
+                let answer = match joined {
+                    Ok(()) => ShardMessage::GroupJoined { token },
+                    Err(refusal) => ShardMessage::GroupRefused {
+                        key,
+                        member,
+                        token,
+                        refusal,
+                    },
+                };
+                self.tell(member.shard(), answer, now, out);
             }
             ShardMessage::GroupJoined { token } => self.answer_here(token, Answer::Ok, out),
+            ShardMessage::GroupRefused {
+                key,
+                member,
+                token,
+                refusal,
+            } => {
+                if let Some(conn) = self.conns.get_mut(member) {
+                    conn.groups.remove(&key);
+                }
+                self.answer_here(token, Answer::Refused(refusal), out);
+            }
             ShardMessage::GroupLeave { key, member } => {
                 self.homed.leave(&key, member);
                 self.leave_queue(&key, member, now, out);
@@ -529,6 +549,7 @@ impl Broker {
                 self.queues.settle(&queue, &id, settle, origin, now, out);
                 self.carry_routes(out);
             }
+            ShardMessage::GroupDelete { key, origin } => self.undurable(&key, origin, out),
             ShardMessage::QueuePut(put) => {
                 self.queues.put(*put, now, out);
                 self.carry_routes(out);

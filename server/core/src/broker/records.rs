@@ -37,6 +37,10 @@ pub enum Record {
     Durable {
         queue: Arc<str>,
     },
+    /// Group `queue` is no longer durable: its record and its messages go.
+    DurableDelete {
+        queue: Arc<str>,
+    },
     DeadLetter(DeadLetter),
     /// `key` (destination and `msg_id`) was seen; a repeat before `expires_ms` is a duplicate.
     Dedup {

@@ -9,6 +9,10 @@ pub enum Refusal {
     TooManySubscriptions(usize),
     #[error("already subscribed to {0:?} otherwise (with or without ack); unsubscribe first")]
     Subscribed(Box<str>),
+    #[error("this shard keeps {0} durable groups, its share of groups.max_durable; join an existing one")]
+    TooManyDurableGroups(usize),
+    #[error("{0} is not a durable group")]
+    NotDurable(Box<str>),
     #[error("{0} takes no messages now: it has no member and is not durable")]
     NoQueue(Box<str>),
     #[error("not subscribed to {0:?}")]
@@ -32,7 +36,8 @@ impl Refusal {
             Refusal::TooManySubscriptions(_) => ErrorCode::TooManySubscriptions,
             Refusal::NotSubscribed(_) => ErrorCode::NotSubscribed,
             Refusal::Subscribed(_) => ErrorCode::InvalidField,
-            Refusal::NoQueue(_) => ErrorCode::NotSubscribed,
+            Refusal::NoQueue(_) | Refusal::NotDurable(_) => ErrorCode::NotSubscribed,
+            Refusal::TooManyDurableGroups(_) => ErrorCode::TooManySubscriptions,
             Refusal::Forbidden(_) => ErrorCode::Forbidden,
             Refusal::InboxFull(_) => ErrorCode::InboxFull,
             Refusal::UnknownMessage(_) => ErrorCode::UnknownMessage,

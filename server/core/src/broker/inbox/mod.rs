@@ -102,6 +102,8 @@ pub(super) struct Inboxes {
     /// Frame bytes held, against `inbox_max_bytes`.
     bytes: usize,
     dedup: Dedup,
+    /// Open durable queues.
+    durable: usize,
     /// Queues: the deliveries and their ends, until [`Inboxes::take_routes`].
     routes: Vec<Route>,
 }
@@ -122,6 +124,7 @@ impl Inboxes {
                 Kind::Queues => 0,
             },
             bytes: 0,
+            durable: 0,
             routes: Vec::new(),
         }
     }
@@ -141,7 +144,28 @@ impl Inboxes {
     pub(super) fn open(&mut self, name: Arc<str>, durable: bool) {
         let inbox = self.inboxes.entry(name).or_default();
         inbox.open = true;
+        self.durable += usize::from(durable && !inbox.durable);
         inbox.durable |= durable;
+    }
+
+    /// Makes queue `name` durable no more and forgets what it holds; how many messages that
+    /// was. Refused when it is not durable.
+    pub(super) fn undurable(&mut self, name: &Arc<str>) -> Result<usize, Refusal> {
+        let Some(inbox) = self.inboxes.get_mut(name).filter(|i| i.durable) else {
+            return Err(Refusal::NotDurable(name.as_ref().into()));
+        };
+        inbox.durable = false;
+        self.durable -= 1;
+        let seqs: Vec<u64> = inbox.entries.keys().copied().collect();
+        for &seq in &seqs {
+            self.remove(name, seq);
+        }
+        Ok(seqs.len())
+    }
+
+    /// Durable queues open here.
+    pub(super) fn durable_count(&self) -> usize {
+        self.durable
     }
 
     /// Whether `conn` holds queue `name`.
