@@ -309,6 +309,20 @@ settle_flood = flood_attack("settle_flood", b"", (
     text({"op": "ack", "id": "nope"}) + text({"op": "nak", "id": "nope", "delay_ms": 5})
     + text({"op": "term", "id": "nope"}) + text({"op": "cancel", "id": "x:bob"})) * 1024)
 
+# A durable acknowledged group whose only member (the attacker) never acks and never reads,
+# fed persist publishes as fast as the socket goes: every one is written to the store and kept
+# in the group's queue, to inbox.max_messages (then inbox_full) and inbox.max_bytes (16 MiB).
+hoard_flood = flood_attack("hoard_flood", text(
+    {"op": "subscribe", "channel": "hoard", "group": "g", "ack": True, "durable": True, "ref": 0}),
+    b"".join(text({"op": "publish", "channel": "hoard", "persist": True, "msg_id": f"h{i}",
+                   "data": "x" * 100, "ref": i}) for i in range(2048)), max_growth_mib=200)
+# Durable groups under 2,048 names, over and over: groups.max_durable (100 here) of them are
+# made, the rest refused; each join and leave is a message to the group's home.
+durable_churn_flood = flood_attack("durable_churn_flood", b"", b"".join(
+    text({"op": "subscribe", "channel": "c", "group": f"d{i}", "ack": True, "durable": True, "ref": i})
+    + text({"op": "unsubscribe", "channel": "c", "group": f"d{i}"}) for i in range(2048)),
+    max_growth_mib=200)
+
 
 async def shutdown_under_flood(server):
     attacker = Blaster(server.port, b"", PING * 8192, 30)
@@ -502,6 +516,8 @@ ATTACKS = [
     (refresh_flood, {}, {}),
     (persist_flood, {**NO_LIMITS, "INBOX_MAX_BYTES": "16777216"}, {}),
     (settle_flood, NO_LIMITS, {}),
+    (hoard_flood, {**NO_LIMITS, "INBOX_MAX_BYTES": "16777216"}, {}),
+    (durable_churn_flood, {**NO_LIMITS, "GROUPS_MAX_DURABLE": "100"}, {}),
 ]
 
 
