@@ -141,6 +141,10 @@ fn split(restored: Restored, shards: usize) -> Vec<Restored> {
             parts[home].durable.push(queue);
         }
     }
+    for (channel, offset, epoch, message) in restored.history {
+        let home = Broker::channel_home(&channel, shards);
+        parts[home].history.push((channel, offset, epoch, message));
+    }
     for (key, expires) in restored.dedup {
         // Keys are `user:<id>` or `group:<group>@<channel>`, NUL, `<msg_id>`.
         let destination = key.split('\0').next().unwrap_or("");

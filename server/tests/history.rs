@@ -1,6 +1,6 @@
 //! Channel history over real sockets, two shards: offsets and epochs on messages, the position
 //! in a subscribe's `ok`, recovery with `since` (all or nothing, each message once), the
-//! `history` op, a memory-only restart, and bad requests.
+//! `history` op, a memory-only restart, a durable one across a crash, and bad requests.
 
 mod support;
 
@@ -196,6 +196,55 @@ async fn a_memory_only_restart_is_a_new_epoch_and_recovery_says_false() -> Resul
     assert_ne!(ok["epoch"], epoch);
     drop(server);
     let _ = std::fs::remove_dir_all(store);
+    Ok(())
+}
+
+#[tokio::test]
+async fn durable_history_survives_a_crash_with_its_epoch() -> Result<()> {
+    let dir = support::fresh_store_dir();
+    let path = dir.to_str().unwrap().to_string();
+    let mut config = HISTORY.to_vec();
+    config.extend([("HISTORY_DURABLE", "true"), ("STORE_PATH", &path)]);
+    let server = TestServer::start(&config).await?;
+    let mut client = Client::connect(&server).await?;
+    let ok = ask(
+        &mut client,
+        json!({"op": "subscribe", "channel": "room"}),
+        "s",
+    )
+    .await?;
+    let epoch = ok["epoch"].clone();
+    for n in 1..=3 {
+        // Confirmed means synced: the SIGKILL below loses none of them.
+        publish(&mut client, n).await?;
+        assert_eq!(client.recv_json().await?["offset"], n);
+    }
+    server.kill9().await?;
+
+    let server = TestServer::start(&config).await?;
+    let mut client = Client::connect(&server).await?;
+    let request =
+        json!({"op": "subscribe", "channel": "room", "since": {"epoch": epoch, "offset": 1}});
+    client
+        .send({
+            let mut r = request;
+            r["ref"] = json!("s");
+            r
+        })
+        .await?;
+    let (ok, offsets) = answer_and_offsets(&mut client, "s", 3).await?;
+    assert_eq!(
+        (&ok["recovered"], &ok["epoch"], &ok["offset"]),
+        (&json!(true), &epoch, &json!(3)),
+        "{ok}"
+    );
+    assert_eq!(offsets, [2, 3]);
+    // The run goes on where it stopped.
+    publish(&mut client, 4).await?;
+    let m = client.recv_json().await?;
+    assert_eq!((&m["offset"], &m["epoch"]), (&json!(4), &epoch));
+    drop(server);
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 

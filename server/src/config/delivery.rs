@@ -259,6 +259,7 @@ pub struct HistorySection {
     pub size: usize,
     pub ttl_s: u64,
     pub max_bytes: usize,
+    pub durable: bool,
 }
 
 impl Default for HistorySection {
@@ -267,6 +268,7 @@ impl Default for HistorySection {
             size: DEFAULT_HISTORY_SIZE,
             ttl_s: DEFAULT_HISTORY_TTL_S,
             max_bytes: DEFAULT_HISTORY_MAX_BYTES,
+            durable: false,
         }
     }
 }
@@ -288,10 +290,17 @@ impl HistorySection {
             ));
         }
         positive("history.max_bytes", self.max_bytes as u64)?;
+        if self.durable && self.size == 0 {
+            return Err(invalid(
+                "history.durable",
+                "is true while history.size is 0 (history off)".into(),
+            ));
+        }
         Ok(HistoryConfig {
             size: self.size,
             ttl_ms: ttl_s * 1000,
             max_bytes: self.max_bytes,
+            durable: self.durable,
         })
     }
 }

@@ -131,6 +131,7 @@ impl Shard {
         for (queue, seq, message) in restore.queues {
             broker.restore_queued(queue, seq, message, now);
         }
+        broker.restore_history(restore.history, now);
     }
 
     /// Runs the broker's deadlines (redeliveries, expiries) as they come due.

@@ -91,6 +91,20 @@ fn decode_message_from(r: &mut Reader<'_>) -> Result<StoredMessage, Corrupt> {
     })
 }
 
+/// A durable history message: its epoch, then the message as an inbox keeps it.
+pub fn encode_history(epoch: &str, m: &StoredMessage) -> Vec<u8> {
+    let mut out = Vec::with_capacity(80 + epoch.len() + m.payload.len());
+    put_str(&mut out, epoch);
+    encode_message(m, &mut out);
+    out
+}
+
+pub fn decode_history(value: &[u8]) -> Result<(Arc<str>, StoredMessage), Corrupt> {
+    let mut r = Reader(value);
+    let epoch = r.str()?.into();
+    Ok((epoch, decode_message_from(&mut r)?))
+}
+
 pub fn encode_dead_letter(d: &DeadLetter) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + d.message.payload.len());
     out.push(VERSION);
@@ -232,5 +246,8 @@ mod tests {
         let mut wrong = encode_dead_letter(&dead);
         wrong[0] = 9;
         assert!(decode_dead_letter(&wrong).is_err());
+        let history = encode_history("e-1", &message());
+        assert_eq!(decode_history(&history).unwrap(), ("e-1".into(), message()));
+        assert!(decode_history(&history[..3]).is_err());
     }
 }

@@ -58,6 +58,8 @@ pub struct Restored {
     pub queues: Vec<(Arc<str>, u64, StoredMessage)>,
     /// The durable groups' queues.
     pub durable: Vec<Arc<str>>,
+    /// (channel, offset, epoch, message) of durable channel history, in key order.
+    pub history: Vec<(Arc<str>, u64, Arc<str>, StoredMessage)>,
     /// (key, expires_ms), unexpired only.
     pub dedup: Vec<(Box<str>, u64)>,
     pub dead_letters: usize,
@@ -69,6 +71,7 @@ pub struct Opened {
     inbox: Keyspace,
     queues: Keyspace,
     durable: Keyspace,
+    history: Keyspace,
     dlq: Keyspace,
     dedup: Keyspace,
     next_dead: u64,
@@ -106,6 +109,7 @@ pub fn open(config: &StoreConfig, now_ms: u64) -> Result<(Opened, Restored), Sto
     let inbox = keyspace("inbox").map_err(open_err)?;
     let queues = keyspace("queues").map_err(open_err)?;
     let durable = keyspace("durable").map_err(open_err)?;
+    let history = keyspace("history").map_err(open_err)?;
     let dlq = keyspace("dlq").map_err(open_err)?;
     let dedup = keyspace("dedup").map_err(open_err)?;
     let corrupt = |keyspace, key: &[u8], what: String| StoreError::Corrupt {
@@ -127,6 +131,13 @@ pub fn open(config: &StoreConfig, now_ms: u64) -> Result<(Opened, Restored), Sto
                 codec::decode_message(&value).map_err(|e| corrupt(name, &key, e.to_string()))?;
             into.push((owner, seq, message));
         }
+    }
+    for item in history.iter() {
+        let (key, value) = item.into_inner().map_err(open_err)?;
+        let bad = |e: codec::Corrupt| corrupt("history", &key, e.to_string());
+        let (channel, offset) = codec::decode_inbox_key(&key).map_err(bad)?;
+        let (epoch, message) = codec::decode_history(&value).map_err(bad)?;
+        restored.history.push((channel, offset, epoch, message));
     }
     for item in durable.iter() {
         let key = item.key().map_err(open_err)?;
@@ -186,6 +197,7 @@ pub fn open(config: &StoreConfig, now_ms: u64) -> Result<(Opened, Restored), Sto
         inbox,
         queues,
         durable,
+        history,
         dlq,
         dedup,
         next_dead,
@@ -432,6 +444,18 @@ impl Opened {
                 Record::Durable { queue } => {
                     write.insert(&self.durable, queue.as_bytes(), []);
                 }
+                Record::HistoryPut {
+                    channel,
+                    offset,
+                    epoch,
+                    message,
+                } => {
+                    let value = codec::encode_history(epoch, message);
+                    write.insert(&self.history, codec::inbox_key(channel, *offset), value);
+                }
+                Record::HistoryDelete { channel, offset } => {
+                    write.remove(&self.history, codec::inbox_key(channel, *offset));
+                }
                 Record::DurableDelete { queue } => {
                     write.remove(&self.durable, queue.as_bytes());
                     // The queue's keys: its name's length and name, then the sequence numbers.
@@ -514,14 +538,15 @@ fn decode_dead(key: &[u8], value: &[u8]) -> Result<(u64, DeadLetter), String> {
 /// The bytes a record holds while queued (an estimate: payload plus a fixed overhead).
 fn record_bytes(record: &Record) -> usize {
     128 + match record {
-        Record::InboxPut { message, .. } | Record::QueuePut { message, .. } => {
-            message.payload.len()
-        }
+        Record::InboxPut { message, .. }
+        | Record::QueuePut { message, .. }
+        | Record::HistoryPut { message, .. } => message.payload.len(),
         Record::DeadLetter(DeadLetter { message, .. }) => message.payload.len(),
         Record::InboxDelete { .. }
         | Record::QueueDelete { .. }
         | Record::Durable { .. }
         | Record::DurableDelete { .. }
+        | Record::HistoryDelete { .. }
         | Record::Dedup { .. } => 0,
     }
 }

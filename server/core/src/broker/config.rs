@@ -65,11 +65,13 @@ impl Default for DeliveryConfig {
     }
 }
 
-/// Channel history (`[history]`): messages kept per channel (0: off), for how long, and the
-/// bytes this shard keeps at most.
+/// Channel history (`[history]`): messages kept per channel (0: off), for how long, the bytes
+/// this shard keeps at most, and whether they are in the store too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HistoryConfig {
     pub size: usize,
     pub ttl_ms: u64,
     pub max_bytes: usize,
+    /// Messages are written to the store before they are published (`history.durable`).
+    pub durable: bool,
 }

@@ -75,9 +75,11 @@ impl Broker {
     pub fn stored(&mut self, token: u64, ok: bool, now: u64, out: &mut Effects) {
         if self.inboxes.owns_token(token) {
             self.inboxes.stored(token, ok, now, out);
-        } else {
+        } else if self.queues.owns_token(token) {
             self.queues.stored(token, ok, now, out);
             self.carry_routes(out);
+        } else {
+            self.history_stored(token, ok, now, out);
         }
     }
 
@@ -96,6 +98,7 @@ impl Broker {
         self.carry_routes(out);
         let presence = &self.presence;
         self.history.expire(now, |channel| presence.has(channel));
+        self.delete_dropped(out);
     }
 
     /// Puts back an inbox message read from the store at start (its user's home is this shard).

@@ -8,6 +8,11 @@
 //! messages nor subscribers for `ttl_s`). A recovery from another epoch, or from an offset whose
 //! successors are no longer all kept, recovers nothing (never a part).
 //!
+//! With `durable`, a message is written to the store before it is kept, published or confirmed
+//! ([`History::assign`], then [`History::keep`] once the store says so), and what is dropped is
+//! deleted there too ([`History::take_dropped`]); a restart reads the channels back with their
+//! epochs ([`History::restore`]). A write that fails starts a new epoch: the run is broken.
+//!
 //! Memory: the messages are bounded by `max_bytes` (this shard's share of `[history]
 //! max_bytes`; the oldest go first, as with `ttl_s`); a channel without messages is kept while
 //! it has subscribers, else for `ttl_s`, and sooner forgotten when the channels would take more
@@ -55,6 +60,8 @@ struct Log {
     epoch: Arc<str>,
     /// The last offset given (0: none yet).
     top: u64,
+    /// The last offset kept: the readers' position (below `top` while writes are in flight).
+    kept: u64,
     ring: VecDeque<(u64, Arc<Published>)>,
     /// Last publish or read (Unix ms).
     touched: u64,
@@ -76,7 +83,13 @@ pub(super) struct History {
     kept: usize,
     /// When the channels without messages are next looked at.
     next_sweep: u64,
+    /// Durable: (channel, offset) of the messages dropped, to delete from the store.
+    dropped: Vec<(Arc<str>, u64)>,
 }
+
+/// A message of a channel as read back from the store: (channel, offset, epoch, published at
+/// (Unix ms), the message).
+pub type Restored = (Arc<str>, u64, Arc<str>, u64, Arc<Published>);
 
 impl History {
     pub(super) fn new(config: HistoryConfig, boot: u64, shard: usize) -> Self {
@@ -90,20 +103,35 @@ impl History {
             bytes: 0,
             kept: 0,
             next_sweep: 0,
+            dropped: Vec::new(),
         }
+    }
+
+    /// How long messages are kept (ms).
+    pub(super) fn ttl_ms(&self) -> u64 {
+        self.config.ttl_ms
+    }
+
+    /// Whether messages are written to the store (`[history] durable`).
+    pub(super) fn durable(&self) -> bool {
+        self.config.durable
     }
 
     pub(super) fn enabled(&self) -> bool {
         self.config.size > 0
     }
 
+    fn new_epoch(&mut self) -> Arc<str> {
+        self.next_epoch += 1;
+        format!("{:x}-{:x}-{:x}", self.boot, self.shard, self.next_epoch).into()
+    }
+
     fn log(&mut self, channel: &str, now: u64) -> &mut Log {
         if !self.logs.contains_key(channel) {
-            self.next_epoch += 1;
-            let epoch = format!("{:x}-{:x}-{:x}", self.boot, self.shard, self.next_epoch);
             let log = Log {
-                epoch: epoch.into(),
+                epoch: self.new_epoch(),
                 top: 0,
+                kept: 0,
                 ring: VecDeque::new(),
                 touched: now,
             };
@@ -118,28 +146,57 @@ impl History {
     }
 
     /// Numbers the next message of `channel`, built by `build` from its epoch and offset, and
-    /// keeps it.
+    /// keeps it (history in memory).
     pub(super) fn record(
         &mut self,
         channel: &str,
         now: u64,
         build: impl FnOnce(&str, u64) -> Arc<Published>,
     ) -> Arc<Published> {
-        let size = self.config.size;
+        let (epoch, offset) = self.assign(channel, now);
+        let message = build(&epoch, offset);
+        self.keep(channel, &epoch, offset, message.clone(), now);
+        message
+    }
+
+    /// Gives the next offset of `channel` (to a message not kept yet): its epoch and offset.
+    pub(super) fn assign(&mut self, channel: &str, now: u64) -> (Arc<str>, u64) {
         let log = self.log(channel, now);
         log.top += 1;
-        let offset = log.top;
-        let message = build(&log.epoch, offset);
-        log.ring.push_back((offset, message.clone()));
+        (log.epoch.clone(), log.top)
+    }
+
+    /// Keeps message `offset` of `channel` (given by [`History::assign`] in `epoch`, in order),
+    /// which readers see from now on. False when the channel has been forgotten or has started
+    /// another epoch since: the message belongs to no history now.
+    pub(super) fn keep(
+        &mut self,
+        channel: &str,
+        epoch: &str,
+        offset: u64,
+        message: Arc<Published>,
+        now: u64,
+    ) -> bool {
+        let size = self.config.size;
+        let Some(log) = self.logs.get_mut(channel).filter(|l| *l.epoch == *epoch) else {
+            return false;
+        };
+        log.touched = now;
+        log.kept = offset;
+        let bytes = message.frame.len();
+        log.ring.push_back((offset, message));
         let mut freed = 0;
         let mut trimmed = 0;
         while log.ring.len() > size {
-            if let Some((_, old)) = log.ring.pop_front() {
+            if let Some((old_offset, old)) = log.ring.pop_front() {
                 freed += old.frame.len();
                 trimmed += 1;
+                if self.config.durable {
+                    self.dropped.push((channel.into(), old_offset));
+                }
             }
         }
-        self.bytes = self.bytes + message.frame.len() - freed;
+        self.bytes = self.bytes + bytes - freed;
         self.kept = self.kept + 1 - trimmed;
         self.order.push_back((now, channel.into(), offset));
         self.evict(now);
@@ -153,7 +210,82 @@ impl History {
                     .is_some_and(|(first, _)| first <= offset)
             });
         }
-        message
+        true
+    }
+
+    /// A write of `channel`'s history in `epoch` failed: its run of offsets is broken, so the
+    /// channel starts a new epoch (and what it kept goes).
+    pub(super) fn lose(&mut self, channel: &str, epoch: &str) {
+        let fresh = self.new_epoch();
+        let Some(log) = self.logs.get_mut(channel).filter(|l| *l.epoch == *epoch) else {
+            return;
+        };
+        for (offset, old) in log.ring.drain(..) {
+            self.bytes -= old.frame.len();
+            self.kept -= 1;
+            self.dropped.push((channel.into(), offset));
+        }
+        log.epoch = fresh;
+        log.top = 0;
+        log.kept = 0;
+    }
+
+    /// Durable: the messages dropped since the last call, to delete from the store.
+    pub(super) fn take_dropped(&mut self) -> Vec<(Arc<str>, u64)> {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Puts back what the store held (before the server serves): per channel, the run of the
+    /// epoch written last, without what `ttl_s` has expired at `now`. The rest is dropped.
+    pub(super) fn restore(&mut self, mut messages: Vec<Restored>, now: u64) {
+        let mut latest: HashMap<Arc<str>, (u64, Arc<str>)> = HashMap::new();
+        for (channel, _, epoch, at, _) in &messages {
+            let newest = latest
+                .entry(channel.clone())
+                .or_insert((*at, epoch.clone()));
+            if *at > newest.0 {
+                *newest = (*at, epoch.clone());
+            }
+        }
+        messages.sort_by_key(|m| m.3);
+        for (channel, offset, epoch, at, message) in messages {
+            let current = latest.get(&channel).is_some_and(|(_, e)| *e == epoch);
+            if !current {
+                self.dropped.push((channel, offset));
+                continue;
+            }
+            let log = self.logs.entry(channel.clone()).or_insert_with(|| Log {
+                epoch,
+                top: 0,
+                kept: 0,
+                ring: VecDeque::new(),
+                touched: now,
+            });
+            log.top = log.top.max(offset);
+            log.kept = log.top;
+            if at.saturating_add(self.config.ttl_ms) <= now {
+                self.dropped.push((channel, offset));
+                continue;
+            }
+            let at_ring = log.ring.partition_point(|(o, _)| *o < offset);
+            self.bytes += message.frame.len();
+            self.kept += 1;
+            log.ring.insert(at_ring, (offset, message));
+            self.order.push_back((at, channel, offset));
+        }
+        for (channel, log) in self.logs.iter_mut() {
+            while log.ring.len() > self.config.size {
+                if let Some((offset, old)) = log.ring.pop_front() {
+                    self.bytes -= old.frame.len();
+                    self.kept -= 1;
+                    self.dropped.push((channel.clone(), offset));
+                }
+            }
+        }
+        if !self.logs.is_empty() && self.next_sweep == 0 {
+            self.next_sweep = now.saturating_add(self.config.ttl_ms);
+        }
+        self.evict(now);
     }
 
     /// The channel's position and, with `since`, what came after it (all or nothing), at most
@@ -167,7 +299,7 @@ impl History {
         now: u64,
     ) -> Read {
         let log = self.log(channel, now);
-        let first_kept = log.ring.front().map_or(log.top + 1, |(offset, _)| *offset);
+        let first_kept = log.ring.front().map_or(log.kept + 1, |(offset, _)| *offset);
         let (messages, recovered) = match since {
             None => {
                 let skip = log.ring.len().saturating_sub(limit);
@@ -176,7 +308,7 @@ impl History {
             }
             Some(p) => {
                 let complete = p.offset + 1 >= first_kept;
-                if *p.epoch == *log.epoch && p.offset <= log.top && complete {
+                if *p.epoch == *log.epoch && p.offset <= log.kept && complete {
                     let after = log.ring.iter().filter(|(offset, _)| *offset > p.offset);
                     (
                         after.take(limit).map(|(_, m)| m.clone()).collect(),
@@ -189,7 +321,7 @@ impl History {
         };
         Read {
             epoch: log.epoch.clone(),
-            offset: log.top,
+            offset: log.kept,
             messages,
             recovered,
         }
@@ -249,9 +381,12 @@ impl History {
             }
             if let Some(log) = self.logs.get_mut(channel) {
                 if log.ring.front().is_some_and(|(o, _)| o == offset) {
-                    let (_, old) = log.ring.pop_front().expect("present");
+                    let (offset, old) = log.ring.pop_front().expect("present");
                     self.bytes -= old.frame.len();
                     self.kept -= 1;
+                    if self.config.durable {
+                        self.dropped.push((channel.clone(), offset));
+                    }
                 }
             }
             self.order.pop_front();

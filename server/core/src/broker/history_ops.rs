@@ -13,12 +13,13 @@ use super::effects::Effects;
 use super::history::Read;
 use super::messages::ShardMessage;
 use super::presence;
+use super::records::{Record, StoredMessage};
 use super::refusal::Refusal;
-use super::requests::{Answer, HistoryQuery, Sequence};
+use super::requests::{Answer, HistoryQuery, HistoryWrite, Sequence};
 use super::Broker;
 use crate::ids::ConnId;
 use crate::message::Published;
-use crate::protocol::reply;
+use crate::protocol::{frame, reply};
 
 impl Broker {
     /// Whether channels keep history (`[history] size` above 0).
@@ -31,7 +32,7 @@ impl Broker {
     pub fn publish_sequenced(&mut self, message: Sequence, now: u64, out: &mut Effects) {
         let home = presence::home(&message.channel, self.config.shards);
         let message = ShardMessage::Sequence(Box::new(message));
-        self.hand_to(home, message, now, out);
+        self.tell(home, message, now, out);
     }
 
     /// Asks `channel`'s home about its history for connection `id`: with `query.subscribe`,
@@ -60,17 +61,8 @@ impl Broker {
             }
         }
         let home = presence::home(channel, self.config.shards);
-        self.hand_to(home, ShardMessage::HistoryQuery(Box::new(query)), now, out);
+        self.tell(home, ShardMessage::HistoryQuery(Box::new(query)), now, out);
         Ok(())
-    }
-
-    /// Hands `message` to shard `shard`'s broker (this one, at once).
-    fn hand_to(&mut self, shard: usize, message: ShardMessage, now: u64, out: &mut Effects) {
-        if shard == self.config.shard {
-            self.receive(message, now, out);
-        } else {
-            out.send_to_shard(shard, message);
-        }
     }
 
     /// Makes room for one more channel when the known ones fill their share of `max_bytes`.
@@ -81,7 +73,14 @@ impl Broker {
         }
     }
 
-    /// At the channel's home: numbers, keeps and publishes a message.
+    /// The shard that keeps `channel`'s history (its presence home).
+    pub fn channel_home(channel: &str, shards: usize) -> usize {
+        presence::home(channel, shards)
+    }
+
+    /// At the channel's home: numbers, keeps and publishes a message. With durable history it
+    /// is written to the store first: kept, published and confirmed once the store says so
+    /// ([`Broker::history_stored`]).
     pub(super) fn sequence(&mut self, message: Sequence, now: u64, out: &mut Effects) {
         self.make_room();
         let lz4_threshold = self.config.delivery.lz4_threshold;
@@ -92,13 +91,103 @@ impl Broker {
             data,
             origin,
         } = message;
-        let published = self.history.record(&channel, now, |epoch, offset| {
+        let build = |epoch: &str, offset| {
             let frame = reply::message_at(&channel, &id, priority, offset, epoch, &data);
             Arc::new(Published::new(&channel, priority, frame, lz4_threshold))
-        });
-        // The shard publishes it, here (batched as any publish) and to the other shards.
-        out.broadcast(published);
-        out.answer(origin, Answer::Ok);
+        };
+        if !self.history.durable() {
+            // The shard publishes it, here (batched as any publish) and to the other shards.
+            out.broadcast(self.history.record(&channel, now, build));
+            return out.answer(origin, Answer::Ok);
+        }
+        let (epoch, offset) = self.history.assign(&channel, now);
+        let published = build(&epoch, offset);
+        let stored = StoredMessage {
+            id: id.into(),
+            payload: bytes::Bytes::copy_from_slice(frame::payload_of(&published.frame)),
+            priority,
+            created_ms: now,
+            expires_ms: now.saturating_add(self.history.ttl_ms()),
+            not_before_ms: 0,
+            from: None,
+        };
+        let record = Record::HistoryPut {
+            channel: channel.clone(),
+            offset,
+            epoch: epoch.clone(),
+            message: stored,
+        };
+        self.next_history_token += 4;
+        let token = self.next_history_token;
+        let write = HistoryWrite {
+            channel,
+            epoch,
+            offset,
+            message: published,
+            origin,
+        };
+        self.history_writes.insert(token, write);
+        out.persist(Some(token), vec![record]);
+    }
+
+    /// The store wrote (`ok`) or failed to write the history message of `token`: kept,
+    /// published and confirmed, or refused (and the channel starts a new epoch).
+    pub(super) fn history_stored(&mut self, token: u64, ok: bool, now: u64, out: &mut Effects) {
+        let Some(write) = self.history_writes.remove(&token) else {
+            return;
+        };
+        let HistoryWrite {
+            channel,
+            epoch,
+            offset,
+            message,
+            origin,
+        } = write;
+        if ok
+            && self
+                .history
+                .keep(&channel, &epoch, offset, message.clone(), now)
+        {
+            out.broadcast(message);
+            out.answer(origin, Answer::Ok);
+        } else {
+            self.history.lose(&channel, &epoch);
+            out.answer(origin, Answer::Refused(Refusal::StoreFailed));
+        }
+        self.delete_dropped(out);
+    }
+
+    /// Deletes from the store the durable history messages dropped (trimmed, expired, lost).
+    pub(super) fn delete_dropped(&mut self, out: &mut Effects) {
+        let dropped = self.history.take_dropped();
+        if !dropped.is_empty() {
+            let deletes = dropped
+                .into_iter()
+                .map(|(channel, offset)| Record::HistoryDelete { channel, offset })
+                .collect();
+            out.persist(None, deletes);
+        }
+    }
+
+    /// Puts back the durable history read from the store at start (of the channels whose home
+    /// is this shard).
+    pub fn restore_history(
+        &mut self,
+        messages: Vec<(Arc<str>, u64, Arc<str>, StoredMessage)>,
+        now: u64,
+    ) {
+        let lz4_threshold = self.config.delivery.lz4_threshold;
+        let restored = messages
+            .into_iter()
+            .map(|(channel, offset, epoch, m)| {
+                let mut buf = frame::payload_buffer(m.payload.len());
+                buf.extend_from_slice(&m.payload);
+                let frame = frame::finish(buf, frame::OpCode::Text);
+                let published = Published::new(&channel, m.priority, frame, lz4_threshold);
+                (channel, offset, epoch, m.created_ms, Arc::new(published))
+            })
+            .collect();
+        self.history.restore(restored, now);
     }
 
     /// At the channel's home: answers a subscribe's or a reader's question, to its shard.
@@ -109,7 +198,7 @@ impl Broker {
             .read(&query.channel, query.since.as_ref(), query.limit, now);
         let to = query.origin.shard;
         let reply = ShardMessage::HistoryReply(Box::new((query, read)));
-        self.hand_to(to, reply, now, out);
+        self.tell(to, reply, now, out);
     }
 
     /// At the asking shard: subscribes (after the messages up to the position, before the ones

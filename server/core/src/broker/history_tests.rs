@@ -21,6 +21,7 @@ fn broker(shard: usize, shards: usize, size: usize) -> Broker {
             size,
             ttl_ms: TTL,
             max_bytes: 1 << 20,
+            durable: false,
         },
         boot: 0xab,
     })
@@ -271,6 +272,7 @@ fn channels_without_messages_or_subscribers_are_bounded_by_max_bytes() {
             size: 10,
             ttl_ms: TTL,
             max_bytes: 4 * 256,
+            durable: false,
         },
         ..broker(0, 1, 10).config
     });

@@ -14,11 +14,17 @@
 //! - [`inbox`]: acknowledged direct messages, in the inboxes of the users homed on this shard;
 //!   [`delivery`]: the broker's side of them (routing to a user's home, settles, deadlines);
 //!   [`dedup`]: the `msg_id` window; [`records`]: what the store is asked to keep.
+//! - [`acked`]: acknowledged subscriptions and groups, whose messages wait in queues (the
+//!   rules of [`inbox`]); [`queues`]: their names and which channels they take.
+//! - [`history`]: channel history (in memory, or durable in the store); [`history_ops`]: the
+//!   broker's side of it.
+//! - [`receive`]: what the broker does with what another shard's broker sent it.
 //! - [`requests`]: requests that wait for an answer from another shard or the store, and the
 //!   answer; [`refusal`]: why a request is refused; [`config`]: the broker's settings.
 //!
-//! No module imports this one except the `impl Broker` blocks of `group_ops` and `delivery`,
-//! which nothing imports: the layout has no import cycle (`scripts/check-cycles.py`).
+//! No module imports this one except the `impl Broker` blocks (`group_ops`, `delivery`,
+//! `acked`, `history_ops`, `receive`), which nothing imports: the layout has no import cycle
+//! (`scripts/check-cycles.py`).
 
 mod acked;
 mod batch;
@@ -37,6 +43,7 @@ mod messages;
 mod patterns;
 mod presence;
 mod queues;
+mod receive;
 mod records;
 mod refusal;
 mod requests;
@@ -44,6 +51,8 @@ mod users;
 
 #[cfg(test)]
 mod acked_tests;
+#[cfg(test)]
+mod durable_history_tests;
 #[cfg(test)]
 mod group_tests;
 #[cfg(test)]
@@ -57,15 +66,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::auth::Permissions;
-use crate::ids::ConnId;
+use crate::ids::{ConnId, IdMap};
 use crate::message::Published;
 use crate::protocol::{reply, Priority};
 use crate::topic;
 use channels::Channels;
 pub use config::{BrokerConfig, DeliveryConfig, HistoryConfig};
 pub use effects::{Action, Effects};
+use groups::Groups;
 pub use groups::{GroupKey, Load};
-use groups::{Groups, Member};
 use history::History;
 pub use history::{Position, Read};
 use inbox::{Inboxes, Kind};
@@ -79,6 +88,7 @@ use queues::AckIndex;
 pub use queues::{group_queue, queue_group};
 pub use records::{DeadLetter, DeadReason, Record, StoredMessage};
 pub use refusal::Refusal;
+use requests::HistoryWrite;
 pub use requests::{Answer, HistoryQuery, InboxMessage, Origin, Sequence, Settle};
 use users::Conns;
 pub use users::Peer;
@@ -107,6 +117,9 @@ pub struct Broker {
     acked: AckIndex,
     /// History of the channels whose home is this shard.
     history: History,
+    /// Durable history messages being written, by store token (`4n + 3`).
+    history_writes: IdMap<u64, HistoryWrite>,
+    next_history_token: u64,
     /// Recipients being gathered (reused).
     scratch: Vec<ConnId>,
 }
@@ -118,6 +131,8 @@ impl Broker {
             queues: Inboxes::new(Kind::Queues, config.delivery.clone(), config.shard),
             acked: AckIndex::default(),
             history: History::new(config.history, config.boot, config.shard),
+            history_writes: IdMap::default(),
+            next_history_token: 3,
             config,
             channels: Channels::default(),
             patterns: Patterns::default(),
@@ -412,155 +427,6 @@ impl Broker {
             } else {
                 let event = event.clone();
                 out.send_to_shard(shard, ShardMessage::PresenceEvent { event });
-            }
-        }
-    }
-
-    /// Handles what another shard's broker sent.
-    pub fn receive(&mut self, message: ShardMessage, now: u64, out: &mut Effects) {
-        match message {
-            ShardMessage::PresenceJoin {
-                channel,
-                conn,
-                user,
-            } => {
-                if self.presence.join(&channel, conn, user.clone()) {
-                    self.broadcast_presence("join", &channel, user.as_deref(), conn, out);
-                }
-            }
-            ShardMessage::PresenceLeave { channel, conn } => {
-                if let Some(user) = self.presence.leave(&channel, conn) {
-                    self.broadcast_presence("leave", &channel, user.as_deref(), conn, out);
-                }
-            }
-            ShardMessage::PresenceEvent { event } => {
-                if let Some(watchers) = self.watchers.get(&*event.channel) {
-                    out.deliver(&event, watchers.ids());
-                }
-            }
-            ShardMessage::PresenceQuery {
-                channel,
-                origin,
-                token,
-            } => {
-                let snapshot = self
-                    .presence
-                    .snapshot(channel, self.config.presence_max_users);
-                let answer = ShardMessage::PresenceAnswer { token, snapshot };
-                if origin == self.config.shard {
-                    self.receive(answer, now, out);
-                } else {
-                    out.send_to_shard(origin, answer);
-                }
-            }
-            ShardMessage::PresenceAnswer { token, snapshot } => out.presence(token, snapshot),
-            ShardMessage::GroupJoin {
-                key,
-                balance,
-                member,
-                load,
-                token,
-                ack,
-            } => {
-                let joined = match ack {
-                    Some(durable) => self.join_queue(&key, member, durable, now, out),
-                    None => {
-                        let member = Member { id: member, load };
-                        self.homed.join(key.clone(), balance, member);
-                        Ok(())
-                    }
-                };
-                let answer = match joined {
-                    Ok(()) => ShardMessage::GroupJoined { token },
-                    Err(refusal) => ShardMessage::GroupRefused {
-                        key,
-                        member,
-                        token,
-                        refusal,
-                    },
-                };
-                self.tell(member.shard(), answer, now, out);
-            }
-            ShardMessage::GroupJoined { token } => self.answer_here(token, Answer::Ok, out),
-            ShardMessage::GroupRefused {
-                key,
-                member,
-                token,
-                refusal,
-            } => {
-                if let Some(conn) = self.conns.get_mut(member) {
-                    conn.groups.remove(&key);
-                }
-                self.answer_here(token, Answer::Refused(refusal), out);
-            }
-            ShardMessage::GroupLeave { key, member } => {
-                self.homed.leave(&key, member);
-                self.leave_queue(&key, member, now, out);
-            }
-            ShardMessage::GroupMessage {
-                key,
-                member,
-                message,
-            } => {
-                let conn = self.conns.get(member);
-                if let Some(load) = conn.and_then(|c| c.load.as_ref()) {
-                    load.sub_in_flight(message.frame.len());
-                }
-                if conn.is_some_and(|c| c.groups.contains(&key)) {
-                    out.deliver(&message, [member]);
-                } else {
-                    self.retry(key, message, out);
-                }
-            }
-            ShardMessage::Online { user, conn } => self.inboxes.online(user, conn, now, out),
-            ShardMessage::Offline { user, conn } => self.inboxes.offline(&user, conn, now, out),
-            ShardMessage::InboxPut(put) => self.inboxes.put(*put, now, out),
-            ShardMessage::Settle {
-                user,
-                id,
-                settle,
-                origin,
-            } => self.inboxes.settle(&user, &id, settle, origin, now, out),
-            ShardMessage::Cancel {
-                user,
-                id,
-                by,
-                origin,
-            } => self.inboxes.cancel(&user, &id, by, origin, out),
-            ShardMessage::Deliver { to, message, route } => {
-                if let Some(conn) = self.conns.get_mut(to) {
-                    if let Some((id, queue)) = route {
-                        conn.acks.insert(id, queue);
-                    }
-                    out.deliver(&message, [to]);
-                }
-            }
-            ShardMessage::Forget { to, id } => {
-                if let Some(conn) = self.conns.get_mut(to) {
-                    conn.acks.remove(&id);
-                }
-            }
-            ShardMessage::SettleQueued {
-                queue,
-                id,
-                settle,
-                origin,
-            } => {
-                self.queues.settle(&queue, &id, settle, origin, now, out);
-                self.carry_routes(out);
-            }
-            ShardMessage::GroupDelete { key, origin } => self.undurable(&key, origin, out),
-            ShardMessage::QueuePut(put) => {
-                self.queues.put(*put, now, out);
-                self.carry_routes(out);
-            }
-            ShardMessage::Answer { token, answer } => self.answer_here(token, answer, out),
-            ShardMessage::GroupRetry { key, message } => self.pick_again(key, &message, out),
-            ShardMessage::Sequence(message) => self.sequence(*message, now, out),
-            ShardMessage::HistoryQuery(query) => self.answer_query(*query, now, out),
-            ShardMessage::HistoryReply(reply) => {
-                let (query, read) = *reply;
-                self.history_reply(query, read, out);
             }
         }
     }

@@ -37,6 +37,19 @@ pub enum Record {
     Durable {
         queue: Arc<str>,
     },
+    /// Message `offset` of `channel`'s durable history, in `epoch` (its payload is the whole
+    /// `message` frame's JSON, offset and epoch included).
+    HistoryPut {
+        channel: Arc<str>,
+        offset: u64,
+        epoch: Arc<str>,
+        message: StoredMessage,
+    },
+    /// Message `offset` of `channel`'s history was dropped (trimmed, expired or lost).
+    HistoryDelete {
+        channel: Arc<str>,
+        offset: u64,
+    },
     /// Group `queue` is no longer durable: its record and its messages go.
     DurableDelete {
         queue: Arc<str>,

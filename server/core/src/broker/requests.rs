@@ -96,3 +96,14 @@ pub struct HistoryQuery {
     pub subscribe: Option<(ConnId, bool)>,
     pub origin: Origin,
 }
+
+/// A durable history message being written, at its channel's home: kept, published and
+/// confirmed to `origin` once the store has it.
+#[derive(Debug)]
+pub(super) struct HistoryWrite {
+    pub(super) channel: Arc<str>,
+    pub(super) epoch: Arc<str>,
+    pub(super) offset: u64,
+    pub(super) message: Arc<crate::message::Published>,
+    pub(super) origin: Origin,
+}

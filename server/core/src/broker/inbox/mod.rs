@@ -45,6 +45,16 @@ pub(super) enum Kind {
     Queues,
 }
 
+impl Kind {
+    /// The remainder of its store tokens divided by 4.
+    fn tag(self) -> u64 {
+        match self {
+            Kind::Users => 1,
+            Kind::Queues => 2,
+        }
+    }
+}
+
 /// A queue's delivery, or the end of one, that the holder's shard must know of to route the
 /// holder's `ack` back to the queue. The broker carries these out ([`Inboxes::take_routes`]).
 #[derive(Debug)]
@@ -119,10 +129,7 @@ impl Inboxes {
             timers: BTreeSet::new(),
             next_seq: 1,
             storing: IdMap::default(),
-            next_token: match kind {
-                Kind::Users => 1,
-                Kind::Queues => 0,
-            },
+            next_token: kind.tag(),
             bytes: 0,
             durable: 0,
             routes: Vec::new(),
@@ -179,10 +186,10 @@ impl Inboxes {
         self.inboxes.get(name).is_some_and(|i| !i.conns.is_empty())
     }
 
-    /// Whether a store confirmation with `token` is for these inboxes (users' tokens are odd,
-    /// queues' even).
+    /// Whether a store confirmation with `token` is for these inboxes: users' tokens are
+    /// `4n + 1`, queues' `4n + 2` (and durable history's `4n + 3`).
     pub(super) fn owns_token(&self, token: u64) -> bool {
-        (token % 2 == 1) == (self.kind == Kind::Users)
+        token % 4 == self.kind.tag()
     }
 
     /// Whether queue `name` is open and durable.
@@ -296,7 +303,7 @@ impl Inboxes {
                         expires_ms: dedup_expires,
                     });
                 }
-                let token = self.next_token + 2;
+                let token = self.next_token + 4;
                 self.next_token = token;
                 let storing = Storing {
                     name,
