@@ -122,7 +122,7 @@ impl Server {
     }
 }
 
-/// Hands each shard what the store held for the users and groups homed on it.
+/// Hands each shard what the store held for the users, groups and channels homed on it.
 fn split(restored: Restored, shards: usize) -> Vec<Restored> {
     let mut parts: Vec<Restored> = (0..shards).map(|_| Restored::default()).collect();
     for (user, seq, message) in restored.inbox {
@@ -140,6 +140,10 @@ fn split(restored: Restored, shards: usize) -> Vec<Restored> {
         if let Some(home) = group_home(&queue) {
             parts[home].durable.push(queue);
         }
+    }
+    for (channel, seq, message) in restored.schedules {
+        let home = Broker::channel_home(&channel, shards);
+        parts[home].schedules.push((channel, seq, message));
     }
     for (channel, offset, epoch, message) in restored.history {
         let home = Broker::channel_home(&channel, shards);

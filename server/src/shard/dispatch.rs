@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use simd_json::prelude::Writable;
 use wsedge_core::broker::{
-    GroupKey, HistoryQuery, InboxMessage, Origin, Refusal, Sequence, Settle,
+    GroupKey, HistoryQuery, InboxMessage, Origin, Refusal, SchedulePublish, Sequence, Settle,
 };
 use wsedge_core::ids::ConnId;
 use wsedge_core::limits::{ConnLimits, Verdict};
@@ -138,6 +138,41 @@ pub fn handle_text(
                 .map_err(refused)
         }
         Op::Unsubscribe { channel, .. } => unsubscribe(shard, conn, &channel),
+        Op::Publish {
+            channel,
+            data,
+            priority,
+            schedule: Some(schedule),
+            ..
+        } => {
+            let not_before = match scheduled_at(shard, conn, Some(schedule)) {
+                Ok(at) => at,
+                Err((code, text)) => {
+                    return conn.send(Priority::Critical, reply::error(reference, code, &text))
+                }
+            };
+            let allowed = shard.broker(|broker, _| broker.check_publish(conn.id(), &channel));
+            let data = bytes::Bytes::from(data.encode());
+            let cost = data.len() + channel.len() + 128;
+            if !allow(conn, reference, allowed, limits, now, cost) {
+                return;
+            }
+            let token = shard.pending(conn.id(), reference.map(|r| r.encode()));
+            let request = SchedulePublish {
+                channel: (*channel).into(),
+                id: shard.next_message_id().into(),
+                priority,
+                data,
+                not_before,
+                from: conn.user().cloned(),
+                origin: Origin {
+                    shard: shard.index(),
+                    token,
+                },
+            };
+            // Stored at the channel's home, which answers with the schedule's id.
+            return shard.broker(|broker, out| broker.schedule_publish(request, unix_ms(), out));
+        }
         Op::Publish { persist: true, .. } if shard.broker(|b, _| b.history_enabled()) => {
             let text = "\"persist\" on publish is not available while [history] is on";
             Err((ErrorCode::InvalidField, text.to_string()))
@@ -180,6 +215,7 @@ pub fn handle_text(
             priority,
             persist,
             msg_id,
+            schedule: None,
         } => {
             let allowed = shard.broker(|broker, _| broker.check_publish(conn.id(), &channel));
             let build = |id: &str, lz4_threshold| {
@@ -411,7 +447,7 @@ fn scheduled_at(
         Some(Schedule::Delay(delay)) => now.saturating_add(delay),
     };
     if conn.user().is_none() {
-        let text = "a scheduled send needs a user (a token): only its sender may cancel it";
+        let text = "scheduling needs a user (a token): only the one who scheduled may cancel";
         return Err((ErrorCode::Forbidden, text.into()));
     }
     let ttl = shard.config().delivery.inbox_ttl_ms;

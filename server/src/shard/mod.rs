@@ -132,6 +132,9 @@ impl Shard {
             broker.restore_queued(queue, seq, message, now);
         }
         broker.restore_history(restore.history, now);
+        for (channel, seq, message) in restore.schedules {
+            broker.restore_schedule(channel, seq, message);
+        }
     }
 
     /// Runs the broker's deadlines (redeliveries, expiries) as they come due.

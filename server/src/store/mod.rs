@@ -58,6 +58,8 @@ pub struct Restored {
     pub queues: Vec<(Arc<str>, u64, StoredMessage)>,
     /// The durable groups' queues.
     pub durable: Vec<Arc<str>>,
+    /// (channel, seq, message) of scheduled publishes.
+    pub schedules: Vec<(Arc<str>, u64, StoredMessage)>,
     /// (channel, offset, epoch, message) of durable channel history, in key order.
     pub history: Vec<(Arc<str>, u64, Arc<str>, StoredMessage)>,
     /// (key, expires_ms), unexpired only.
@@ -72,6 +74,7 @@ pub struct Opened {
     queues: Keyspace,
     durable: Keyspace,
     history: Keyspace,
+    schedules: Keyspace,
     dlq: Keyspace,
     dedup: Keyspace,
     next_dead: u64,
@@ -110,6 +113,7 @@ pub fn open(config: &StoreConfig, now_ms: u64) -> Result<(Opened, Restored), Sto
     let queues = keyspace("queues").map_err(open_err)?;
     let durable = keyspace("durable").map_err(open_err)?;
     let history = keyspace("history").map_err(open_err)?;
+    let schedules = keyspace("schedules").map_err(open_err)?;
     let dlq = keyspace("dlq").map_err(open_err)?;
     let dedup = keyspace("dedup").map_err(open_err)?;
     let corrupt = |keyspace, key: &[u8], what: String| StoreError::Corrupt {
@@ -122,6 +126,7 @@ pub fn open(config: &StoreConfig, now_ms: u64) -> Result<(Opened, Restored), Sto
     for (name, keyspace, into) in [
         ("inbox", &inbox, &mut restored.inbox),
         ("queues", &queues, &mut restored.queues),
+        ("schedules", &schedules, &mut restored.schedules),
     ] {
         for item in keyspace.iter() {
             let (key, value) = item.into_inner().map_err(open_err)?;
@@ -198,6 +203,7 @@ pub fn open(config: &StoreConfig, now_ms: u64) -> Result<(Opened, Restored), Sto
         queues,
         durable,
         history,
+        schedules,
         dlq,
         dedup,
         next_dead,
@@ -453,6 +459,18 @@ impl Opened {
                     let value = codec::encode_history(epoch, message);
                     write.insert(&self.history, codec::inbox_key(channel, *offset), value);
                 }
+                Record::SchedulePut {
+                    channel,
+                    seq,
+                    message,
+                } => {
+                    let mut value = Vec::with_capacity(64 + message.payload.len());
+                    codec::encode_message(message, &mut value);
+                    write.insert(&self.schedules, codec::inbox_key(channel, *seq), value);
+                }
+                Record::ScheduleDelete { channel, seq } => {
+                    write.remove(&self.schedules, codec::inbox_key(channel, *seq));
+                }
                 Record::HistoryDelete { channel, offset } => {
                     write.remove(&self.history, codec::inbox_key(channel, *offset));
                 }
@@ -540,13 +558,15 @@ fn record_bytes(record: &Record) -> usize {
     128 + match record {
         Record::InboxPut { message, .. }
         | Record::QueuePut { message, .. }
-        | Record::HistoryPut { message, .. } => message.payload.len(),
+        | Record::HistoryPut { message, .. }
+        | Record::SchedulePut { message, .. } => message.payload.len(),
         Record::DeadLetter(DeadLetter { message, .. }) => message.payload.len(),
         Record::InboxDelete { .. }
         | Record::QueueDelete { .. }
         | Record::Durable { .. }
         | Record::DurableDelete { .. }
         | Record::HistoryDelete { .. }
+        | Record::ScheduleDelete { .. }
         | Record::Dedup { .. } => 0,
     }
 }

@@ -78,8 +78,10 @@ impl Broker {
         } else if self.queues.owns_token(token) {
             self.queues.stored(token, ok, now, out);
             self.carry_routes(out);
-        } else {
+        } else if token % 8 == 3 {
             self.history_stored(token, ok, now, out);
+        } else {
+            self.schedule_stored(token, ok, out);
         }
     }
 
@@ -87,12 +89,15 @@ impl Broker {
     pub fn poll_timeout(&self) -> Option<u64> {
         let history = self.history.next_timeout();
         let queues = self.queues.next_timeout();
+        let schedules = self.schedules.next_timeout();
         let inboxes = self.inboxes.next_timeout();
-        inboxes.into_iter().chain(queues).chain(history).min()
+        let all = inboxes.into_iter().chain(queues).chain(schedules);
+        all.chain(history).min()
     }
 
     /// Acts on the deadlines passed at `now`: ack timeouts, redeliveries, expiries.
     pub fn handle_timeout(&mut self, now: u64, out: &mut Effects) {
+        self.publish_due(now, out);
         self.inboxes.timeout(now, out);
         self.queues.timeout(now, out);
         self.carry_routes(out);
@@ -106,8 +111,9 @@ impl Broker {
         self.inboxes.restore(user, seq, message, now);
     }
 
-    /// Connection `id` cancels scheduled message `scheduled` (`<message id>:<user>`, as its
-    /// `ok` said); answered to `origin` by the user's home.
+    /// Connection `id` cancels scheduled message `scheduled` (`<message id>:<user>` for a send,
+    /// `<message id>#<channel>` for a publish, as its `ok` said); answered to `origin` by the
+    /// user's (the channel's) home.
     pub fn cancel(
         &mut self,
         id: ConnId,
@@ -117,10 +123,24 @@ impl Broker {
         out: &mut Effects,
     ) {
         let by = self.conns.get(id).and_then(|c| c.peer.user.clone());
-        let Some((_, user)) = scheduled.split_once(':').filter(|_| by.is_some()) else {
+        // A message id has neither `:` nor `#`: what follows the first names where it waits.
+        let at = scheduled.find([':', '#']).filter(|_| by.is_some());
+        let Some(at) = at else {
             let refusal = Refusal::UnknownMessage(scheduled.into());
             return out.answer(origin, Answer::Refused(refusal));
         };
+        let (separator, rest) = (&scheduled[at..at + 1], &scheduled[at + 1..]);
+        if separator == "#" {
+            let home = Self::channel_home(rest, self.config.shards);
+            let cancel = ShardMessage::CancelScheduled {
+                channel: rest.into(),
+                id: scheduled.into(),
+                by,
+                origin,
+            };
+            return self.tell(home, cancel, now, out);
+        }
+        let user = rest;
         let cancel = ShardMessage::Cancel {
             user: user.into(),
             id: scheduled.into(),

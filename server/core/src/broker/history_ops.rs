@@ -117,7 +117,7 @@ impl Broker {
             epoch: epoch.clone(),
             message: stored,
         };
-        self.next_history_token += 4;
+        self.next_history_token += 8;
         let token = self.next_history_token;
         let write = HistoryWrite {
             channel,

@@ -7,7 +7,9 @@ use super::groups::{GroupKey, Load};
 use super::history::Read;
 use super::presence::Snapshot;
 use super::refusal::Refusal;
-use super::requests::{Answer, HistoryQuery, InboxMessage, Origin, Sequence, Settle};
+use super::requests::{
+    Answer, HistoryQuery, InboxMessage, Origin, SchedulePublish, Sequence, Settle,
+};
 use crate::ids::ConnId;
 use crate::message::Published;
 use crate::protocol::{Balance, Priority};
@@ -104,6 +106,15 @@ pub enum ShardMessage {
         settle: Settle,
         origin: Origin,
     },
+    /// To a channel's home: a publish for later.
+    SchedulePut(Box<SchedulePublish>),
+    /// To a channel's home: `by` cancels scheduled publish `id`.
+    CancelScheduled {
+        channel: Arc<str>,
+        id: Box<str>,
+        by: Option<Arc<str>>,
+        origin: Origin,
+    },
     /// To a group's home: the group is durable no more, and what it holds goes.
     GroupDelete { key: GroupKey, origin: Origin },
     /// To a group's home: a message for its queue (a persist publish's, or a replayed dead
@@ -140,6 +151,7 @@ impl ShardMessage {
                 Some((put.frame.len(), put.priority))
             }
             ShardMessage::Sequence(s) => Some((s.data.len(), s.priority)),
+            ShardMessage::SchedulePut(s) => Some((s.data.len(), s.priority)),
             ShardMessage::HistoryQuery(_) => Some((0, Priority::Critical)),
             ShardMessage::HistoryReply(reply) => {
                 let bytes = reply.1.messages.iter().map(|m| m.frame.len()).sum();
@@ -148,6 +160,7 @@ impl ShardMessage {
             ShardMessage::Settle { .. }
             | ShardMessage::SettleQueued { .. }
             | ShardMessage::Cancel { .. }
+            | ShardMessage::CancelScheduled { .. }
             | ShardMessage::GroupDelete { .. } => Some((0, Priority::Critical)),
             _ => None,
         }
@@ -158,11 +171,13 @@ impl ShardMessage {
         match self {
             ShardMessage::InboxPut(put) | ShardMessage::QueuePut(put) => put.origin,
             ShardMessage::Sequence(s) => Some(s.origin),
+            ShardMessage::SchedulePut(s) => Some(s.origin),
             ShardMessage::HistoryQuery(q) => Some(q.origin),
             ShardMessage::HistoryReply(reply) => Some(reply.0.origin),
             ShardMessage::Settle { origin, .. }
             | ShardMessage::SettleQueued { origin, .. }
             | ShardMessage::Cancel { origin, .. }
+            | ShardMessage::CancelScheduled { origin, .. }
             | ShardMessage::GroupDelete { origin, .. } => Some(*origin),
             _ => None,
         }

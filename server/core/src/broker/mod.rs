@@ -47,6 +47,8 @@ mod receive;
 mod records;
 mod refusal;
 mod requests;
+mod schedule_ops;
+mod schedules;
 mod users;
 
 #[cfg(test)]
@@ -59,6 +61,8 @@ mod group_tests;
 mod history_tests;
 #[cfg(test)]
 mod inbox_tests;
+#[cfg(test)]
+mod schedule_tests;
 #[cfg(test)]
 mod tests;
 
@@ -89,7 +93,8 @@ pub use queues::{group_queue, queue_group};
 pub use records::{DeadLetter, DeadReason, Record, StoredMessage};
 pub use refusal::Refusal;
 use requests::HistoryWrite;
-pub use requests::{Answer, HistoryQuery, InboxMessage, Origin, Sequence, Settle};
+pub use requests::{Answer, HistoryQuery, InboxMessage, Origin, SchedulePublish, Sequence, Settle};
+use schedules::Schedules;
 use users::Conns;
 pub use users::Peer;
 
@@ -117,9 +122,13 @@ pub struct Broker {
     acked: AckIndex,
     /// History of the channels whose home is this shard.
     history: History,
-    /// Durable history messages being written, by store token (`4n + 3`).
+    /// Durable history messages being written, by store token (`8n + 3`).
     history_writes: IdMap<u64, HistoryWrite>,
     next_history_token: u64,
+    /// Publishes scheduled for later on the channels whose home is this shard (store tokens
+    /// `8n + 4`).
+    schedules: Schedules,
+    next_schedule_token: u64,
     /// Recipients being gathered (reused).
     scratch: Vec<ConnId>,
 }
@@ -133,6 +142,8 @@ impl Broker {
             history: History::new(config.history, config.boot, config.shard),
             history_writes: IdMap::default(),
             next_history_token: 3,
+            schedules: Schedules::new(config.delivery.clone()),
+            next_schedule_token: 4,
             config,
             channels: Channels::default(),
             patterns: Patterns::default(),

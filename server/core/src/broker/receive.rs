@@ -142,6 +142,13 @@ impl Broker {
                 self.carry_routes(out);
             }
             ShardMessage::GroupDelete { key, origin } => self.undurable(&key, origin, out),
+            ShardMessage::SchedulePut(request) => self.schedule_put(*request, now, out),
+            ShardMessage::CancelScheduled {
+                channel,
+                id,
+                by,
+                origin,
+            } => self.cancel_scheduled(channel, &id, by, origin, out),
             ShardMessage::QueuePut(put) => {
                 self.queues.put(*put, now, out);
                 self.carry_routes(out);

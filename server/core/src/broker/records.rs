@@ -50,6 +50,17 @@ pub enum Record {
         channel: Arc<str>,
         offset: u64,
     },
+    /// Scheduled publish `seq` of `channel` (its `message.payload` is the `data` JSON).
+    SchedulePut {
+        channel: Arc<str>,
+        seq: u64,
+        message: StoredMessage,
+    },
+    /// Scheduled publish `seq` of `channel` was published or cancelled.
+    ScheduleDelete {
+        channel: Arc<str>,
+        seq: u64,
+    },
     /// Group `queue` is no longer durable: its record and its messages go.
     DurableDelete {
         queue: Arc<str>,

@@ -107,3 +107,19 @@ pub(super) struct HistoryWrite {
     pub(super) message: Arc<crate::message::Published>,
     pub(super) origin: Origin,
 }
+
+/// A publish scheduled for later, on its way to its channel's home.
+#[derive(Debug)]
+pub struct SchedulePublish {
+    pub channel: Arc<str>,
+    /// The message id it will be published with.
+    pub id: Box<str>,
+    pub priority: Priority,
+    /// The JSON text of `data`.
+    pub data: Bytes,
+    /// Published at this Unix millisecond.
+    pub not_before: u64,
+    /// The publisher's user, who alone may cancel it.
+    pub from: Option<Arc<str>>,
+    pub origin: Origin,
+}

@@ -10,8 +10,10 @@ use simd_json::prelude::*;
 use simd_json::Buffers;
 
 pub use super::error_code::ErrorCode;
-use super::fields::{channel, flag, id_string, missing_data, priority, since};
-pub use super::fields::{Json, Position, Rejection, MAX_EPOCH_LEN, MAX_ID_LEN};
+use super::fields::{channel, flag, id_string, missing_data, priority, schedule, since};
+pub use super::fields::{
+    Json, Position, Rejection, Schedule, MAX_DELAY_MS, MAX_EPOCH_LEN, MAX_ID_LEN,
+};
 use super::{is_valid_group, json_check, Balance, Priority, MAX_GROUP_LEN};
 use crate::auth::MAX_USER_LEN;
 use crate::topic;
@@ -64,6 +66,8 @@ pub enum Op<'a> {
         /// Idempotency key: a repeat within the dedup window is not queued again for an
         /// acknowledged group.
         msg_id: Option<Cow<'a, str>>,
+        /// Publish at this time instead (kept in the store until then).
+        schedule: Option<Schedule>,
     },
     Ping,
     Echo {
@@ -83,7 +87,7 @@ pub enum Op<'a> {
         /// Deliver at this time (implies `persist`).
         schedule: Option<Schedule>,
     },
-    /// Cancels a scheduled send (by the id its `ok` gave).
+    /// Cancels a scheduled send or publish (by the id its `ok` gave).
     Cancel {
         id: Cow<'a, str>,
     },
@@ -106,18 +110,6 @@ pub enum SettleOp<'a> {
     Nak { delay_ms: u64 },
     Term { reason: Option<Cow<'a, str>> },
 }
-
-/// When a scheduled message is due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Schedule {
-    /// `deliver_at`, in Unix milliseconds.
-    At(u64),
-    /// `delay_ms` from now.
-    Delay(u64),
-}
-
-/// Longest `delay_ms` of a send accepted: 10 years (`inbox.ttl_s` bounds it further).
-pub const MAX_DELAY_MS: u64 = 10 * 365 * 86_400_000;
 
 /// Most messages one `history` answer holds (and the default `limit`).
 pub const MAX_HISTORY_LIMIT: usize = 1000;
@@ -292,6 +284,10 @@ pub fn parse<'a>(
                         Some(Ok(id)) => Some(id),
                         Some(Err(rejection)) => return Err(rejection.with(reference)),
                     };
+                    let schedule = match schedule(field("deliver_at"), field("delay_ms")) {
+                        Ok(schedule) => schedule,
+                        Err(rejection) => return Err(rejection.with(reference)),
+                    };
                     match field("data") {
                         Some(data) => Op::Publish {
                             channel,
@@ -299,6 +295,7 @@ pub fn parse<'a>(
                             priority,
                             persist,
                             msg_id,
+                            schedule,
                         },
                         None => return Err(missing_data(reference)),
                     }
@@ -339,31 +336,9 @@ pub fn parse<'a>(
                     Err(rejection) => return Err(rejection.with(reference)),
                 },
             };
-            let schedule = match (field("deliver_at"), field("delay_ms")) {
-                (None, None) => None,
-                (Some(Value::String(at)), None) => match super::time::parse_rfc3339_ms(&at) {
-                    Some(ms) => Some(Schedule::At(ms)),
-                    None => {
-                        let text = "\"deliver_at\" must be an RFC 3339 time such as \"2026-12-02T19:30:00Z\"";
-                        return Err(Rejection::new(reference, ErrorCode::InvalidField, text));
-                    }
-                },
-                (None, Some(delay)) => match delay.as_u64().filter(|d| *d <= MAX_DELAY_MS) {
-                    Some(ms) => Some(Schedule::Delay(ms)),
-                    None => {
-                        let text =
-                            format!("\"delay_ms\" must be an integer from 0 to {MAX_DELAY_MS}");
-                        return Err(Rejection::new(reference, ErrorCode::InvalidField, text));
-                    }
-                },
-                (Some(_), None) => {
-                    let text = "\"deliver_at\" must be an RFC 3339 time string";
-                    return Err(Rejection::new(reference, ErrorCode::InvalidField, text));
-                }
-                (Some(_), Some(_)) => {
-                    let text = "give \"deliver_at\" or \"delay_ms\", not both";
-                    return Err(Rejection::new(reference, ErrorCode::InvalidField, text));
-                }
+            let schedule = match schedule(field("deliver_at"), field("delay_ms")) {
+                Ok(schedule) => schedule,
+                Err(rejection) => return Err(rejection.with(reference)),
             };
             let persist = persist || schedule.is_some();
             match field("data") {

@@ -52,6 +52,43 @@ impl<'a> Rejection<'a> {
     }
 }
 
+/// When a scheduled message is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// `deliver_at`, in Unix milliseconds.
+    At(u64),
+    /// `delay_ms` from now.
+    Delay(u64),
+}
+
+/// Longest `delay_ms` of a send accepted: 10 years (`inbox.ttl_s` bounds it further).
+pub const MAX_DELAY_MS: u64 = 10 * 365 * 86_400_000;
+
+/// Checks `deliver_at` (an RFC 3339 time) and `delay_ms` (0 to [`MAX_DELAY_MS`]): at most one.
+pub(super) fn schedule(
+    deliver_at: Option<Json<'_>>,
+    delay_ms: Option<Json<'_>>,
+) -> Result<Option<Schedule>, Rejection<'static>> {
+    let invalid = |text: &str| Rejection::new(None, ErrorCode::InvalidField, text);
+    match (deliver_at, delay_ms) {
+        (None, None) => Ok(None),
+        (Some(Value::String(at)), None) => match super::time::parse_rfc3339_ms(&at) {
+            Some(ms) => Ok(Some(Schedule::At(ms))),
+            None => Err(invalid(
+                "\"deliver_at\" must be an RFC 3339 time such as \"2026-12-02T19:30:00Z\"",
+            )),
+        },
+        (None, Some(delay)) => match delay.as_u64().filter(|d| *d <= MAX_DELAY_MS) {
+            Some(ms) => Ok(Some(Schedule::Delay(ms))),
+            None => Err(invalid(&format!(
+                "\"delay_ms\" must be an integer from 0 to {MAX_DELAY_MS}"
+            ))),
+        },
+        (Some(_), None) => Err(invalid("\"deliver_at\" must be an RFC 3339 time string")),
+        (Some(_), Some(_)) => Err(invalid("give \"deliver_at\" or \"delay_ms\", not both")),
+    }
+}
+
 /// Checks a `priority` field (default `normal`); the rejection's `ref` is filled in by the caller.
 pub(super) fn priority(value: Option<Json<'_>>) -> Result<Priority, Rejection<'static>> {
     match value {

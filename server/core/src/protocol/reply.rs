@@ -224,6 +224,21 @@ pub fn message(
         .finish()
 }
 
+/// `{"op":"message","channel":"<c>","id":"<id>","priority":"<p>","data":<data>}` with `data`
+/// as JSON text (a scheduled publish, published when due).
+pub fn message_raw(channel: &str, id: &str, priority: Priority, data: &[u8]) -> Bytes {
+    let mut w = Writer::new(data.len() + channel.len() + id.len() + 64);
+    w.raw(r#"{"op":"message","channel":""#)
+        .raw(channel) // channel names are validated to need no escaping
+        .raw(r#"","id":"#)
+        .string(id)
+        .raw(r#","priority":""#)
+        .raw(priority.as_str())
+        .raw(r#"","data":"#);
+    w.0.extend_from_slice(data);
+    w.raw("}").finish()
+}
+
 /// The id of a message frame's JSON made by [`message`] or [`message_at`] (its channel needs no
 /// escaping; server-made ids need none either).
 pub fn message_id(payload: &[u8]) -> Option<&str> {

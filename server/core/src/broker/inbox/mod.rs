@@ -46,7 +46,7 @@ pub(super) enum Kind {
 }
 
 impl Kind {
-    /// The remainder of its store tokens divided by 4.
+    /// The remainder of its store tokens divided by 8.
     fn tag(self) -> u64 {
         match self {
             Kind::Users => 1,
@@ -187,9 +187,9 @@ impl Inboxes {
     }
 
     /// Whether a store confirmation with `token` is for these inboxes: users' tokens are
-    /// `4n + 1`, queues' `4n + 2` (and durable history's `4n + 3`).
+    /// `8n + 1`, queues' `8n + 2` (durable history's `8n + 3`, schedules' `8n + 4`).
     pub(super) fn owns_token(&self, token: u64) -> bool {
-        token % 4 == self.kind.tag()
+        token % 8 == self.kind.tag()
     }
 
     /// Whether queue `name` is open and durable.
@@ -303,7 +303,7 @@ impl Inboxes {
                         expires_ms: dedup_expires,
                     });
                 }
-                let token = self.next_token + 4;
+                let token = self.next_token + 8;
                 self.next_token = token;
                 let storing = Storing {
                     name,
