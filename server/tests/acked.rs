@@ -315,3 +315,27 @@ async fn a_deleted_durable_group_keeps_nothing_across_a_restart() -> Result<()> 
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_publish_repeated_with_its_msg_id_is_delivered_once() -> Result<()> {
+    let server = TestServer::start(&[("SERVER_SHARDS", "2")]).await?;
+    let mut reader = Client::connect_on_shard(&server, 0).await?;
+    reader.subscribe("feed").await?;
+    let mut producer = Client::connect_on_shard(&server, 1).await?;
+    let once = json!({"op": "publish", "channel": "feed", "data": "once", "msg_id": "k1"});
+    assert_eq!(
+        ask(&mut producer, once.clone(), "1").await?,
+        json!({"op": "ok", "ref": "1"})
+    );
+    let again = ask(&mut producer, once, "2").await?;
+    assert_eq!(again, json!({"op": "ok", "ref": "2", "duplicate": true}));
+    let end = json!({"op": "publish", "channel": "feed", "data": "end"});
+    assert_eq!(ask(&mut producer, end, "3").await?["op"], "ok");
+    assert_eq!(reader.recv_json().await?["data"], "once");
+    assert_eq!(
+        reader.recv_json().await?["data"],
+        "end",
+        "the repeat went nowhere"
+    );
+    Ok(())
+}

@@ -181,8 +181,10 @@ pub fn handle_text(
             channel,
             data,
             priority,
+            persist: false,
+            msg_id,
             ..
-        } if shard.broker(|broker, _| broker.history_enabled()) => {
+        } if msg_id.is_some() || shard.broker(|broker, _| broker.history_enabled()) => {
             let allowed = shard.broker(|broker, _| broker.check_publish(conn.id(), &channel));
             let data = bytes::Bytes::from(data.encode());
             if !allow(
@@ -201,12 +203,13 @@ pub fn handle_text(
                 id: shard.next_message_id().into(),
                 priority,
                 data,
+                msg_id: msg_id.map(|m| (*m).into()),
                 origin: Origin {
                     shard: shard.index(),
                     token,
                 },
             };
-            // Numbered at the channel's home, which answers.
+            // Checked (msg_id) and numbered (history) at the channel's home, which answers.
             return shard.broker(|broker, out| broker.publish_sequenced(message, unix_ms(), out));
         }
         Op::Publish {

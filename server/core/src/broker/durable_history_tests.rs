@@ -58,6 +58,7 @@ fn publish(b: &mut Broker, n: u64, now: u64) -> Done {
         id: format!("m{n}").into(),
         priority: Priority::Normal,
         data: bytes::Bytes::from(format!("{n}")),
+        msg_id: None,
         origin: Origin { shard: 0, token: n },
     };
     b.publish_sequenced(message, now, &mut out);

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use super::dedup::Dedup;
 use super::effects::Effects;
 use super::history::Read;
 use super::messages::ShardMessage;
@@ -78,22 +79,43 @@ impl Broker {
         presence::home(channel, shards)
     }
 
-    /// At the channel's home: numbers, keeps and publishes a message. With durable history it
-    /// is written to the store first: kept, published and confirmed once the store says so
-    /// ([`Broker::history_stored`]).
+    /// At the channel's home: a publish seen before with the same `msg_id` (in the dedup
+    /// window) is answered `duplicate` and goes nowhere. Without history the message is
+    /// published as it is. With history it is numbered, kept and published; with durable
+    /// history it is written to the store first: kept, published and confirmed once the store
+    /// says so ([`Broker::history_stored`]).
     pub(super) fn sequence(&mut self, message: Sequence, now: u64, out: &mut Effects) {
-        self.make_room();
         let lz4_threshold = self.config.delivery.lz4_threshold;
         let Sequence {
             channel,
             id,
             priority,
             data,
+            msg_id,
             origin,
         } = message;
+        if let Some(msg_id) = &msg_id {
+            let key = Dedup::key(&format!("channel:{channel}"), msg_id);
+            if self.channel_dedup.seen(&key, now) {
+                return out.answer(origin, Answer::Duplicate);
+            }
+            let expires = now.saturating_add(self.config.delivery.dedup_window_ms);
+            self.channel_dedup.insert(key, expires, now);
+        }
+        let with_msg_id = |mut message: Published| {
+            message.msg_id = msg_id.clone();
+            Arc::new(message)
+        };
+        if !self.history.enabled() {
+            let frame = reply::message_raw(&channel, &id, priority, &data);
+            let published = Published::new(&channel, priority, frame, lz4_threshold);
+            out.broadcast(with_msg_id(published));
+            return out.answer(origin, Answer::Ok);
+        }
+        self.make_room();
         let build = |epoch: &str, offset| {
             let frame = reply::message_at(&channel, &id, priority, offset, epoch, &data);
-            Arc::new(Published::new(&channel, priority, frame, lz4_threshold))
+            with_msg_id(Published::new(&channel, priority, frame, lz4_threshold))
         };
         if !self.history.durable() {
             // The shard publishes it, here (batched as any publish) and to the other shards.

@@ -67,6 +67,7 @@ fn publish(b: &mut Broker, n: u64, now: u64) -> Done {
         id: format!("m{n}").into(),
         priority: Priority::Normal,
         data: bytes::Bytes::from(format!("{n}")),
+        msg_id: None,
         origin: Origin { shard: 0, token: n },
     };
     b.publish_sequenced(message, now, &mut out);
@@ -290,4 +291,30 @@ fn channels_without_messages_or_subscribers_are_bounded_by_max_bytes() {
         b.ask_history(reader, query, 0, &mut out).unwrap();
     }
     assert!(b.history.channels() <= 4, "{}", b.history.channels());
+}
+
+#[test]
+fn a_repeated_msg_id_is_published_once_with_or_without_history() {
+    for size in [0, 10] {
+        let mut b = broker(0, 1, size);
+        let mut answers = Vec::new();
+        let mut published = 0;
+        for token in [1, 2] {
+            let mut out = Effects::default();
+            let message = Sequence {
+                channel: "room".into(),
+                id: format!("m{token}").into(),
+                priority: Priority::Normal,
+                data: bytes::Bytes::from_static(b"1"),
+                msg_id: Some("same".into()),
+                origin: Origin { shard: 0, token },
+            };
+            b.publish_sequenced(message, 5, &mut out);
+            let d = done(&mut out);
+            published += d.broadcast.len();
+            answers.extend(d.answers);
+        }
+        assert_eq!(published, 1, "history size {size}");
+        assert_eq!(answers, [(1, Answer::Ok), (2, Answer::Duplicate)]);
+    }
 }

@@ -76,6 +76,7 @@ use crate::protocol::{reply, Priority};
 use crate::topic;
 use channels::Channels;
 pub use config::{BrokerConfig, DeliveryConfig, HistoryConfig};
+use dedup::Dedup;
 pub use effects::{Action, Effects};
 use groups::Groups;
 pub use groups::{GroupKey, Load};
@@ -122,6 +123,8 @@ pub struct Broker {
     acked: AckIndex,
     /// History of the channels whose home is this shard.
     history: History,
+    /// The `msg_id`s of publishes to the channels whose home is this shard.
+    channel_dedup: Dedup,
     /// Durable history messages being written, by store token (`8n + 3`).
     history_writes: IdMap<u64, HistoryWrite>,
     next_history_token: u64,
@@ -140,6 +143,7 @@ impl Broker {
             queues: Inboxes::new(Kind::Queues, config.delivery.clone(), config.shard),
             acked: AckIndex::default(),
             history: History::new(config.history, config.boot, config.shard),
+            channel_dedup: Dedup::new(config.delivery.dedup_max_entries),
             history_writes: IdMap::default(),
             next_history_token: 3,
             schedules: Schedules::new(config.delivery.clone()),

@@ -73,8 +73,9 @@ pub enum Answer {
     Refused(Refusal),
 }
 
-/// A message published to a channel with history, on its way to the channel's home, which
-/// numbers it, keeps it, and sends it to every shard.
+/// A message published to a channel with history (or with a `msg_id`), on its way to the
+/// channel's home, which checks its `msg_id`, numbers it and keeps it (with history), and sends
+/// it to every shard.
 #[derive(Debug)]
 pub struct Sequence {
     pub channel: Arc<str>,
@@ -82,6 +83,8 @@ pub struct Sequence {
     pub priority: Priority,
     /// The JSON text of `data`.
     pub data: Bytes,
+    /// Published once per `msg_id` within the dedup window.
+    pub msg_id: Option<Box<str>>,
     pub origin: Origin,
 }
 

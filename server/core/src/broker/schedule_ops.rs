@@ -97,6 +97,7 @@ impl Broker {
                     id: id.into(),
                     priority: message.priority,
                     data: message.payload.clone(),
+                    msg_id: None,
                     origin: Origin {
                         shard: self.config.shard,
                         token: 0,
