@@ -22,9 +22,14 @@ pub fn instant_of(unix_ms_at: u64) -> Instant {
 
 /// Now as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let text = utc_ms(unix_ms());
+    // Without the milliseconds: `...SS.mmmZ` → `...SSZ`.
+    format!("{}Z", &text[..19])
+}
+
+/// Unix milliseconds `ms` as RFC 3339 `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn utc_ms(ms: u64) -> String {
+    let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil from days (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -37,9 +42,20 @@ pub fn utc_now() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + (m <= 2) as i64;
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
         rem % 3600 / 60,
-        rem % 60
+        rem % 60,
+        ms % 1000
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unix_milliseconds_format_as_rfc3339() {
+        assert_eq!(super::utc_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::utc_ms(1_795_282_200_123), "2026-11-21T17:30:00.123Z");
+        assert_eq!(super::utc_now().len(), 20);
+    }
 }

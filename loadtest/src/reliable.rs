@@ -286,6 +286,8 @@ struct Sender {
 /// the drain) for the rest to be confirmed, reconnecting and resending as needed.
 async fn send(agent: Agent, me: Sender, plan: Plan, stats: Arc<StatsHandle>, ledger: Arc<Ledger>) {
     let interval = (1e6 / plan.rate.max(0.001)) as u64;
+    // The run clock's start as Unix milliseconds.
+    let wall_at_start = crate::clock::unix_ms().saturating_sub(stats.stats().now_us() / 1000);
     let mut next_due = stats.stats().now_us() + rand_below(interval);
     let mut seq = 0u64;
     // seq → (intended time, request text), until confirmed.
@@ -339,9 +341,14 @@ async fn send(agent: Agent, me: Sender, plan: Plan, stats: Arc<StatsHandle>, led
                 if !sending || stats.stats().now_us() < next_due {
                     continue;
                 }
+                // Due at an absolute time (the intended send time plus the delay), so that
+                // how late it arrives does not count the send's own trip.
                 let delay = match plan.delay_ms {
                     0 => String::new(),
-                    ms => format!(r#","delay_ms":{ms}"#),
+                    ms => {
+                        let due = wall_at_start + next_due / 1000 + ms;
+                        format!(r#","deliver_at":"{}""#, crate::clock::utc_ms(due))
+                    }
                 };
                 let to = match me.publish {
                     true => format!(r#""op":"publish","channel":"{CHANNEL}""#),

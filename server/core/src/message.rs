@@ -17,6 +17,9 @@ pub struct Published {
     /// The publisher's `msg_id`: acknowledged groups keep one copy per id within the dedup
     /// window.
     pub msg_id: Option<Box<str>>,
+    /// Written at once, not held back for write coalescing nor batched: a scheduled message at
+    /// its time.
+    pub urgent: bool,
     lz4: OnceLock<Bytes>,
     lz4_threshold: usize,
 }
@@ -28,6 +31,7 @@ impl Published {
             priority,
             frame,
             msg_id: None,
+            urgent: false,
             lz4: OnceLock::new(),
             lz4_threshold,
         }

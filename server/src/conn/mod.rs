@@ -187,13 +187,14 @@ impl Conn {
         self.queue(lane, frame, true);
     }
 
-    /// Queues a published message, in the lane of its priority. Unless it is critical, it may
-    /// wait up to `connection.write_coalesce_us` to share a write with the messages after it.
+    /// Queues a published message, in the lane of its priority. Unless it is critical or
+    /// urgent, it may wait up to `connection.write_coalesce_us` to share a write with the
+    /// messages after it.
     pub fn deliver(&self, message: &Published) {
         self.queue(
             message.priority,
             message.frame_for(self.lz4).clone(),
-            message.priority == Priority::Critical,
+            message.priority == Priority::Critical || message.urgent,
         );
     }
 

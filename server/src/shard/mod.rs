@@ -413,7 +413,8 @@ impl Shard {
     /// queues of its channel; returns how many durable ones will answer `origin` (a persist
     /// publish's).
     fn deliver_here(&self, message: &Arc<Published>, origin: Option<Origin>) -> usize {
-        let batch = !self.config().write_coalesce.is_zero() && coalesce::is_busy();
+        let coalesce = !self.config().write_coalesce.is_zero() && !message.urgent;
+        let batch = coalesce && coalesce::is_busy();
         self.broker(|broker, out| {
             broker.publish(message, batch, out);
             match broker.has_queues() {

@@ -107,7 +107,8 @@ impl Broker {
             } else {
                 let frame = reply::message_raw(&channel, id, message.priority, &message.payload);
                 let lz4 = self.config.delivery.lz4_threshold;
-                let published = Published::new(&channel, message.priority, frame, lz4);
+                let mut published = Published::new(&channel, message.priority, frame, lz4);
+                published.urgent = true;
                 out.broadcast(Arc::new(published));
             }
             out.persist(None, vec![Record::ScheduleDelete { channel, seq }]);

@@ -84,12 +84,11 @@ impl Inboxes {
             }
             entry.attempts += 1;
             self.timers.insert((due, name.clone(), seq));
-            let message = Arc::new(Published::new(
-                "",
-                entry.priority,
-                entry.frame(),
-                self.config.lz4_threshold,
-            ));
+            let mut message =
+                Published::new("", entry.priority, entry.frame(), self.config.lz4_threshold);
+            // A scheduled message at its time goes out at once.
+            message.urgent = entry.not_before_ms > 0 && entry.attempts == 1;
+            let message = Arc::new(message);
             let Some(i) = to else {
                 inbox.in_flight += 1;
                 entry.state = State::InFlight { due, to: None };
