@@ -141,10 +141,13 @@ pub(super) enum PresenceChange {
 impl ShardMessage {
     /// The frame bytes and priority of what it carries, when it goes through the bounded queue
     /// (a message, or a request a client can repeat at will); `None` for control, which is
-    /// bounded by the connections and their memberships and must never be lost.
+    /// bounded by the connections and their memberships and must never be lost. An
+    /// acknowledged delivery ([`ShardMessage::Deliver`]) is control: its count is bounded by
+    /// `ack.max_pending` per user or holder, its frame is the one its inbox holds anyway, and
+    /// dropped it would wait `ack.wait_ms` for its redelivery.
     pub fn load(&self) -> Option<(usize, Priority)> {
         match self {
-            ShardMessage::GroupMessage { message, .. } | ShardMessage::Deliver { message, .. } => {
+            ShardMessage::GroupMessage { message, .. } => {
                 Some((message.frame.len(), message.priority))
             }
             ShardMessage::InboxPut(put) | ShardMessage::QueuePut(put) => {

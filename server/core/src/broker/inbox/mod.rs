@@ -83,6 +83,9 @@ struct Storing {
 struct Inbox {
     entries: BTreeMap<u64, Entry>,
     by_id: HashMap<Arc<str>, u64>,
+    /// The entries ready to go now (state `Ready`, its time passed), in order: what a pump
+    /// looks at, so that it never walks the ones in flight.
+    ready: BTreeSet<u64>,
     /// Unacknowledged deliveries (a user's inbox; a queue counts them per holder).
     in_flight: usize,
     /// The recipients: the user's connections, on every shard; a queue's holders.
@@ -289,6 +292,8 @@ impl Inboxes {
         self.timers.insert((expires_ms, name.clone(), seq));
         if !persist && not_before > now {
             self.timers.insert((not_before, name.clone(), seq));
+        } else if !persist {
+            inbox.ready.insert(seq);
         }
         let dedup_expires = now.saturating_add(self.config.dedup_window_ms);
         if let Some(key) = &key {
@@ -334,14 +339,18 @@ impl Inboxes {
         };
         if ok {
             let mut result = Answer::Ok;
-            if let Some(entry) = self.entry_mut(&name, seq) {
-                let not_before = entry.not_before_ms;
-                entry.state = State::Ready { not_before };
-                if not_before > 0 {
-                    result = Answer::Scheduled(entry.id.clone());
-                }
-                if not_before > now {
-                    self.timers.insert((not_before, name.clone(), seq));
+            if let Some(inbox) = self.inboxes.get_mut(&name) {
+                if let Some(entry) = inbox.entries.get_mut(&seq) {
+                    let not_before = entry.not_before_ms;
+                    entry.state = State::Ready { not_before };
+                    if not_before > 0 {
+                        result = Answer::Scheduled(entry.id.clone());
+                    }
+                    if not_before > now {
+                        self.timers.insert((not_before, name.clone(), seq));
+                    } else {
+                        inbox.ready.insert(seq);
+                    }
                 }
             }
             answer(out, origin, result);
@@ -384,7 +393,7 @@ impl Inboxes {
             }
             Settle::Nak { delay_ms } => {
                 let not_before = now.saturating_add(delay_ms);
-                self.make_ready(name, seq, not_before);
+                self.make_ready(name, seq, not_before, now);
             }
             Settle::Term { reason } => {
                 self.dead_letter(name, seq, DeadReason::Terminated, reason, now, out);
@@ -450,6 +459,7 @@ impl Inboxes {
             if to == Some(conn) || (to.is_none() && last) {
                 self.timers.remove(&(due, name.clone(), seq));
                 entry.state = State::Ready { not_before: 0 };
+                inbox.ready.insert(seq);
             }
         }
         if self.kind == Kind::Users && last {
@@ -486,6 +496,9 @@ impl Inboxes {
         let inbox = self.inboxes.entry(name).or_default();
         inbox.by_id.insert(message.id, seq);
         inbox.entries.insert(seq, entry);
+        if not_before <= now {
+            inbox.ready.insert(seq);
+        }
         self.next_seq = self.next_seq.max(seq + 1);
     }
 
@@ -565,6 +578,7 @@ impl Inboxes {
         let inbox = self.inboxes.get_mut(name)?;
         let entry = inbox.entries.remove(&seq)?;
         inbox.by_id.remove(&entry.id);
+        inbox.ready.remove(&seq);
         for at in [Some(entry.expires_ms), entry.state.timer()]
             .into_iter()
             .flatten()

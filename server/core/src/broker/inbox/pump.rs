@@ -32,9 +32,13 @@ impl Inboxes {
                     self.dead_letter(&name, seq, DeadReason::MaxDeliver, None, now, out);
                 } else {
                     let not_before = now.saturating_add(self.backoff(attempts));
-                    self.make_ready(&name, seq, not_before);
+                    self.make_ready(&name, seq, not_before, now);
                 }
-            } else if state != (State::Ready { not_before: at }) {
+            } else if state == (State::Ready { not_before: at }) {
+                if let Some(inbox) = self.inboxes.get_mut(&name) {
+                    inbox.ready.insert(seq);
+                }
+            } else {
                 continue;
             }
             if !touched.contains(&name) {
@@ -57,7 +61,20 @@ impl Inboxes {
         }
         let max = self.config.max_pending;
         let due = now.saturating_add(self.config.wait_ms);
-        for (&seq, entry) in inbox.entries.iter_mut() {
+        let mut gone = Vec::new();
+        for &seq in &inbox.ready {
+            let Some(entry) = inbox.entries.get_mut(&seq) else {
+                gone.push(seq);
+                continue;
+            };
+            match entry.state {
+                State::Ready { not_before } if not_before <= now => {}
+                // Not ready after all (its state moved on): no longer in the set.
+                _ => {
+                    gone.push(seq);
+                    continue;
+                }
+            }
             let to = match self.kind {
                 Kind::Users if inbox.in_flight >= max => break,
                 Kind::Users => None,
@@ -75,10 +92,7 @@ impl Inboxes {
                     }
                 }
             };
-            match entry.state {
-                State::Ready { not_before } if not_before <= now => {}
-                _ => continue,
-            }
+            gone.push(seq);
             if let Some(at) = entry.state.timer() {
                 self.timers.remove(&(at, name.clone(), seq));
             }
@@ -112,6 +126,9 @@ impl Inboxes {
                 message,
             });
         }
+        for seq in gone {
+            inbox.ready.remove(&seq);
+        }
     }
 
     /// The wait before redelivering a message delivered `attempts` times.
@@ -123,9 +140,13 @@ impl Inboxes {
         steps.get(step).copied().unwrap_or(0)
     }
 
-    /// Makes message `seq` wait until `not_before` (taking it out of flight).
-    pub(super) fn make_ready(&mut self, name: &Arc<str>, seq: u64, not_before: u64) {
-        let Some(entry) = self.entry_mut(name, seq) else {
+    /// Makes message `seq` wait until `not_before` (taking it out of flight); ready at once
+    /// when that is not after `now`.
+    pub(super) fn make_ready(&mut self, name: &Arc<str>, seq: u64, not_before: u64, now: u64) {
+        let Some(inbox) = self.inboxes.get_mut(name) else {
+            return;
+        };
+        let Some(entry) = inbox.entries.get_mut(&seq) else {
             return;
         };
         let state = entry.state;
@@ -133,8 +154,10 @@ impl Inboxes {
         if let Some(at) = state.timer() {
             self.timers.remove(&(at, name.clone(), seq));
         }
-        if not_before > 0 {
+        if not_before > now {
             self.timers.insert((not_before, name.clone(), seq));
+        } else {
+            inbox.ready.insert(seq);
         }
         if let State::InFlight { to, .. } = state {
             self.landed(name, to);
