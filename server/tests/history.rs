@@ -214,9 +214,11 @@ async fn durable_history_survives_a_crash_with_its_epoch() -> Result<()> {
     )
     .await?;
     let epoch = ok["epoch"].clone();
+    // A publisher of its own: its `ok` and the message race (different lanes).
+    let mut publisher = Client::connect(&server).await?;
     for n in 1..=3 {
         // Confirmed means synced: the SIGKILL below loses none of them.
-        publish(&mut client, n).await?;
+        publish(&mut publisher, n).await?;
         assert_eq!(client.recv_json().await?["offset"], n);
     }
     server.kill9().await?;
@@ -240,7 +242,8 @@ async fn durable_history_survives_a_crash_with_its_epoch() -> Result<()> {
     );
     assert_eq!(offsets, [2, 3]);
     // The run goes on where it stopped.
-    publish(&mut client, 4).await?;
+    let mut publisher = Client::connect(&server).await?;
+    publish(&mut publisher, 4).await?;
     let m = client.recv_json().await?;
     assert_eq!((&m["offset"], &m["epoch"]), (&json!(4), &epoch));
     drop(server);

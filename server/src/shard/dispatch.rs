@@ -151,13 +151,11 @@ pub fn handle_text(
                     return conn.send(Priority::Critical, reply::error(reference, code, &text))
                 }
             };
-            let allowed = shard.broker(|broker, _| broker.check_publish(conn.id(), &channel));
-            let data = bytes::Bytes::from(data.encode());
-            let cost = data.len() + channel.len() + 128;
-            if !allow(conn, reference, allowed, limits, now, cost) {
+            let Some((data, origin)) =
+                admit_home(shard, conn, reference, &channel, &data, limits, now)
+            else {
                 return;
-            }
-            let token = shard.pending(conn.id(), reference.map(|r| r.encode()));
+            };
             let request = SchedulePublish {
                 channel: (*channel).into(),
                 id: shard.next_message_id().into(),
@@ -165,10 +163,7 @@ pub fn handle_text(
                 data,
                 not_before,
                 from: conn.user().cloned(),
-                origin: Origin {
-                    shard: shard.index(),
-                    token,
-                },
+                origin,
             };
             // Stored at the channel's home, which answers with the schedule's id.
             return shard.broker(|broker, out| broker.schedule_publish(request, unix_ms(), out));
@@ -185,29 +180,18 @@ pub fn handle_text(
             msg_id,
             ..
         } if msg_id.is_some() || shard.broker(|broker, _| broker.history_enabled()) => {
-            let allowed = shard.broker(|broker, _| broker.check_publish(conn.id(), &channel));
-            let data = bytes::Bytes::from(data.encode());
-            if !allow(
-                conn,
-                reference,
-                allowed,
-                limits,
-                now,
-                data.len() + channel.len() + 128,
-            ) {
+            let Some((data, origin)) =
+                admit_home(shard, conn, reference, &channel, &data, limits, now)
+            else {
                 return;
-            }
-            let token = shard.pending(conn.id(), reference.map(|r| r.encode()));
+            };
             let message = Sequence {
                 channel: (*channel).into(),
                 id: shard.next_message_id().into(),
                 priority,
                 data,
                 msg_id: msg_id.map(|m| (*m).into()),
-                origin: Origin {
-                    shard: shard.index(),
-                    token,
-                },
+                origin,
             };
             // Checked (msg_id) and numbered (history) at the channel's home, which answers.
             return shard.broker(|broker, out| broker.publish_sequenced(message, unix_ms(), out));
@@ -347,6 +331,33 @@ pub fn handle_text(
             conn.send(Priority::Critical, reply::error(reference, code, &text))
         }
     }
+}
+
+/// The `data` of a publish that goes to its channel's home first (numbered, checked or
+/// scheduled there), and the origin its answer comes back to; `None` when refused (and
+/// answered).
+#[allow(clippy::too_many_arguments)]
+fn admit_home(
+    shard: &Shard,
+    conn: &Conn,
+    reference: Option<&Json<'_>>,
+    channel: &str,
+    data: &Json<'_>,
+    limits: &mut ConnLimits,
+    now: Instant,
+) -> Option<(bytes::Bytes, Origin)> {
+    let allowed = shard.broker(|broker, _| broker.check_publish(conn.id(), channel));
+    let data = bytes::Bytes::from(data.encode());
+    let cost = data.len() + channel.len() + 128;
+    if !allow(conn, reference, allowed, limits, now, cost) {
+        return None;
+    }
+    let token = shard.pending(conn.id(), reference.map(|r| r.encode()));
+    let origin = Origin {
+        shard: shard.index(),
+        token,
+    };
+    Some((data, origin))
 }
 
 /// A message a connection asks to publish or send, with its id, once `allowed` (its

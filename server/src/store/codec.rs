@@ -51,6 +51,13 @@ pub fn encode_message(m: &StoredMessage, out: &mut Vec<u8>) {
     out.extend_from_slice(&m.payload);
 }
 
+/// `m` as a value on its own.
+pub fn message_value(m: &StoredMessage) -> Vec<u8> {
+    let mut value = Vec::with_capacity(64 + m.payload.len());
+    encode_message(m, &mut value);
+    value
+}
+
 pub fn decode_message(value: &[u8]) -> Result<StoredMessage, Corrupt> {
     let mut r = Reader(value);
     decode_message_from(&mut r)

@@ -428,8 +428,7 @@ impl Opened {
         for record in batch.iter().flat_map(|w| &w.records) {
             match record {
                 Record::InboxPut { user, seq, message } => {
-                    let mut value = Vec::with_capacity(64 + message.payload.len());
-                    codec::encode_message(message, &mut value);
+                    let value = codec::message_value(message);
                     write.insert(&self.inbox, codec::inbox_key(user, *seq), value);
                 }
                 Record::InboxDelete { user, seq } => {
@@ -440,8 +439,7 @@ impl Opened {
                     seq,
                     message,
                 } => {
-                    let mut value = Vec::with_capacity(64 + message.payload.len());
-                    codec::encode_message(message, &mut value);
+                    let value = codec::message_value(message);
                     write.insert(&self.queues, codec::inbox_key(queue, *seq), value);
                 }
                 Record::QueueDelete { queue, seq } => {
@@ -464,8 +462,7 @@ impl Opened {
                     seq,
                     message,
                 } => {
-                    let mut value = Vec::with_capacity(64 + message.payload.len());
-                    codec::encode_message(message, &mut value);
+                    let value = codec::message_value(message);
                     write.insert(&self.schedules, codec::inbox_key(channel, *seq), value);
                 }
                 Record::ScheduleDelete { channel, seq } => {

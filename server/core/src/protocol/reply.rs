@@ -227,16 +227,7 @@ pub fn message(
 /// `{"op":"message","channel":"<c>","id":"<id>","priority":"<p>","data":<data>}` with `data`
 /// as JSON text (a scheduled publish, published when due).
 pub fn message_raw(channel: &str, id: &str, priority: Priority, data: &[u8]) -> Bytes {
-    let mut w = Writer::new(data.len() + channel.len() + id.len() + 64);
-    w.raw(r#"{"op":"message","channel":""#)
-        .raw(channel) // channel names are validated to need no escaping
-        .raw(r#"","id":"#)
-        .string(id)
-        .raw(r#","priority":""#)
-        .raw(priority.as_str())
-        .raw(r#"","data":"#);
-    w.0.extend_from_slice(data);
-    w.raw("}").finish()
+    message_text(channel, id, priority, None, data)
 }
 
 /// The id of a message frame's JSON made by [`message`] or [`message_at`] (its channel needs no
@@ -259,16 +250,32 @@ pub fn message_at(
     epoch: &str,
     data: &[u8],
 ) -> Bytes {
-    let mut w = Writer::new(data.len() + channel.len() + id.len() + epoch.len() + 96);
+    message_text(channel, id, priority, Some((offset, epoch)), data)
+}
+
+/// A message frame with `data` as JSON text, and its position when the channel has history.
+fn message_text(
+    channel: &str,
+    id: &str,
+    priority: Priority,
+    position: Option<(u64, &str)>,
+    data: &[u8],
+) -> Bytes {
+    let epoch_len = position.map_or(0, |(_, e)| e.len());
+    let mut w = Writer::new(data.len() + channel.len() + id.len() + epoch_len + 96);
     w.raw(r#"{"op":"message","channel":""#)
         .raw(channel) // channel names are validated to need no escaping
         .raw(r#"","id":"#)
         .string(id)
         .raw(r#","priority":""#)
-        .raw(priority.as_str())
-        .raw(&format!(r#"","offset":{offset},"epoch":"#))
-        .string(epoch)
-        .raw(r#","data":"#);
+        .raw(priority.as_str());
+    if let Some((offset, epoch)) = position {
+        w.raw(&format!(r#"","offset":{offset},"epoch":"#))
+            .string(epoch);
+        w.raw(r#","data":"#);
+    } else {
+        w.raw(r#"","data":"#);
+    }
     w.0.extend_from_slice(data);
     w.raw("}").finish()
 }
