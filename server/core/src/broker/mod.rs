@@ -212,10 +212,6 @@ impl Broker {
         for name in state.subscriptions {
             if state.acked.contains(&name) {
                 self.unsubscribe_acked(id, &name, out);
-                if topic::is_pattern(&name) {
-                    continue;
-                }
-                self.tell_presence_home(PresenceChange::Leave, &name, id, None, out);
             } else if topic::is_pattern(&name) {
                 self.patterns.remove(&name, id);
             } else {
@@ -337,9 +333,6 @@ impl Broker {
             .is_some_and(|conn| conn.acked.remove(channel))
         {
             self.unsubscribe_acked(id, channel, out);
-            if !topic::is_pattern(channel) {
-                self.tell_presence_home(PresenceChange::Leave, channel, id, None, out);
-            }
         } else if topic::is_pattern(channel) {
             self.patterns.remove(channel, id);
         } else {
