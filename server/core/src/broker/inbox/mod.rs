@@ -20,6 +20,7 @@
 
 mod entry;
 mod pump;
+mod queue;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -147,74 +148,6 @@ impl Inboxes {
     /// The queue deliveries made and ended since the last call, for the broker to carry out.
     pub(super) fn take_routes(&mut self) -> std::vec::Drain<'_, Route> {
         self.routes.drain(..)
-    }
-
-    /// Opens queue `name` (idempotent): it takes messages from now on; `durable` (set once,
-    /// never unset) has them written to the store.
-    pub(super) fn open(&mut self, name: Arc<str>, durable: bool) {
-        let inbox = self.inboxes.entry(name).or_default();
-        inbox.open = true;
-        self.durable += usize::from(durable && !inbox.durable);
-        inbox.durable |= durable;
-    }
-
-    /// Makes queue `name` durable no more and forgets what it holds; how many messages that
-    /// was. Refused when it is not durable.
-    pub(super) fn undurable(&mut self, name: &Arc<str>) -> Result<usize, Refusal> {
-        let Some(inbox) = self.inboxes.get_mut(name).filter(|i| i.durable) else {
-            return Err(Refusal::NotDurable(name.as_ref().into()));
-        };
-        inbox.durable = false;
-        self.durable -= 1;
-        let seqs: Vec<u64> = inbox.entries.keys().copied().collect();
-        for &seq in &seqs {
-            self.remove(name, seq);
-        }
-        Ok(seqs.len())
-    }
-
-    /// Durable queues open here.
-    pub(super) fn durable_count(&self) -> usize {
-        self.durable
-    }
-
-    /// Whether `conn` holds queue `name`.
-    pub(super) fn holds(&self, name: &str, conn: ConnId) -> bool {
-        let inbox = self.inboxes.get(name);
-        inbox.is_some_and(|i| i.conns.iter().any(|h| h.id == conn))
-    }
-
-    /// Whether queue `name` has a holder.
-    pub(super) fn has_holders(&self, name: &str) -> bool {
-        self.inboxes.get(name).is_some_and(|i| !i.conns.is_empty())
-    }
-
-    /// Whether a store confirmation with `token` is for these inboxes: users' tokens are
-    /// `8n + 1`, queues' `8n + 2` (durable history's `8n + 3`, schedules' `8n + 4`).
-    pub(super) fn owns_token(&self, token: u64) -> bool {
-        token % 8 == self.kind.tag()
-    }
-
-    /// Whether queue `name` is open and durable.
-    pub(super) fn is_durable(&self, name: &str) -> bool {
-        self.inboxes.get(name).is_some_and(|i| i.open && i.durable)
-    }
-
-    /// Closes queue `name`: it takes no more messages and is forgotten once it holds none
-    /// and has no holder. With `drop`, what it holds is forgotten now (a plain subscription's
-    /// queue, whose one holder left).
-    pub(super) fn close(&mut self, name: &Arc<str>, drop: bool) {
-        let Some(inbox) = self.inboxes.get_mut(name) else {
-            return;
-        };
-        inbox.open = false;
-        if drop {
-            let seqs: Vec<u64> = inbox.entries.keys().copied().collect();
-            for seq in seqs {
-                self.remove(name, seq);
-            }
-        }
-        self.forget_if_empty(name);
     }
 
     /// Where a message for `name` is refused, if it is: the inbox's or all inboxes' bounds.
