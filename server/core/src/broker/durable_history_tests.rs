@@ -10,6 +10,16 @@ use crate::protocol::Priority;
 const TTL: u64 = 10_000;
 
 fn broker(size: usize) -> Broker {
+    one_shard(HistoryConfig {
+        size,
+        ttl_ms: TTL,
+        max_bytes: 1 << 20,
+        durable: true,
+    })
+}
+
+/// The broker of a one-shard server with `history`.
+pub(super) fn one_shard(history: HistoryConfig) -> Broker {
     Broker::new(BrokerConfig {
         shard: 0,
         shards: 1,
@@ -17,12 +27,7 @@ fn broker(size: usize) -> Broker {
         max_subscriptions: 4,
         max_batch_bytes: 1000,
         delivery: DeliveryConfig::default(),
-        history: HistoryConfig {
-            size,
-            ttl_ms: TTL,
-            max_bytes: 1 << 20,
-            durable: true,
-        },
+        history,
         boot: 0xab,
     })
 }

@@ -8,21 +8,13 @@ use super::*;
 use crate::protocol::Priority;
 
 fn broker(history: usize) -> Broker {
-    Broker::new(BrokerConfig {
-        shard: 0,
-        shards: 1,
-        presence_max_users: 10,
-        max_subscriptions: 4,
-        max_batch_bytes: 1000,
-        delivery: DeliveryConfig::default(),
-        history: HistoryConfig {
-            size: history,
-            ttl_ms: 60_000,
-            max_bytes: 1 << 20,
-            durable: false,
-        },
-        boot: 0xab,
-    })
+    let history = HistoryConfig {
+        size: history,
+        ttl_ms: 60_000,
+        max_bytes: 1 << 20,
+        durable: false,
+    };
+    super::durable_history_tests::one_shard(history)
 }
 
 #[derive(Debug, Default)]
