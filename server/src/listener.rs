@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::metrics::{limit_index, rejection_index};
 use crate::shard::{Pending, Shard};
 
 /// Pause after an accept error caused by resource exhaustion (EMFILE, ENFILE, ENOBUFS, ENOMEM).
@@ -72,6 +73,11 @@ pub async fn accept_loop(listener: tokio::net::TcpListener, shard: Rc<Shard>) {
                 let ip = match shard.shared().per_ip.admit(peer.ip(), now_s) {
                     Ok(ip) => ip,
                     Err(refusal) => {
+                        let metrics = shard.metrics();
+                        metrics.rejections[rejection_index(429)].inc();
+                        if refusal == crate::per_ip::Refusal::TooFast {
+                            metrics.rate_limited[limit_index("new_connections_per_ip")].inc();
+                        }
                         let _ = stream.try_write(crate::http::per_ip_response(refusal));
                         limited.count(shard.index(), None);
                         continue;
@@ -84,6 +90,7 @@ pub async fn accept_loop(listener: tokio::net::TcpListener, shard: Rc<Shard>) {
                         tokio::task::spawn_local(serve);
                     }
                     None => {
+                        shard.metrics().rejections[rejection_index(503)].inc();
                         let _ = stream.try_write(crate::http::AT_CAPACITY_RESPONSE);
                         refused.count(shard.index(), None);
                     }

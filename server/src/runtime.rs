@@ -1,13 +1,13 @@
 //! The wiring: binds every shard's listener, starts one thread per shard with its runtime and
-//! tasks (accept loop, mailbox router, coalescer, memory return), and on [`Server::shutdown`]
+//! tasks (accept loop, mailbox router, coalescer, tick), and on [`Server::shutdown`]
 //! has each shard stop accepting, send close 1001 and drain.
 
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -20,9 +20,6 @@ use crate::tls::TlsError;
 
 /// Messages a shard's router handles before yielding to its connections.
 const ROUTER_BATCH: usize = 1024;
-
-/// How often a shard hands the memory its thread freed back to the OS (see [`return_memory`]).
-pub const RETURN_MEMORY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +42,8 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     shared: Arc<Shared>,
     store_thread: JoinHandle<()>,
+    monitor: JoinHandle<()>,
+    monitor_stop: Arc<AtomicBool>,
 }
 
 impl Server {
@@ -92,12 +91,17 @@ impl Server {
                     .map_err(StartError::Thread)?,
             );
         }
+        let monitor_stop = Arc::new(AtomicBool::new(false));
+        let monitor = crate::monitor::start(shared.clone(), monitor_stop.clone())
+            .map_err(StartError::Thread)?;
         Ok(Server {
             local_addr,
             stop,
             threads,
             shared,
             store_thread,
+            monitor,
+            monitor_stop,
         })
     }
 
@@ -114,6 +118,10 @@ impl Server {
             if thread.join().is_err() {
                 tracing::error!("a shard thread panicked");
             }
+        }
+        self.monitor_stop.store(true, Ordering::Relaxed);
+        if self.monitor.join().is_err() {
+            tracing::error!("the monitor thread panicked");
         }
         self.shared.store.close();
         if self.store_thread.join().is_err() {
@@ -192,22 +200,6 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
     }
 }
 
-/// Returns the memory this shard thread's allocator heap holds but no longer uses to the OS,
-/// every [`RETURN_MEMORY_INTERVAL`]. mimalloc purges freed pages only when the thread that owns
-/// them calls into it again (frees from other shards wait in its queue until then), so after a
-/// burst a quiet shard would keep its peak forever without this.
-async fn return_memory() {
-    let mut tick = tokio::time::interval(RETURN_MEMORY_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        // Not forced: it runs the purges that are due (measured: as low as a forced collection
-        // after a flood, see results/).
-        // SAFETY: mi_collect only walks this thread's own heap; it takes no pointer.
-        unsafe { libmimalloc_sys::mi_collect(false) };
-    }
-}
-
 /// Handles what other shards send this one.
 async fn route(shard: Rc<Shard>) {
     let mailbox = &shard.shared().mailboxes[shard.index()];
@@ -232,6 +224,7 @@ fn run_shard(
     restore: Restored,
 ) {
     shared.mailboxes[index].set_owner();
+    shared.metrics.shard(index).set_thread();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_park(coalesce::park_until_release)
@@ -259,7 +252,10 @@ fn run_shard(
             let shard = shard.clone();
             tokio::task::spawn_local(async move { shard.run_timers().await })
         };
-        let collector = tokio::task::spawn_local(return_memory());
+        let ticker = {
+            let shard = shard.clone();
+            tokio::task::spawn_local(async move { shard.run_tick().await })
+        };
         let coalescer = {
             let shard = shard.clone();
             let interval = shard.config().write_coalesce;
@@ -288,6 +284,6 @@ fn run_shard(
         router.abort();
         timers.abort();
         coalescer.abort();
-        collector.abort();
+        ticker.abort();
     });
 }

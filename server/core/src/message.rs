@@ -20,6 +20,9 @@ pub struct Published {
     /// Written at once, not held back for write coalescing nor batched: a scheduled message at
     /// its time.
     pub urgent: bool,
+    /// When the server read the request that published it, in the runtime's monotonic
+    /// microseconds (0: not measured). Delivery latency is measured from it.
+    pub born_us: u64,
     lz4: OnceLock<Bytes>,
     lz4_threshold: usize,
 }
@@ -32,6 +35,7 @@ impl Published {
             frame,
             msg_id: None,
             urgent: false,
+            born_us: 0,
             lz4: OnceLock::new(),
             lz4_threshold,
         }

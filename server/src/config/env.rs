@@ -9,7 +9,7 @@
 use super::error::ConfigError;
 
 /// The sections of the config file, as they appear in variable names.
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 16] = [
     "server",
     "connection",
     "protocol",
@@ -24,6 +24,8 @@ const SECTIONS: [&str; 14] = [
     "dedup",
     "api",
     "history",
+    "alerting",
+    "log",
 ];
 
 /// Environment variables of wsedge's that are not config keys.

@@ -91,6 +91,10 @@ pub struct FileConfig {
     pub dedup: DedupSection,
     pub api: ApiSection,
     pub history: HistorySection,
+    pub alerting: AlertingSection,
+    /// `[[alerts]]`: rules added to (or replacing by name) the shipped ones.
+    pub alerts: Vec<RuleSection>,
+    pub log: LogSection,
     /// Keys set by environment variables, so that their errors name the variable.
     #[serde(skip)]
     overrides: env::Overrides,
@@ -242,10 +246,14 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[ack]`, `[inbox]`, `[dedup]`; inbox and dedup bounds are for the whole server.
     pub delivery: DeliveryConfig,
-    /// `api.keys`.
-    pub api_keys: Vec<String>,
+    /// `[api]`.
+    pub api: ApiConfig,
     /// `[history]`; `max_bytes` for the whole server.
     pub history: HistoryConfig,
+    /// `[alerting]` and the alert rules.
+    pub alerting: AlertingConfig,
+    /// `log.format`.
+    pub log_format: LogFormat,
 }
 
 /// How many client sockets the server keeps at once, resolved against the open-file limit.
@@ -331,8 +339,10 @@ impl FileConfig {
         let (default_balance, max_durable_groups) = self.groups.validate()?;
         let presence_max_users = self.presence.validate()?;
         let store = self.store.validate(self.connection.max_message_size)?;
-        let api_keys = self.api.validate()?;
+        let api = self.api.validate()?;
         let history = self.history.validate()?;
+        let alerting = self.alerting.validate(&self.alerts)?;
+        let log_format = self.log.validate()?;
         let delivery = delivery::delivery(
             &self.ack,
             &self.inbox,
@@ -491,12 +501,15 @@ impl FileConfig {
             presence_max_users,
             store,
             delivery,
-            api_keys,
+            api,
             history,
+            alerting,
+            log_format,
         })
     }
 }
 
+mod alerting;
 mod api;
 mod auth;
 mod delivery;
@@ -504,7 +517,9 @@ mod env;
 mod error;
 mod groups;
 mod limits;
-pub use api::ApiSection;
+use crate::alerts::RuleSection;
+pub use alerting::{AlertingConfig, AlertingSection, LogFormat, LogSection};
+pub use api::{ApiConfig, ApiSection};
 pub use auth::{Auth, AuthSection};
 pub use delivery::{
     AckSection, DedupSection, Durability, HistorySection, InboxSection, StoreConfig, StoreSection,

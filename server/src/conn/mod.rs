@@ -22,6 +22,7 @@ use wsedge_core::outbox::{Outbox, Push};
 use wsedge_core::protocol::frame::{self, OpCode};
 use wsedge_core::protocol::Priority;
 
+pub use crate::metrics::CloseReason;
 use crate::notify::LocalNotify;
 
 /// Who is at the other end of a connection, as its token says (see `[auth]`).
@@ -32,6 +33,9 @@ pub struct Identity {
     /// The token's `exp`, Unix seconds.
     pub expires_at: Option<u64>,
     pub permissions: Arc<Permissions>,
+    /// The server API's own connection (see `crate::http::api`): no socket, may schedule
+    /// without a user.
+    pub api: bool,
 }
 
 /// Now in Unix seconds.
@@ -114,6 +118,11 @@ pub struct Conn {
     load: OnceCell<Arc<Load>>,
     /// When it last asked to refresh its token.
     refreshed: Cell<Option<Instant>>,
+    /// The oldest queued message's [`Published::born_us`] since the last write (0: none).
+    oldest_born: Cell<u64>,
+    /// The close it sent or is sending: code (1005 for an empty close frame) and why.
+    closed_as: Cell<Option<(u16, CloseReason)>>,
+    api: bool,
 }
 
 impl Conn {
@@ -132,6 +141,9 @@ impl Conn {
             expiry_changed: Cell::new(false),
             load: OnceCell::new(),
             refreshed: Cell::new(None),
+            oldest_born: Cell::new(0),
+            closed_as: Cell::new(None),
+            api: identity.api,
         }
     }
 
@@ -189,25 +201,79 @@ impl Conn {
 
     /// Queues a published message, in the lane of its priority. Unless it is critical or
     /// urgent, it may wait up to `connection.write_coalesce_us` to share a write with the
-    /// messages after it.
-    pub fn deliver(&self, message: &Published) {
+    /// messages after it. False when it was dropped (a low-lane message over the lane's share).
+    pub fn deliver(&self, message: &Published) -> bool {
+        self.born(message.born_us);
         self.queue(
             message.priority,
             message.frame_for(self.lz4).clone(),
             message.priority == Priority::Critical || message.urgent,
-        );
+        )
     }
 
-    /// Queues a channel batch's frames in `lane` (see [`wsedge_core::broker`]); they go out
-    /// with the round they waited for, so the connection is released at once.
-    pub fn deliver_batch(&self, lane: Priority, frames: Bytes) {
-        self.queue(lane, frames, false);
+    /// Queues a channel batch's frames in `lane` (see [`wsedge_core::broker`]), the first
+    /// message born at `born_us`; they go out with the round they waited for, so the connection
+    /// is released at once. False when dropped.
+    pub fn deliver_batch(&self, lane: Priority, frames: Bytes, born_us: u64) -> bool {
+        self.born(born_us);
+        let queued = self.queue(lane, frames, false);
         self.release();
+        queued
     }
 
-    fn queue(&self, lane: Priority, frame: Bytes, urgent: bool) {
+    fn born(&self, born_us: u64) {
+        if self.oldest_born.get() == 0 {
+            self.oldest_born.set(born_us);
+        }
+    }
+
+    /// The oldest message's birth (µs) since the last call, for the write that carries it.
+    pub fn take_oldest_born(&self) -> u64 {
+        self.oldest_born.replace(0)
+    }
+
+    /// Whether it is the server API's own connection.
+    pub fn is_api(&self) -> bool {
+        self.api
+    }
+
+    /// Takes every frame queued, in order (an API connection reads its answers so).
+    pub fn take_queued(&self) -> Vec<u8> {
+        let mut outbox = self.outbox.borrow_mut();
+        let mut taken = Vec::with_capacity(outbox.queued_bytes());
+        while !outbox.is_empty() {
+            let offered = {
+                let mut slices = [std::io::IoSlice::new(&[]); 64];
+                let (count, offered) = outbox.gather(usize::MAX, &mut slices);
+                slices[..count]
+                    .iter()
+                    .for_each(|s| taken.extend_from_slice(s));
+                offered
+            };
+            outbox.consume(offered);
+        }
+        taken
+    }
+
+    /// Waits until something is queued (after [`Conn::take_queued`] emptied the outbox).
+    pub async fn queued(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Bytes queued in its outbox.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbox.borrow().queued_bytes()
+    }
+
+    /// The close it sent or is sending, once closing.
+    pub fn closed_as(&self) -> Option<(u16, CloseReason)> {
+        self.closed_as.get()
+    }
+
+    /// Queues `frame`; false when it was dropped (or the connection is closing).
+    fn queue(&self, lane: Priority, frame: Bytes, urgent: bool) -> bool {
         if !self.is_open() {
-            return;
+            return false;
         }
         let mut outbox = self.outbox.borrow_mut();
         // Wake the task when it may be waiting: on an empty outbox, or holding deliveries back.
@@ -220,11 +286,14 @@ impl Conn {
                 let queued = outbox.queued_bytes();
                 drop(outbox);
                 tracing::debug!(conn = %self.id, queued, "outbox full: closing slow consumer");
-                self.close(Some((1008, "slow consumer")), CloseKind::Discard, None);
+                let status = Some((1008, "slow consumer"));
+                self.close(status, CloseReason::SlowConsumer, CloseKind::Discard, None);
+                return false;
             }
             Push::Queued | Push::DroppedLow if wake => self.wake.notify(),
             Push::Queued | Push::DroppedLow => {}
         }
+        pushed == Push::Queued
     }
 
     /// Lets a connection held back for coalescing write (the shard's coalescer calls it).
@@ -233,11 +302,20 @@ impl Conn {
         self.wake.notify();
     }
 
-    /// Starts closing with `code`/`reason` (`None`: an empty close frame). No-op unless open.
-    pub fn close(&self, status: Option<(u16, &str)>, kind: CloseKind, within: Option<Duration>) {
+    /// Starts closing with `code`/`reason` (`None`: an empty close frame), counted as `why`.
+    /// No-op unless open.
+    pub fn close(
+        &self,
+        status: Option<(u16, &str)>,
+        why: CloseReason,
+        kind: CloseKind,
+        within: Option<Duration>,
+    ) {
         if !self.is_open() {
             return;
         }
+        self.closed_as
+            .set(Some((status.map_or(1005, |(code, _)| code), why)));
         let frame = match status {
             Some((code, reason)) => frame::close(code, reason),
             None => frame::encode(OpCode::Close, &[]),

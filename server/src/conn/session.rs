@@ -14,7 +14,7 @@ use wsedge_core::protocol::frame::{self, OpCode};
 use wsedge_core::protocol::Priority;
 
 use super::transport::Stream;
-use super::{CloseKind, Conn, Endpoint, Hold, Phase};
+use super::{CloseKind, CloseReason, Conn, Endpoint, Hold, Phase};
 use crate::shard::{dispatch, Shard};
 
 /// Most slices in one vectored write.
@@ -100,6 +100,8 @@ pub async fn run(
         End::Abandoned(why) => tracing::debug!(conn = %conn.id, "connection abandoned: {why}"),
         End::Closed => {}
     }
+    let (code, why) = conn.closed_as().unwrap_or((1006, CloseReason::Abnormal));
+    shard.metrics().closed(code, why);
     shard.disconnect(conn.id);
     if matches!(end, End::Closed) {
         linger(&shard, stream, config.close_timeout.min(MAX_LINGER)).await;
@@ -254,11 +256,19 @@ impl Session<'_> {
             .get()
             .is_some_and(|at| now >= Instant::from_std(at))
         {
-            self.conn
-                .close(Some((4001, "token expired")), CloseKind::Graceful, None);
+            self.conn.close(
+                Some((4001, "token expired")),
+                CloseReason::TokenExpired,
+                CloseKind::Graceful,
+                None,
+            );
         } else if now >= self.last_heard + config.idle_timeout {
-            self.conn
-                .close(Some((1001, "idle timeout")), CloseKind::Graceful, None);
+            self.conn.close(
+                Some((1001, "idle timeout")),
+                CloseReason::IdleTimeout,
+                CloseKind::Graceful,
+                None,
+            );
         } else if now >= self.next_ping {
             self.conn
                 .send(Priority::Critical, frame::encode(OpCode::Ping, b""));
@@ -288,7 +298,11 @@ impl Session<'_> {
                 };
                 (written, offered)
             };
+            let metrics = self.shard.metrics();
+            metrics.write_calls.inc();
             if written > 0 {
+                metrics.bytes_out.add(written as u64);
+                metrics.delivered_at(self.conn.take_oldest_born(), crate::metrics::now_us());
                 self.last_write = Instant::now();
                 if self.conn.hold.get() == Hold::Released {
                     self.conn.hold.set(Hold::Free);
@@ -315,6 +329,7 @@ impl Session<'_> {
         match stream.try_read(&mut buffer[..limit]) {
             Ok(0) => Ok(Read::Eof),
             Ok(n) => {
+                self.shard.metrics().bytes_in.add(n as u64);
                 self.last_heard = Instant::now();
                 self.on_bytes(&buffer[..n]);
                 Ok(Read::Some { full: n == limit })
@@ -327,11 +342,15 @@ impl Session<'_> {
     /// Checks a data message against `limits.messages_per_s`: over it, refused (on `/ws` with
     /// `rate_limited`), or the connection closed after `violations_before_close` refusals.
     fn allow_message(&mut self, now: std::time::Instant) -> bool {
+        if self.endpoint == Endpoint::Echo {
+            let raw = crate::metrics::op_index("raw_echo");
+            self.shard.metrics().received[raw].inc();
+        }
         match self.limits.message(now) {
             Verdict::Allow => true,
             Verdict::Refuse => {
                 if self.endpoint == Endpoint::Protocol {
-                    dispatch::refuse_rate_limited(self.conn, None, "messages_per_s");
+                    dispatch::refuse_rate_limited(self.shard, self.conn, None, "messages_per_s");
                 }
                 false
             }
@@ -347,8 +366,12 @@ impl Session<'_> {
     fn fail(&mut self, code: u16, reason: &str) {
         tracing::debug!(conn = %self.conn.id, "closing with {code}: {reason}");
         self.reading = false;
-        self.conn
-            .close(Some((code, reason)), CloseKind::Final, None);
+        self.conn.close(
+            Some((code, reason)),
+            CloseReason::Protocol,
+            CloseKind::Final,
+            None,
+        );
     }
 
     fn on_bytes(&mut self, mut input: &[u8]) {
@@ -369,7 +392,12 @@ impl Session<'_> {
             Event::Close(code) => {
                 self.peer_closed = true;
                 self.reading = false;
-                conn.close(code.map(|c| (c, "")), CloseKind::Final, None);
+                conn.close(
+                    code.map(|c| (c, "")),
+                    CloseReason::Peer,
+                    CloseKind::Final,
+                    None,
+                );
             }
             Event::Ping(_) | Event::Pong if !self.limits.control_frame(now) => {
                 self.fail(1008, "too many pings");
@@ -394,7 +422,7 @@ impl Session<'_> {
                     Priority::Normal,
                     frame::finish(message.into_frame_buffer(), OpCode::Binary),
                 ),
-                Endpoint::Protocol => dispatch::reject_binary(conn),
+                Endpoint::Protocol => dispatch::reject_binary(self.shard, conn),
             },
         }
     }

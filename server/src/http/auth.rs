@@ -36,6 +36,7 @@ pub(super) fn authenticate<B>(req: &Request<B>, shard: &Shard) -> Result<Identit
                 user: None,
                 expires_at: None,
                 permissions: auth.anonymous_permissions.clone(),
+                api: false,
             });
         }
         let text = "this server needs a token: ?token=<JWT> or Authorization: Bearer <JWT>";
@@ -52,6 +53,7 @@ pub(super) fn authenticate<B>(req: &Request<B>, shard: &Shard) -> Result<Identit
             permissions: claims
                 .permissions
                 .unwrap_or_else(|| auth.permissions.clone()),
+            api: false,
         }),
         Err(e) => Err(unauthorized("invalid_token", &e.to_string())),
     }

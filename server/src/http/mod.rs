@@ -1,18 +1,19 @@
 //! HTTP on the WebSocket port, through hyper: `GET /ws` and `GET /echo` upgrade, `GET /health`
-//! reports, `/api/` is the server API ([`api`]), anything else is 404. Errors are JSON `{"error":..., "message":...}` with a status.
+//! and `GET /metrics` report ([`ops`]), `/api/` is the server API ([`api`]), anything else is
+//! 404. Errors are JSON `{"error":..., "message":...}` with a status.
 //!
 //! The upgrade itself is in [`upgrade`]. A request head over `server.max_request_bytes` gets 431
 //! from hyper.
 
 mod api;
 mod auth;
+mod ops;
 mod response;
 mod upgrade;
 
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -20,13 +21,14 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::conn::Endpoint;
+use crate::metrics::rejection_index;
 use crate::per_ip::IpGuard;
 use crate::shard::{Pending, Shard};
 
 pub use response::{per_ip_response, AT_CAPACITY_RESPONSE};
 pub use upgrade::{SUBPROTOCOL, SUBPROTOCOL_LZ4};
 
-use response::{error, json, Body};
+use response::{error, Body};
 
 /// Serves one accepted TCP connection: its TLS handshake when `[tls]` is set, then its HTTP
 /// requests until it upgrades, closes, or runs out of `handshake_timeout` (for both together).
@@ -99,38 +101,38 @@ where
 
 fn route(req: Request<Incoming>, shard: &Rc<Shard>, ip: &Cell<Option<IpGuard>>) -> Response<Body> {
     let path = req.uri().path();
-    let endpoint = match path {
-        "/ws" => Some(Endpoint::Protocol),
-        "/echo" if shard.config().echo_endpoint => Some(Endpoint::Echo),
-        "/health" => None,
+    let (endpoint, methods) = match path {
+        "/ws" => (Some(Endpoint::Protocol), "GET"),
+        "/echo" if shard.config().echo_endpoint => (Some(Endpoint::Echo), "GET"),
+        "/health" => (None, "GET, HEAD"),
+        "/metrics" => (None, "GET"),
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                &format!("no route for {path}; try /ws or /health"),
+                &format!("no route for {path}; try /ws, /health, /metrics or /api/"),
             )
         }
     };
-    if req.method() != Method::GET {
+    let head = req.method() == Method::HEAD && path == "/health";
+    if req.method() != Method::GET && !head {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            &format!("{path} accepts GET only"),
+            &format!("{path} accepts {methods} only"),
         );
     }
-    match endpoint {
-        Some(endpoint) => upgrade::upgrade(req, shard, endpoint, ip),
-        None => health(shard),
+    let Some(endpoint) = endpoint else {
+        return match path {
+            "/metrics" => ops::metrics(shard),
+            _ => ops::health(shard),
+        };
+    };
+    let response = upgrade::upgrade(req, shard, endpoint, ip);
+    let metrics = shard.metrics();
+    match response.status() {
+        StatusCode::SWITCHING_PROTOCOLS => metrics.upgrades.inc(),
+        status => metrics.rejections[rejection_index(status.as_u16())].inc(),
     }
-}
-
-fn health(shard: &Shard) -> Response<Body> {
-    let shared = shard.shared();
-    let body = format!(
-        r#"{{"status":"ok","shards":{},"connections":{},"max_connections":{}}}"#,
-        shared.config.shards,
-        shared.connections.load(Ordering::Relaxed),
-        shared.budget.max_connections
-    );
-    json(StatusCode::OK, body)
+    response
 }

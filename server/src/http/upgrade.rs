@@ -18,7 +18,7 @@ use wsedge_core::protocol::{reply, Priority};
 
 use super::response::{error, Body};
 use crate::conn::transport::Stream;
-use crate::conn::{session, CloseKind, Endpoint};
+use crate::conn::{session, CloseKind, CloseReason, Endpoint};
 use crate::per_ip::IpGuard;
 use crate::shard::{Shard, Slot};
 
@@ -96,6 +96,7 @@ pub(super) fn upgrade(
         if shard.is_closing() {
             conn.close(
                 Some((1001, "server shutting down")),
+                CloseReason::Shutdown,
                 CloseKind::Graceful,
                 None,
             );

@@ -7,9 +7,15 @@ use wsedge_core::broker::Answer;
 use wsedge_core::protocol::frame::payload_of;
 use wsedge_core::protocol::reply;
 
+use crate::metrics::ShardMetrics;
+
 /// The frame for `answer`, given the request's `ref` (already encoded as JSON text); `None`
-/// when nothing is to be sent.
-pub(super) fn frame(answer: Answer, reference: Option<&str>) -> Option<Bytes> {
+/// when nothing is to be sent. A refusal is counted in `metrics`.
+pub(super) fn frame(
+    answer: Answer,
+    reference: Option<&str>,
+    metrics: &ShardMetrics,
+) -> Option<Bytes> {
     let frame = match (answer, reference) {
         (Answer::Ok, Some(reference)) => reply::ok_raw(reference),
         (Answer::Duplicate, Some(reference)) => reply::ok_duplicate(reference),
@@ -37,6 +43,7 @@ pub(super) fn frame(answer: Answer, reference: Option<&str>) -> Option<Bytes> {
             return None
         }
         (Answer::Refused(refusal), reference) => {
+            metrics.errors[refusal.code() as usize].inc();
             reply::error_raw(reference, refusal.code(), &refusal.to_string())
         }
     };

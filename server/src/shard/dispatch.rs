@@ -18,7 +18,8 @@ use wsedge_core::protocol::envelope::{self, ErrorCode, Json, Op, Position, Sched
 use wsedge_core::protocol::{reply, Priority};
 
 use super::Shard;
-use crate::conn::{unix_ms, CloseKind, Conn};
+use crate::conn::{unix_ms, CloseKind, CloseReason, Conn};
+use crate::metrics;
 
 /// Handles one text message; `limits` and `now` decide whether a publish may go out.
 pub fn handle_text(
@@ -28,16 +29,29 @@ pub fn handle_text(
     limits: &mut ConnLimits,
     now: Instant,
 ) {
-    let size = message.payload().len();
+    handle_request(shard, conn, message.payload_mut(), limits, now);
+}
+
+/// Handles one request's JSON text (parsed in place): from a WebSocket message, or from the
+/// server API on its own connection.
+pub fn handle_request(
+    shard: &Shard,
+    conn: &Conn,
+    payload: &mut [u8],
+    limits: &mut ConnLimits,
+    now: Instant,
+) {
+    let size = payload.len();
     let parsed = envelope::parse(
-        message.payload_mut(),
+        payload,
         &mut shard.json_buffers(),
         shard.config().max_json_depth,
     );
     let request = match parsed {
         Ok(request) => request,
         Err(rejection) => {
-            let frame = reply::error(
+            shard.metrics().received[metrics::op_index("invalid")].inc();
+            let frame = shard.error(
                 rejection.reference.as_ref(),
                 rejection.code,
                 &rejection.message,
@@ -45,6 +59,10 @@ pub fn handle_text(
             return conn.send(Priority::Critical, frame);
         }
     };
+    shard.metrics().received[op_index(&request.op)].inc();
+    if let Op::Publish { channel, .. } = &request.op {
+        shard.count_channel(channel);
+    }
     let reference = request.reference.as_ref();
     let outcome = match request.op {
         Op::Subscribe {
@@ -87,7 +105,7 @@ pub fn handle_text(
             let history = shard.broker(|broker, _| broker.history_enabled());
             if !history || wsedge_core::topic::is_pattern(&channel) {
                 if since.is_some() {
-                    return conn.send(Priority::Critical, history_off(reference));
+                    return conn.send(Priority::Critical, history_off(shard, reference));
                 }
                 shard
                     .broker(|broker, out| broker.subscribe(conn.id(), &channel, presence, out))
@@ -115,7 +133,7 @@ pub fn handle_text(
             limit,
         } => {
             if !shard.broker(|broker, _| broker.history_enabled()) {
-                return conn.send(Priority::Critical, history_off(reference));
+                return conn.send(Priority::Critical, history_off(shard, reference));
             }
             // The answer comes from the channel's home.
             match ask_history(shard, conn, reference, &channel, since, limit, None) {
@@ -148,7 +166,7 @@ pub fn handle_text(
             let not_before = match scheduled_at(shard, conn, Some(schedule)) {
                 Ok(at) => at,
                 Err((code, text)) => {
-                    return conn.send(Priority::Critical, reply::error(reference, code, &text))
+                    return conn.send(Priority::Critical, shard.error(reference, code, &text))
                 }
             };
             let Some((data, origin)) =
@@ -192,6 +210,7 @@ pub fn handle_text(
                 data,
                 msg_id: msg_id.map(|m| (*m).into()),
                 origin,
+                born_us: metrics::now_us(),
             };
             // Checked (msg_id) and numbered (history) at the channel's home, which answers.
             return shard.broker(|broker, out| broker.publish_sequenced(message, unix_ms(), out));
@@ -209,6 +228,7 @@ pub fn handle_text(
                 let frame = reply::message(&channel, id, priority, &data, size);
                 let mut message = Published::new(&channel, priority, frame, lz4_threshold);
                 message.msg_id = msg_id.as_deref().map(Into::into);
+                message.born_us = metrics::now_us();
                 message
             };
             let Some((message, _)) = admit(shard, conn, reference, allowed, limits, now, build)
@@ -277,7 +297,7 @@ pub fn handle_text(
             let not_before = match scheduled_at(shard, conn, schedule) {
                 Ok(at) => at,
                 Err((code, text)) => {
-                    return conn.send(Priority::Critical, reply::error(reference, code, &text))
+                    return conn.send(Priority::Critical, shard.error(reference, code, &text))
                 }
             };
             let allowed = shard.broker(|broker, _| broker.check_send(conn.id(), &user));
@@ -291,7 +311,9 @@ pub fn handle_text(
                 let id = message_id(id);
                 let frame = reply::direct(&user, from, &id, priority, ack, &data, size);
                 // Routed by user, never by channel.
-                Published::new("", priority, frame, lz4_threshold)
+                let mut message = Published::new("", priority, frame, lz4_threshold);
+                message.born_us = metrics::now_us();
+                message
             };
             let Some((message, id)) = admit(shard, conn, reference, allowed, limits, now, build)
             else {
@@ -328,7 +350,7 @@ pub fn handle_text(
         (Ok(()), Some(reference)) => conn.send(Priority::Critical, reply::ok(reference)),
         (Ok(()), None) => {}
         (Err((code, text)), reference) => {
-            conn.send(Priority::Critical, reply::error(reference, code, &text))
+            conn.send(Priority::Critical, shard.error(reference, code, &text))
         }
     }
 }
@@ -349,7 +371,7 @@ fn admit_home(
     let allowed = shard.broker(|broker, _| broker.check_publish(conn.id(), channel));
     let data = bytes::Bytes::from(data.encode());
     let cost = data.len() + channel.len() + 128;
-    if !allow(conn, reference, allowed, limits, now, cost) {
+    if !allow(shard, conn, reference, allowed, limits, now, cost) {
         return None;
     }
     let token = shard.pending(conn.id(), reference.map(|r| r.encode()));
@@ -373,19 +395,28 @@ fn admit(
     build: impl FnOnce(&str, usize) -> Published,
 ) -> Option<(Arc<Published>, String)> {
     if let Err(refusal) = &allowed {
-        let frame = reply::error(reference, refusal.code(), &refusal.to_string());
+        let frame = shard.error(reference, refusal.code(), &refusal.to_string());
         conn.send(Priority::Critical, frame);
         return None;
     }
     let id = shard.next_message_id();
     let message = build(&id, shard.config().lz4_threshold);
-    allow(conn, reference, Ok(()), limits, now, message.frame.len())
-        .then(|| (Arc::new(message), id))
+    allow(
+        shard,
+        conn,
+        reference,
+        Ok(()),
+        limits,
+        now,
+        message.frame.len(),
+    )
+    .then(|| (Arc::new(message), id))
 }
 
 /// Whether a publish or send of `bytes` may go: `allowed` (its permission) and the connection's
 /// `publish_bytes_per_s` limit; when not, it is answered (or the connection closed).
 fn allow(
+    shard: &Shard,
     conn: &Conn,
     reference: Option<&Json<'_>>,
     allowed: Result<(), Refusal>,
@@ -394,14 +425,14 @@ fn allow(
     bytes: usize,
 ) -> bool {
     if let Err(refusal) = allowed {
-        let frame = reply::error(reference, refusal.code(), &refusal.to_string());
+        let frame = shard.error(reference, refusal.code(), &refusal.to_string());
         conn.send(Priority::Critical, frame);
         return false;
     }
     match limits.publish(bytes, now) {
         Verdict::Allow => true,
         Verdict::Refuse => {
-            refuse_rate_limited(conn, reference, "publish_bytes_per_s");
+            refuse_rate_limited(shard, conn, reference, "publish_bytes_per_s");
             false
         }
         Verdict::Close => {
@@ -442,9 +473,9 @@ fn ask_history(
 }
 
 /// Answers a `since` or `history` on a server without history.
-fn history_off(reference: Option<&Json<'_>>) -> bytes::Bytes {
+fn history_off(shard: &Shard, reference: Option<&Json<'_>>) -> bytes::Bytes {
     let text = "this server keeps no channel history ([history] size = 0)";
-    reply::error(reference, ErrorCode::HistoryOff, text)
+    shard.error(reference, ErrorCode::HistoryOff, text)
 }
 
 /// When a send with `schedule` is due (Unix ms; 0 without one). Scheduling needs a user (only
@@ -460,7 +491,7 @@ fn scheduled_at(
         Some(Schedule::At(at)) => at.max(now),
         Some(Schedule::Delay(delay)) => now.saturating_add(delay),
     };
-    if conn.user().is_none() {
+    if conn.user().is_none() && !conn.is_api() {
         let text = "scheduling needs a user (a token): only the one who scheduled may cancel";
         return Err((ErrorCode::Forbidden, text.into()));
     }
@@ -484,25 +515,28 @@ fn overloaded(full: usize) -> (ErrorCode, String) {
 }
 
 /// Answers a request refused by the rate limit named `limit` (see [`crate::limits`]).
-pub fn refuse_rate_limited(conn: &Conn, reference: Option<&Json<'_>>, limit: &str) {
+pub fn refuse_rate_limited(shard: &Shard, conn: &Conn, reference: Option<&Json<'_>>, limit: &str) {
+    shard.metrics().rate_limited[crate::metrics::limit_index(limit)].inc();
     let text = format!("over limits.{limit}; request not carried out");
     conn.send(
         Priority::Critical,
-        reply::error(reference, ErrorCode::RateLimited, &text),
+        shard.error(reference, ErrorCode::RateLimited, &text),
     );
 }
 
 /// Closes a connection over its rate limits `violations_before_close` times.
 pub fn close_rate_limited(conn: &Conn) {
-    conn.close(Some((1008, "rate limit exceeded")), CloseKind::Final, None);
+    let status = Some((1008, "rate limit exceeded"));
+    conn.close(status, CloseReason::RateLimited, CloseKind::Final, None);
 }
 
 /// Answers a binary frame on `/ws`, where protocol v1 expects JSON text.
-pub fn reject_binary(conn: &Conn) {
+pub fn reject_binary(shard: &Shard, conn: &Conn) {
+    shard.metrics().received[crate::metrics::op_index("binary")].inc();
     let text = "binary frames are not accepted on /ws; send JSON requests as text frames";
     conn.send(
         Priority::Critical,
-        reply::error(None, ErrorCode::BinaryNotSupported, text),
+        shard.error(None, ErrorCode::BinaryNotSupported, text),
     );
 }
 
@@ -565,4 +599,32 @@ fn refresh(shard: &Shard, conn: &Conn, token: &str) -> Outcome {
     shard.broker(|broker, _| broker.refresh(conn.id(), permissions));
     conn.set_expiry(claims.expires_at);
     Ok(())
+}
+
+/// The op's index in [`metrics::OPS`].
+fn op_index(op: &Op<'_>) -> usize {
+    let name = match op {
+        Op::Subscribe { .. } => "subscribe",
+        Op::Unsubscribe { .. } => "unsubscribe",
+        Op::Publish { .. } => "publish",
+        Op::Send { .. } => "send",
+        Op::Settle {
+            how: SettleOp::Ack, ..
+        } => "ack",
+        Op::Settle {
+            how: SettleOp::Nak { .. },
+            ..
+        } => "nak",
+        Op::Settle {
+            how: SettleOp::Term { .. },
+            ..
+        } => "term",
+        Op::Cancel { .. } => "cancel",
+        Op::Presence { .. } => "presence",
+        Op::History { .. } => "history",
+        Op::Ping => "ping",
+        Op::Echo { .. } => "echo",
+        Op::Refresh { .. } => "refresh",
+    };
+    metrics::op_index(name)
 }

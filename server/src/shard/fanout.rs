@@ -193,7 +193,7 @@ impl Shard {
             (None, true) => Answer::Duplicate,
             (None, false) => Answer::Ok,
         };
-        if let Some(frame) = answer::frame(result, done.reference.as_deref()) {
+        if let Some(frame) = answer::frame(result, done.reference.as_deref(), self.metrics()) {
             conn.send(Priority::Critical, frame);
         }
     }

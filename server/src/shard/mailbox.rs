@@ -39,6 +39,21 @@ pub enum Inbound {
     Broker(Box<ShardMessage>),
     /// From the store: the write made with `token` is durable (`ok`) or failed.
     Stored { token: u64, ok: bool },
+    /// Shard `from` is alive and its queue to this shard moves (see [`super::health`]).
+    Heartbeat { from: usize },
+    /// Fault injection (`[api] fault_injection`): block this shard's thread for `ms`.
+    Stall { ms: u64 },
+    /// From the server API: close this shard's connections of a user.
+    Disconnect(Box<Disconnect>),
+}
+
+/// Close every connection of `user` here with `code` and `reason`; answer how many.
+#[derive(Debug)]
+pub struct Disconnect {
+    pub user: Arc<str>,
+    pub code: u16,
+    pub reason: Box<str>,
+    pub reply: tokio::sync::oneshot::Sender<usize>,
 }
 
 /// A direct message for the connections of `user`; answered with [`Inbound::Delivered`] to
@@ -60,7 +75,10 @@ impl Inbound {
             Inbound::Persist(persist) => persist.0.frame.len(),
             Inbound::Delivered { .. } | Inbound::Persisted { .. } => 0,
             Inbound::Broker(message) => message.load().map_or(0, |(bytes, _)| bytes),
-            Inbound::Stored { .. } => 0,
+            Inbound::Stored { .. }
+            | Inbound::Heartbeat { .. }
+            | Inbound::Stall { .. }
+            | Inbound::Disconnect(_) => 0,
         }
     }
 
@@ -70,7 +88,12 @@ impl Inbound {
             Inbound::Publish(message) => message.priority == Priority::Critical,
             Inbound::Direct(direct) => direct.message.priority == Priority::Critical,
             Inbound::Persist(persist) => persist.0.priority == Priority::Critical,
-            Inbound::Delivered { .. } | Inbound::Persisted { .. } | Inbound::Stored { .. } => true,
+            Inbound::Delivered { .. }
+            | Inbound::Persisted { .. }
+            | Inbound::Stored { .. }
+            | Inbound::Heartbeat { .. }
+            | Inbound::Stall { .. }
+            | Inbound::Disconnect(_) => true,
             Inbound::Broker(message) => message
                 .load()
                 .is_none_or(|(_, priority)| priority == Priority::Critical),
@@ -169,9 +192,13 @@ impl Mailbox {
     }
 
     /// Frame bytes queued or reserved.
-    #[cfg(test)]
-    fn queued_bytes(&self) -> usize {
+    pub fn queued_bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Messages queued or reserved, control messages included.
+    pub fn queued_messages(&self) -> usize {
+        self.reserved.load(Ordering::Relaxed) + self.control.len()
     }
 
     /// Waits for a message. Only the owning shard calls this.

@@ -8,8 +8,10 @@ mod answer;
 pub mod coalesce;
 pub mod dispatch;
 mod fanout;
+pub mod health;
 pub mod mailbox;
 mod shared;
+mod tick;
 mod waiters;
 
 use std::cell::{Cell, RefCell, RefMut};
@@ -25,7 +27,7 @@ use wsedge_core::message::Published;
 use wsedge_core::protocol::{reply, Priority};
 
 use crate::config::Config;
-use crate::conn::{unix_ms, CloseKind, Conn, Identity};
+use crate::conn::{unix_ms, CloseKind, CloseReason, Conn, Identity};
 use crate::notify::LocalNotify;
 use crate::store;
 use coalesce::Coalescer;
@@ -68,6 +70,10 @@ pub struct Shard {
     timer_changed: LocalNotify,
     /// The deadline the timer task sleeps until (unix ms).
     armed: Cell<Option<u64>>,
+    /// Shard 0: a store canary is in flight (see [`health`]).
+    canary: Cell<bool>,
+    /// Publishes per channel since the last tick (at most [`tick::MAX_COUNTED_CHANNELS`]).
+    channel_counts: RefCell<std::collections::HashMap<Box<str>, u64>>,
 }
 
 impl Shard {
@@ -111,6 +117,8 @@ impl Shard {
             numbered: RefCell::default(),
             timer_changed: LocalNotify::default(),
             armed: Cell::new(None),
+            canary: Cell::new(false),
+            channel_counts: RefCell::default(),
             shared,
         }
     }
@@ -171,6 +179,22 @@ impl Shard {
         &self.shared.config
     }
 
+    /// An error reply, counted by its code.
+    pub fn error(
+        &self,
+        reference: Option<&wsedge_core::protocol::envelope::Json<'_>>,
+        code: wsedge_core::protocol::envelope::ErrorCode,
+        text: &str,
+    ) -> bytes::Bytes {
+        self.metrics().errors[code as usize].inc();
+        reply::error(reference, code, text)
+    }
+
+    /// This shard's metric cells.
+    pub fn metrics(&self) -> &crate::metrics::ShardMetrics {
+        self.shared.metrics.shard(self.index)
+    }
+
     /// Whether shutdown has begun.
     pub fn is_closing(&self) -> bool {
         self.closing.get()
@@ -201,7 +225,10 @@ impl Shard {
             self.config().outbox_max_bytes,
             &identity,
         ));
-        self.conns.borrow_mut().insert(id, conn.clone());
+        let mut conns = self.conns.borrow_mut();
+        conns.insert(id, conn.clone());
+        self.metrics().connections.set(conns.len() as u64);
+        drop(conns);
         let peer = Peer {
             lz4,
             user: identity.user,
@@ -247,7 +274,10 @@ impl Shard {
 
     /// The connection's task is over: the shard forgets it.
     pub fn remove(&self, id: ConnId) {
-        self.conns.borrow_mut().remove(&id);
+        let mut conns = self.conns.borrow_mut();
+        conns.remove(&id);
+        self.metrics().connections.set(conns.len() as u64);
+        drop(conns);
         self.conn_ended.notify();
     }
 
@@ -283,23 +313,40 @@ impl Shard {
 
     fn apply(&self, effects: &mut Effects) {
         let conns = self.conns.borrow();
+        let metrics = self.metrics();
         effects.drain(|action| match action {
             Action::Deliver { message, to } => {
+                let mut dropped = 0;
                 for id in to {
                     if let Some(conn) = conns.get(id) {
-                        conn.deliver(&message);
+                        dropped += u64::from(!conn.deliver(&message));
                     }
                 }
+                metrics.deliveries.add(to.len() as u64);
+                if dropped > 0 {
+                    metrics.dropped[message.priority as usize][0].add(dropped);
+                }
             }
-            Action::Frames { to, lane, frames } => {
+            Action::Frames {
+                to,
+                lane,
+                frames,
+                messages,
+                born_us,
+            } => {
                 if let Some(conn) = conns.get(&to) {
-                    conn.deliver_batch(lane, frames);
+                    metrics.deliveries.add(messages as u64);
+                    if !conn.deliver_batch(lane, frames, born_us) {
+                        metrics.dropped[lane as usize][0].add(messages as u64);
+                    }
                 }
             }
             Action::Arm => self.coalescer.arm(),
             Action::ToShard { shard, message } => self.send_to_shard(&conns, shard, message),
             Action::Broadcast { message } => {
                 if let Err(full) = self.forward(&message) {
+                    let others = self.shared.mailboxes.len() as u64 - 1;
+                    metrics.dropped[message.priority as usize][1].add(others);
                     tracing::warn!(
                         shard = self.index,
                         "a message of {} (kept in its history) reached no other shard: shard {full}'s inbound queue is full",
@@ -397,7 +444,7 @@ impl Shard {
         let Some(conn) = conns.get(&id) else {
             return;
         };
-        let Some(frame) = answer::frame(answer, reference.as_deref()) else {
+        let Some(frame) = answer::frame(answer, reference.as_deref(), self.metrics()) else {
             return;
         };
         conn.send(Priority::Critical, frame);
@@ -458,8 +505,26 @@ impl Shard {
                 self.shared.mailboxes[origin.shard].push_reserved(persisted);
             }
             Inbound::Persisted { token, waiting } => self.gathered(token, Some(waiting), None),
-            Inbound::Stored { token, ok } => {
-                self.broker(|broker, out| broker.stored(token, ok, unix_ms(), out))
+            Inbound::Stored { token, ok } => self.stored(token, ok),
+            Inbound::Heartbeat { from } => self.shared.health.beat(self.index, from, unix_ms()),
+            Inbound::Disconnect(order) => {
+                let mut closed = 0;
+                for conn in self.conns.borrow().values() {
+                    if conn.is_open() && conn.user().is_some_and(|u| **u == *order.user) {
+                        let status = Some((order.code, &*order.reason));
+                        conn.close(status, CloseReason::Disconnected, CloseKind::Graceful, None);
+                        closed += 1;
+                    }
+                }
+                let _ = order.reply.send(closed);
+            }
+            Inbound::Stall { ms } => {
+                tracing::warn!(
+                    shard = self.index,
+                    ms,
+                    "fault injection: stalling this shard"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(ms));
             }
             Inbound::Delivered { send, count } => self.delivered(send, count),
         }
@@ -478,6 +543,7 @@ impl Shard {
         for conn in self.conns.borrow().values() {
             conn.close(
                 Some((1001, "server shutting down")),
+                CloseReason::Shutdown,
                 CloseKind::Graceful,
                 Some(grace),
             );

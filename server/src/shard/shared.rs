@@ -9,6 +9,7 @@ use wsedge_core::auth::Verifier;
 
 use super::mailbox::{try_increment, Inbound, Mailbox};
 use crate::config::{Config, SocketBudget};
+use crate::metrics::{Live, Metrics};
 use crate::store::{self, Store, StoreError};
 
 /// What all shards share: read-only config, the socket counts, the mailboxes.
@@ -30,6 +31,14 @@ pub struct Shared {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Checks tokens, when `[auth]` has a key.
     pub verifier: Option<Verifier>,
+    /// Heartbeats between shards and the store's canary, for `/health`.
+    pub health: super::health::Health,
+    /// The monitor's figures and alert states (see `crate::monitor`).
+    pub board: crate::alerts::Board,
+    /// Each shard's busiest channels of its last tick.
+    pub top_channels: Box<[arc_swap::ArcSwap<TopChannels>]>,
+    /// Every shard's and the store's metric cells.
+    pub metrics: Arc<Metrics>,
     /// Start time in unix microseconds: no two starts share it, so message ids stay unique
     /// across restarts, however quick.
     pub boot: u64,
@@ -53,7 +62,9 @@ impl Shared {
                 mailboxes[shard].push_control(Inbound::Stored { token, ok });
             }
         };
-        let (store, store_thread) = store.start(Box::new(confirm))?;
+        let shards = config.shards;
+        let metrics = Arc::new(Metrics::new(shards));
+        let (store, store_thread) = store.start(Box::new(confirm), metrics.clone())?;
         let boot = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
@@ -72,10 +83,41 @@ impl Shared {
             store,
             tls,
             boot,
+            health: super::health::Health::new(shards, crate::conn::unix_ms()),
+            board: crate::alerts::Board::default(),
+            top_channels: (0..shards).map(|_| Default::default()).collect(),
+            metrics,
         };
         Ok((shared, store_thread))
     }
 }
+
+impl Shared {
+    /// What a scrape of `/metrics` reads outside the metric cells.
+    pub fn live(&self) -> Live {
+        let now = crate::conn::unix_ms();
+        let alerts = self.board.statuses().into_iter();
+        Live {
+            max_connections: self.budget.max_connections,
+            pending_handshakes: self.pending.load(Ordering::Relaxed),
+            queues: self
+                .mailboxes
+                .iter()
+                .map(|m| (m.queued_messages(), m.queued_bytes()))
+                .collect(),
+            heartbeat_age_s: self.health.oldest_beat_ms(now) as f64 / 1e3,
+            store_confirmed_age_s: self.health.canary_age_ms(now) as f64 / 1e3,
+            healthy: self.health.failing(now).is_empty(),
+            alerts: alerts
+                .filter(|a| matches!(a.state, "pending" | "firing"))
+                .map(|a| (a.name, a.state))
+                .collect(),
+        }
+    }
+}
+
+/// A shard's busiest channels: (channel, publishes in a tick).
+pub type TopChannels = Vec<(Box<str>, u64)>;
 
 /// A reserved place under `max_connections`, released on drop.
 #[derive(Debug)]

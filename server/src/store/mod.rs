@@ -20,13 +20,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use tokio::sync::oneshot;
 use wsedge_core::broker::{DeadLetter, Record, StoredMessage};
 
 use crate::config::{Durability, StoreConfig};
+use crate::metrics::{Metrics, StoreMetrics};
 
 /// Tells shard `shard` that the write it made with `token` is durable (`true`) or failed.
 pub type Confirm = Box<dyn Fn(usize, u64, bool) + Send>;
@@ -78,6 +79,8 @@ pub struct Opened {
     dlq: Keyspace,
     dedup: Keyspace,
     next_dead: u64,
+    /// Dead letters held (for the metrics).
+    dead_letters: u64,
     config: StoreConfig,
 }
 
@@ -207,6 +210,7 @@ pub fn open(config: &StoreConfig, now_ms: u64) -> Result<(Opened, Restored), Sto
         dlq,
         dedup,
         next_dead,
+        dead_letters: restored.dead_letters as u64,
         config: config.clone(),
     };
     Ok((opened, restored))
@@ -237,6 +241,8 @@ pub enum DeadLetters {
 enum Request {
     Write(Write),
     Query(DeadLetters),
+    /// Fault injection (`[api] fault_injection`): block the store's thread for `ms`.
+    Stall(u64),
     Stop,
 }
 
@@ -266,14 +272,18 @@ impl std::fmt::Debug for Write {
 impl Opened {
     /// Starts the store thread; `confirm` is called on it for each write made with a token.
     /// The thread ends after [`Store::close`]; join it to know everything is synced.
-    pub fn start(self, confirm: Confirm) -> Result<(Store, JoinHandle<()>), StoreError> {
+    pub fn start(
+        self,
+        confirm: Confirm,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Store, JoinHandle<()>), StoreError> {
         let (tx, rx) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let max_bytes = self.config.queue_max_bytes;
         let counter = queued.clone();
         let thread = std::thread::Builder::new()
             .name("wsedge-store".into())
-            .spawn(move || self.run(rx, counter, confirm))
+            .spawn(move || self.run(rx, counter, confirm, &metrics.store))
             .map_err(StoreError::Thread)?;
         let store = Store {
             tx,
@@ -283,7 +293,13 @@ impl Opened {
         Ok((store, thread))
     }
 
-    fn run(mut self, rx: mpsc::Receiver<Request>, queued: Arc<AtomicUsize>, confirm: Confirm) {
+    fn run(
+        mut self,
+        rx: mpsc::Receiver<Request>,
+        queued: Arc<AtomicUsize>,
+        confirm: Confirm,
+        metrics: &StoreMetrics,
+    ) {
         let mut batch: Vec<Write> = Vec::new();
         let mut queries: Vec<DeadLetters> = Vec::new();
         let mut last_sync = Instant::now();
@@ -302,11 +318,29 @@ impl Opened {
                     queries.push(query);
                     false
                 }
+                Ok(Request::Stall(ms)) => {
+                    tracing::warn!(ms, "fault injection: stalling the store");
+                    std::thread::sleep(Duration::from_millis(ms));
+                    false
+                }
                 Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => true,
                 Err(RecvTimeoutError::Timeout) => false,
             };
             if !batch.is_empty() {
+                let started = Instant::now();
                 let ok = self.commit(&batch);
+                metrics.fsync.observe(started.elapsed().as_micros() as u64);
+                let records = batch.iter().map(|w| w.records.len()).sum::<usize>();
+                if records > 0 {
+                    metrics.batch.observe(records as u64);
+                }
+                if ok {
+                    let dead = batch.iter().flat_map(|w| &w.records);
+                    let dead = dead.filter(|r| matches!(r, Record::DeadLetter(_))).count();
+                    self.dead_letters += dead as u64;
+                } else {
+                    metrics.failures.inc();
+                }
                 dirty = true;
                 for write in batch.drain(..) {
                     queued.fetch_sub(write.bytes, Ordering::AcqRel);
@@ -319,6 +353,7 @@ impl Opened {
             for query in queries.drain(..) {
                 self.answer(query);
             }
+            metrics.dead_letters.set(self.dead_letters);
             let sync_due = last_sync.elapsed() >= self.config.sync_interval;
             if dirty && (stop || (self.config.durability == Durability::Os && sync_due)) {
                 if let Err(e) = self.db.persist(PersistMode::SyncData) {
@@ -357,6 +392,7 @@ impl Opened {
             match next {
                 Ok(Request::Write(write)) => batch.push(write),
                 Ok(Request::Query(query)) => queries.push(query),
+                Ok(Request::Stall(ms)) => std::thread::sleep(Duration::from_millis(ms)),
                 Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => return true,
                 Err(RecvTimeoutError::Timeout) => return false,
             }
@@ -364,7 +400,7 @@ impl Opened {
         false
     }
 
-    fn answer(&self, query: DeadLetters) {
+    fn answer(&mut self, query: DeadLetters) {
         let text = |e: fjall::Error| e.to_string();
         match query {
             DeadLetters::List {
@@ -417,6 +453,9 @@ impl Opened {
                     self.db.persist(PersistMode::SyncData).map_err(text)?;
                     Ok(true)
                 });
+                if deleted == Ok(true) {
+                    self.dead_letters = self.dead_letters.saturating_sub(1);
+                }
                 let _ = reply.send(deleted);
             }
         }
@@ -528,6 +567,11 @@ impl Store {
             return false;
         }
         true
+    }
+
+    /// Blocks the store's thread for `ms` (fault injection).
+    pub fn stall(&self, ms: u64) {
+        let _ = self.tx.send(Request::Stall(ms));
     }
 
     /// Asks the store thread `query` (answered after the writes queued before it).

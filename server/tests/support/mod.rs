@@ -165,6 +165,18 @@ impl TestServer {
     /// `METHOD path` with `headers` ("Name: value" lines) over plain HTTP/1.1; returns
     /// (status, body).
     pub async fn http(&self, method: &str, path: &str, headers: &[&str]) -> Result<(u16, String)> {
+        self.http_body(method, path, headers, "").await
+    }
+
+    /// As [`TestServer::http`], with `body` (sent with its length unless the method is GET
+    /// and the body empty).
+    pub async fn http_body(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+        body: &str,
+    ) -> Result<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = TcpStream::connect(self.addr).await?;
         let mut request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
@@ -172,10 +184,11 @@ impl TestServer {
             request.push_str(header);
             request.push_str("\r\n");
         }
-        if method != "GET" {
-            request.push_str("Content-Length: 0\r\n");
+        if method != "GET" || !body.is_empty() {
+            request.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         request.push_str("\r\n");
+        request.push_str(body);
         s.write_all(request.as_bytes()).await?;
         let mut out = String::new();
         tokio::time::timeout(STEP, s.read_to_string(&mut out)).await??;

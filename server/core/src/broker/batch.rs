@@ -15,9 +15,9 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
-use super::effects::Effects;
+use super::effects::{Effects, Frames};
 use super::members::Subscriber;
 use crate::ids::{ConnId, IdMap};
 use crate::message::Published;
@@ -90,13 +90,13 @@ impl Batch {
             if in_lane(0).next().is_none() {
                 continue;
             }
-            let mut whole = [None, None];
+            let mut whole: [Option<Frames>; 2] = [None, None];
             for sub in subscribers {
                 let frames = match first(sub.id) {
                     0 => whole[sub.lz4 as usize]
-                        .get_or_insert_with(|| frames(in_lane(0), sub.lz4))
+                        .get_or_insert_with(|| frames_of(in_lane(0), sub.lz4))
                         .clone(),
-                    from if in_lane(from).next().is_some() => frames(in_lane(from), sub.lz4),
+                    from if in_lane(from).next().is_some() => frames_of(in_lane(from), sub.lz4),
                     _ => continue,
                 };
                 out.frames(sub.id, lane, frames);
@@ -105,18 +105,25 @@ impl Batch {
     }
 }
 
-/// The frames of `messages` (their lz4 variants if `lz4`) in one buffer; a lone frame is shared,
-/// not copied.
-fn frames<'a>(messages: impl Iterator<Item = &'a Arc<Published>>, lz4: bool) -> Bytes {
-    let frames: Vec<&Bytes> = messages.map(|m| m.frame_for(lz4)).collect();
-    if let [only] = frames[..] {
-        return only.clone();
+/// The frames of `messages` (their lz4 variants if `lz4`) in one buffer; a lone frame is
+/// shared, not copied.
+fn frames_of<'a>(messages: impl Iterator<Item = &'a Arc<Published>>, lz4: bool) -> Frames {
+    let messages: Vec<&Arc<Published>> = messages.collect();
+    let born_us = messages.first().map_or(0, |m| m.born_us);
+    let bytes = match messages[..] {
+        [only] => only.frame_for(lz4).clone(),
+        _ => {
+            let frames = messages.iter().map(|m| m.frame_for(lz4));
+            let mut buffer = BytesMut::with_capacity(frames.clone().map(|f| f.len()).sum());
+            frames.for_each(|frame| buffer.extend_from_slice(frame));
+            buffer.freeze()
+        }
+    };
+    Frames {
+        bytes,
+        messages: messages.len(),
+        born_us,
     }
-    let mut buffer = BytesMut::with_capacity(frames.iter().map(|f| f.len()).sum());
-    for frame in frames {
-        buffer.extend_from_slice(frame);
-    }
-    buffer.freeze()
 }
 
 #[cfg(test)]
@@ -132,9 +139,12 @@ mod tests {
     #[test]
     fn a_lone_frame_is_shared_and_several_are_joined_in_order() {
         let one = [message(b"a")];
-        assert_eq!(frames(one.iter(), false).as_ptr(), one[0].frame.as_ptr());
+        assert_eq!(
+            frames_of(one.iter(), false).bytes.as_ptr(),
+            one[0].frame.as_ptr()
+        );
         let three = [message(b"a"), message(b"bc"), message(b"d")];
         let joined: Vec<u8> = three.iter().flat_map(|m| m.frame.to_vec()).collect();
-        assert_eq!(frames(three.iter(), false), joined);
+        assert_eq!(frames_of(three.iter(), false).bytes, joined);
     }
 }

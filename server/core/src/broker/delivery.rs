@@ -1,9 +1,11 @@
 //! The broker's side of acknowledged delivery: connections announced to their user's home,
-//! messages routed to the inbox there, settles, the store's confirmations and the deadlines.
+//! messages routed to the inbox there, settles, the store's confirmations and the deadlines,
+//! and what it counts for the metrics.
 //! The rules themselves are in [`super::inbox`].
 
 use std::sync::Arc;
 
+use super::counters::Counters;
 use super::effects::Effects;
 use super::messages::ShardMessage;
 use super::records::StoredMessage;
@@ -161,5 +163,26 @@ impl Broker {
     /// The shard whose broker keeps `user`'s inbox.
     pub fn user_home(user: &str, shards: usize) -> usize {
         crate::ids::home_shard(["@user", user], shards)
+    }
+}
+
+impl Broker {
+    /// What this broker has counted, for the metrics (cheap: a few additions).
+    pub fn counters(&self) -> Counters {
+        let (users, inbox_messages, inbox_bytes) = self.inboxes.counts();
+        let (queues, queue_messages, queue_bytes) = self.queues.counts();
+        let mut dead_letters = users.dead_letters;
+        for (total, more) in dead_letters.iter_mut().zip(queues.dead_letters) {
+            *total += more;
+        }
+        Counters {
+            redeliveries: users.redeliveries + queues.redeliveries,
+            dead_letters,
+            recoveries: self.history.recoveries(),
+            inbox_messages: inbox_messages as u64,
+            inbox_bytes: inbox_bytes as u64,
+            queue_messages: queue_messages as u64,
+            queue_bytes: queue_bytes as u64,
+        }
     }
 }

@@ -65,6 +65,7 @@ fn publish(b: &mut Broker, n: u64, now: u64) -> Done {
         data: bytes::Bytes::from(format!("{n}")),
         msg_id: None,
         origin: Origin { shard: 0, token: n },
+        born_us: 0,
     };
     b.publish_sequenced(message, now, &mut out);
     done(&mut out)

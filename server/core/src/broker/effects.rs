@@ -13,6 +13,15 @@ use crate::ids::ConnId;
 use crate::message::Published;
 use crate::protocol::Priority;
 
+/// Several messages' frames in one buffer, as one connection gets them.
+#[derive(Debug, Clone)]
+pub(super) struct Frames {
+    pub(super) bytes: Bytes,
+    pub(super) messages: usize,
+    /// The first message's [`Published::born_us`].
+    pub(super) born_us: u64,
+}
+
 #[derive(Debug)]
 enum Effect {
     Deliver {
@@ -23,6 +32,8 @@ enum Effect {
         to: ConnId,
         lane: Priority,
         frames: Bytes,
+        messages: usize,
+        born_us: u64,
     },
     Arm,
     ToShard {
@@ -64,11 +75,14 @@ pub enum Action<'a> {
         to: &'a [ConnId],
     },
     /// Queue a batch's `frames` (whole frames, one buffer) in `lane` to `to`, and write them now:
-    /// they waited for this release.
+    /// they waited for this release. They are `messages` messages, the first born at
+    /// `born_us` (see [`Published::born_us`]).
     Frames {
         to: ConnId,
         lane: Priority,
         frames: Bytes,
+        messages: usize,
+        born_us: u64,
     },
     /// A message waits in a batch: a coalescing release must come.
     Arm,
@@ -108,8 +122,14 @@ impl Effects {
         }
     }
 
-    pub(super) fn frames(&mut self, to: ConnId, lane: Priority, frames: Bytes) {
-        self.list.push(Effect::Frames { to, lane, frames });
+    pub(super) fn frames(&mut self, to: ConnId, lane: Priority, batch: Frames) {
+        self.list.push(Effect::Frames {
+            to,
+            lane,
+            frames: batch.bytes,
+            messages: batch.messages,
+            born_us: batch.born_us,
+        });
     }
 
     pub(super) fn arm(&mut self) {
@@ -148,7 +168,19 @@ impl Effects {
                     message,
                     to: &self.recipients[to],
                 },
-                Effect::Frames { to, lane, frames } => Action::Frames { to, lane, frames },
+                Effect::Frames {
+                    to,
+                    lane,
+                    frames,
+                    messages,
+                    born_us,
+                } => Action::Frames {
+                    to,
+                    lane,
+                    frames,
+                    messages,
+                    born_us,
+                },
                 Effect::Arm => Action::Arm,
                 Effect::ToShard { shard, message } => Action::ToShard { shard, message },
                 Effect::Answer { origin, answer } => Action::Answer { origin, answer },

@@ -85,6 +85,8 @@ pub(super) struct History {
     next_sweep: u64,
     /// Durable: (channel, offset) of the messages dropped, to delete from the store.
     dropped: Vec<(Arc<str>, u64)>,
+    /// Reads with `since`: `[recovered, not recovered]`.
+    recoveries: [u64; 2],
 }
 
 /// A message of a channel as read back from the store: (channel, offset, epoch, published at
@@ -104,6 +106,7 @@ impl History {
             kept: 0,
             next_sweep: 0,
             dropped: Vec::new(),
+            recoveries: [0; 2],
         }
     }
 
@@ -319,12 +322,21 @@ impl History {
                 }
             }
         };
-        Read {
+        let read = Read {
             epoch: log.epoch.clone(),
             offset: log.kept,
             messages,
             recovered,
+        };
+        if let Some(recovered) = recovered {
+            self.recoveries[usize::from(!recovered)] += 1;
         }
+        read
+    }
+
+    /// Reads with `since` so far: `[recovered, not recovered]`.
+    pub(super) fn recoveries(&self) -> [u64; 2] {
+        self.recoveries
     }
 
     /// When [`History::expire`] must next run.

@@ -93,6 +93,7 @@ impl Broker {
             data,
             msg_id,
             origin,
+            born_us,
         } = message;
         if let Some(msg_id) = &msg_id {
             let key = Dedup::key(&format!("channel:{channel}"), msg_id);
@@ -104,6 +105,7 @@ impl Broker {
         }
         let with_msg_id = |mut message: Published| {
             message.msg_id = msg_id.clone();
+            message.born_us = born_us;
             Arc::new(message)
         };
         if !self.history.enabled() {

@@ -69,6 +69,7 @@ fn publish(b: &mut Broker, n: u64, now: u64) -> Done {
         data: bytes::Bytes::from(format!("{n}")),
         msg_id: None,
         origin: Origin { shard: 0, token: n },
+        born_us: 0,
     };
     b.publish_sequenced(message, now, &mut out);
     let mut d = done(&mut out);
@@ -192,6 +193,7 @@ fn history_reads_the_last_messages_or_those_after_since() {
     };
     let after = read(&mut b, Some(since), 10);
     assert_eq!((offsets(&after), after.recovered), (3, Some(true)));
+    assert_eq!(b.counters().recoveries, [1, 0]);
 }
 
 #[test]
@@ -207,6 +209,7 @@ fn messages_expire_after_the_ttl_and_a_forgotten_channel_starts_a_new_epoch() {
     // Expired: a recovery from before it is refused; the epoch stays (it has a subscriber).
     let d = subscribe(&mut b, late, Some((&epoch, 0)), TTL + 1);
     assert_eq!(position(&d), (epoch.clone(), 1, Some(false)));
+    assert_eq!(b.counters().recoveries, [0, 1]);
     b.handle_timeout(10 * TTL, &mut out);
     assert_eq!(position(&subscribe(&mut b, late, None, 10 * TTL)).0, epoch);
     // Forgotten once it has had neither messages nor subscribers for the ttl.
@@ -308,6 +311,7 @@ fn a_repeated_msg_id_is_published_once_with_or_without_history() {
                 data: bytes::Bytes::from_static(b"1"),
                 msg_id: Some("same".into()),
                 origin: Origin { shard: 0, token },
+                born_us: 0,
             };
             b.publish_sequenced(message, 5, &mut out);
             let d = done(&mut out);

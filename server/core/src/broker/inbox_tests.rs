@@ -193,6 +193,7 @@ fn unacked_messages_are_redelivered_after_the_wait_and_each_backoff_step_then_de
     let token = done(&mut out).persisted[0].0.unwrap();
     b.stored(token, true, 0, &mut out);
     assert_eq!(ids(&done(&mut out)), vec![("m1", 0)]);
+    assert_eq!(b.counters().inbox_messages, 1);
     assert!(timeout(&mut b, WAIT - 1).delivered.is_empty());
     assert!(timeout(&mut b, WAIT).delivered.is_empty(), "backoff first");
     assert_eq!(b.poll_timeout(), Some(WAIT + 1_000));
@@ -213,6 +214,10 @@ fn unacked_messages_are_redelivered_after_the_wait_and_each_backoff_step_then_de
         }
         other => panic!("{other:?}"),
     }
+    let counted = b.counters();
+    assert_eq!(counted.redeliveries, 2);
+    assert_eq!(counted.dead_letters[DeadReason::MaxDeliver as usize], 1);
+    assert_eq!((counted.inbox_messages, counted.inbox_bytes), (0, 0));
     assert!(matches!(
         settle(&mut b, conn, "m1", Settle::Ack, second + 6_000 + WAIT).answers[0].1,
         Answer::Refused(_)

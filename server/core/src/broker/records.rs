@@ -102,6 +102,13 @@ pub enum DeadReason {
 }
 
 impl DeadReason {
+    /// Every reason (`reason as usize` indexes it).
+    pub const ALL: [DeadReason; 3] = [
+        DeadReason::MaxDeliver,
+        DeadReason::Terminated,
+        DeadReason::Expired,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeadReason::MaxDeliver => "max_deliver",
@@ -111,13 +118,7 @@ impl DeadReason {
     }
 
     pub fn parse(name: &str) -> Option<DeadReason> {
-        [
-            DeadReason::MaxDeliver,
-            DeadReason::Terminated,
-            DeadReason::Expired,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == name)
+        DeadReason::ALL.into_iter().find(|r| r.as_str() == name)
     }
 }
 

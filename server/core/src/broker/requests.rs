@@ -86,6 +86,8 @@ pub struct Sequence {
     /// Published once per `msg_id` within the dedup window.
     pub msg_id: Option<Box<str>>,
     pub origin: Origin,
+    /// See [`crate::message::Published::born_us`].
+    pub born_us: u64,
 }
 
 /// A question to a channel's home about its history: a subscribe that wants the channel's

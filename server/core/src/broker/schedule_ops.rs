@@ -102,6 +102,7 @@ impl Broker {
                         shard: self.config.shard,
                         token: 0,
                     },
+                    born_us: 0,
                 };
                 self.sequence(sequence, now, out);
             } else {

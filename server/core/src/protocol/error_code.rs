@@ -23,6 +23,27 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (`code as usize` indexes it).
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::InvalidJson,
+        ErrorCode::NotAnObject,
+        ErrorCode::UnknownOp,
+        ErrorCode::MissingField,
+        ErrorCode::InvalidField,
+        ErrorCode::BadChannel,
+        ErrorCode::BinaryNotSupported,
+        ErrorCode::TooManySubscriptions,
+        ErrorCode::NotSubscribed,
+        ErrorCode::Overloaded,
+        ErrorCode::RateLimited,
+        ErrorCode::Forbidden,
+        ErrorCode::InvalidToken,
+        ErrorCode::InboxFull,
+        ErrorCode::UnknownMessage,
+        ErrorCode::StoreUnavailable,
+        ErrorCode::HistoryOff,
+    ];
+
     /// The snake_case wire name.
     pub fn as_str(self) -> &'static str {
         match self {

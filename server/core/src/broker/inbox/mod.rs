@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::config::DeliveryConfig;
+use super::counters::InboxCounts;
 use super::dedup::Dedup;
 use super::effects::Effects;
 use super::records::{DeadLetter, DeadReason, Record, StoredMessage};
@@ -113,8 +114,10 @@ pub(super) struct Inboxes {
     /// Writes waiting for the store's confirmation, by token.
     storing: IdMap<u64, Storing>,
     next_token: u64,
-    /// Frame bytes held, against `inbox_max_bytes`.
+    /// Frame bytes held, against `inbox_max_bytes`, and messages held.
     bytes: usize,
+    held: usize,
+    counts: InboxCounts,
     dedup: Dedup,
     /// Open durable queues.
     durable: usize,
@@ -135,6 +138,8 @@ impl Inboxes {
             storing: IdMap::default(),
             next_token: kind.tag(),
             bytes: 0,
+            held: 0,
+            counts: InboxCounts::default(),
             durable: 0,
             routes: Vec::new(),
         }
@@ -219,6 +224,7 @@ impl Inboxes {
             },
         };
         self.bytes += entry.frame.len();
+        self.held += 1;
         let stored = persist.then(|| entry.stored());
         inbox.by_id.insert(id, seq);
         inbox.entries.insert(seq, entry);
@@ -422,6 +428,7 @@ impl Inboxes {
             state: State::Ready { not_before },
         };
         self.bytes += entry.frame.len();
+        self.held += 1;
         self.timers.insert((message.expires_ms, name.clone(), seq));
         if not_before > now {
             self.timers.insert((not_before, name.clone(), seq));
@@ -474,6 +481,11 @@ impl Inboxes {
         }
     }
 
+    /// Totals since the start, and (messages, frame bytes) held now.
+    pub(super) fn counts(&self) -> (InboxCounts, usize, usize) {
+        (self.counts, self.held, self.bytes)
+    }
+
     fn entry_mut(&mut self, name: &str, seq: u64) -> Option<&mut Entry> {
         self.inboxes.get_mut(name)?.entries.get_mut(&seq)
     }
@@ -491,6 +503,7 @@ impl Inboxes {
         let Some(entry) = self.remove(name, seq) else {
             return;
         };
+        self.counts.dead_letters[reason as usize] += 1;
         let mut records = Vec::with_capacity(2);
         if entry.persisted {
             records.push(self.delete_record(name, seq));
@@ -526,6 +539,7 @@ impl Inboxes {
             self.routes.push(Route::Taken { to, id });
         }
         self.bytes -= entry.frame.len();
+        self.held -= 1;
         self.forget_if_empty(name);
         Some(entry)
     }

@@ -97,6 +97,9 @@ impl Inboxes {
                 self.timers.remove(&(at, name.clone(), seq));
             }
             entry.attempts += 1;
+            if entry.attempts > 1 {
+                self.counts.redeliveries += 1;
+            }
             self.timers.insert((due, name.clone(), seq));
             let mut message =
                 Published::new("", entry.priority, entry.frame(), self.config.lz4_threshold);
