@@ -1,13 +1,23 @@
 //! The `wsedge` binary: reads the config, starts the shards, waits for SIGTERM/SIGINT.
+//!
+//! A start that fails (a bad config, `WSEDGE_LOG`, a port in use) prints one line to stderr,
+//! `wsedge: <why>`, and exits with 1, whatever `RUST_BACKTRACE` says.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use wsedge::config::LogFormat;
 use wsedge::{FileConfig, Server};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The log filter when `WSEDGE_LOG` is not set.
+const DEFAULT_LOG: &str = "info,fjall=warn,lsm_tree=warn";
 
 /// Sharded-per-core WebSocket edge server.
 #[derive(Debug, Parser)]
@@ -24,28 +34,62 @@ struct Cli {
     shards: Option<usize>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("WSEDGE_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,fjall=warn,lsm_tree=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wsedge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
+/// `WSEDGE_LOG`, checked: a filter that does not parse fails the start.
+fn log_filter() -> anyhow::Result<EnvFilter> {
+    match std::env::var("WSEDGE_LOG") {
+        Ok(filter) => EnvFilter::try_new(&filter).with_context(|| {
+            format!("WSEDGE_LOG={filter:?} is not a log filter (e.g. info,wsedge=debug)")
+        }),
+        Err(_) => Ok(EnvFilter::new(DEFAULT_LOG)),
+    }
+}
+
+/// Logs to stderr: text (coloured only on a terminal) or one JSON object a line.
+fn init_log(format: LogFormat) -> anyhow::Result<()> {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(log_filter()?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     let path = cli.config.or_else(|| {
         let default = PathBuf::from("config/wsedge.toml");
         default.exists().then_some(default)
     });
-    let mut file = FileConfig::load(path.as_deref(), std::env::vars())?;
-    if let Some(listen) = cli.listen {
-        file.server.listen = listen;
-    }
-    if let Some(shards) = cli.shards {
-        file.server.shards = shards;
-    }
-    let config = file.validate()?;
+    // The config says how to log: while it is read, its warnings go to a plain text log.
+    let reading = tracing_subscriber::fmt()
+        .with_env_filter(log_filter()?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .finish();
+    let config = tracing::subscriber::with_default(reading, || {
+        let mut file = FileConfig::load(path.as_deref(), std::env::vars())?;
+        if let Some(listen) = cli.listen {
+            file.server.listen = listen;
+        }
+        if let Some(shards) = cli.shards {
+            file.server.shards = shards;
+        }
+        file.validate()
+    })?;
+    init_log(config.log_format)?;
 
     match wsedge::runtime::raise_nofile_limit() {
         Ok((soft, hard)) => tracing::info!("open-file limit: soft {soft} raised to hard {hard}"),

@@ -102,6 +102,7 @@ pub async fn run(
     }
     let (code, why) = conn.closed_as().unwrap_or((1006, CloseReason::Abnormal));
     shard.metrics().closed(code, why);
+    tracing::debug!(conn = %conn.id, code, reason = why.as_str(), "disconnected");
     shard.disconnect(conn.id);
     if matches!(end, End::Closed) {
         linger(&shard, stream, config.close_timeout.min(MAX_LINGER)).await;

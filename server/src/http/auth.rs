@@ -19,6 +19,7 @@ pub(super) struct Unauthorized {
 impl Unauthorized {
     /// The 401 answer: `{"error":<code>,"message":...}` and `WWW-Authenticate: Bearer`.
     pub(super) fn response(&self) -> Response<Body> {
+        tracing::debug!(code = self.code, "authentication refused: {}", self.message);
         let mut response = error(StatusCode::UNAUTHORIZED, self.code, &self.message);
         response
             .headers_mut()

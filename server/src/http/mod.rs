@@ -1,6 +1,6 @@
-//! HTTP on the WebSocket port, through hyper: `GET /ws` and `GET /echo` upgrade, `GET /health`
-//! and `GET /metrics` report ([`ops`]), `/api/` is the server API ([`api`]), anything else is
-//! 404. Errors are JSON `{"error":..., "message":...}` with a status.
+//! HTTP on the WebSocket port, through hyper: `GET /ws` and `GET /echo` upgrade; `GET /health`
+//! and `GET /metrics` report, `GET /dashboard` shows it ([`ops`]); `/api/` is the server API
+//! ([`api`]); anything else is 404. Errors are JSON `{"error":..., "message":...}` with a status.
 //!
 //! The upgrade itself is in [`upgrade`]. A request head over `server.max_request_bytes` gets 431
 //! from hyper.
@@ -105,12 +105,12 @@ fn route(req: Request<Incoming>, shard: &Rc<Shard>, ip: &Cell<Option<IpGuard>>) 
         "/ws" => (Some(Endpoint::Protocol), "GET"),
         "/echo" if shard.config().echo_endpoint => (Some(Endpoint::Echo), "GET"),
         "/health" => (None, "GET, HEAD"),
-        "/metrics" => (None, "GET"),
+        "/metrics" | "/dashboard" => (None, "GET"),
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                &format!("no route for {path}; try /ws, /health, /metrics or /api/"),
+                &format!("no route for {path}; try /ws, /health, /metrics, /dashboard or /api/"),
             )
         }
     };
@@ -125,6 +125,7 @@ fn route(req: Request<Incoming>, shard: &Rc<Shard>, ip: &Cell<Option<IpGuard>>) 
     let Some(endpoint) = endpoint else {
         return match path {
             "/metrics" => ops::metrics(shard),
+            "/dashboard" => ops::dashboard(),
             _ => ops::health(shard),
         };
     };

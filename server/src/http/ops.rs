@@ -49,3 +49,28 @@ pub fn metrics(shard: &Shard) -> Response<Body> {
     );
     response
 }
+
+/// The dashboard page (HTML, CSS and JS in one file, embedded: no CDN, works offline).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// `/dashboard`: the page; its figures come from `/api/stats` with the key typed into it.
+pub fn dashboard() -> Response<Body> {
+    let mut response = Response::new(Body::new(DASHBOARD.into()));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    response
+}

@@ -84,6 +84,13 @@ pub(super) fn upgrade(
             return tracing::error!("upgraded connection is neither TCP nor TLS over TCP");
         };
         let conn = shard.open(lz4, identity);
+        tracing::debug!(
+            conn = %conn.id(),
+            user = conn.user().map(|u| &**u),
+            shard = shard.index(),
+            ?endpoint,
+            "connected"
+        );
         if endpoint == Endpoint::Protocol {
             let name = conn.id().to_string();
             let user = conn.user().map(|user| &**user);
