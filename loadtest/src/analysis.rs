@@ -23,6 +23,9 @@ pub struct Assembly<'a> {
     pub counts: BTreeMap<Workload, Counts>,
     pub seconds: Vec<Second>,
     pub samples: Vec<Option<Usage>>,
+    /// The server's `/metrics`, once a second (empty when it has none).
+    pub scrapes: Vec<Option<crate::scrape::Scrape>>,
+    pub server_metrics: Option<crate::scrape::ServerSide>,
     pub server_pid: Option<u32>,
     pub server_before: Option<Usage>,
     pub server_after: Option<Usage>,
@@ -99,7 +102,7 @@ pub fn assemble(a: Assembly<'_>) -> RunResult {
         &phases,
         a.opts.grading.grade(&measured),
     );
-    let series = series(&a.seconds, &a.samples);
+    let series = series(&a.seconds, &a.samples, &a.scrapes);
     let wall_us = a.wall.as_micros().max(1) as u64;
     let completed: u64 = a.counts.values().map(|c| c.received).sum::<u64>().max(1);
     let server = match (a.server_pid, a.server_before, a.server_after) {
@@ -162,6 +165,7 @@ pub fn assemble(a: Assembly<'_>) -> RunResult {
         spike,
         group: group_shares(&a.group_shares),
         reliable: None,
+        server_metrics: a.server_metrics,
     }
 }
 
@@ -277,7 +281,11 @@ pub fn phase_result(opts: &Options, p: &Phase, seconds: &[Second]) -> PhaseResul
     }
 }
 
-fn series(seconds: &[Second], samples: &[Option<Usage>]) -> Vec<SecondPoint> {
+fn series(
+    seconds: &[Second],
+    samples: &[Option<Usage>],
+    scrapes: &[Option<crate::scrape::Scrape>],
+) -> Vec<SecondPoint> {
     seconds
         .iter()
         .enumerate()
@@ -304,6 +312,10 @@ fn series(seconds: &[Second], samples: &[Option<Usage>]) -> Vec<SecondPoint> {
                     .zip(previous)
                     .map(|(u, p)| u.cpu_us.saturating_sub(p.cpu_us) as f64 / 1e4),
                 server_open_files: usage.map(|u| u.open_files),
+                server: t
+                    .checked_sub(1)
+                    .and_then(|i| scrapes.get(i)?.as_ref().zip(scrapes.get(t)?.as_ref()))
+                    .map(|(then, now)| crate::scrape::between(then, now)),
             }
         })
         .collect()

@@ -29,6 +29,7 @@ pub mod report;
 pub mod result;
 pub mod run;
 pub mod scenario;
+pub mod scrape;
 pub mod stats;
 pub mod workers;
 pub mod wsclient;

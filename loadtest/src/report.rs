@@ -117,6 +117,31 @@ pub fn markdown(r: &RunResult) -> String {
             sp.recovery_s.map_or("never (within the run)".into(), |t| format!("{t} s after the spike"))
         );
     }
+    if let Some(side) = &r.server_metrics {
+        let ms = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
+        let _ = writeln!(
+            s,
+            "\n## The server's own figures (its /metrics)\n\n{} deliveries; server-side delivery (publish read → frame written) p50 {} ms, p99 {} ms; {} error replies.",
+            side.deliveries,
+            ms(side.delivery_p50_ms),
+            ms(side.delivery_p99_ms),
+            side.errors
+        );
+        let listed = |m: &std::collections::BTreeMap<String, u64>| match m.is_empty() {
+            true => "none".to_string(),
+            false => m
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let _ = writeln!(
+            s,
+            "Dropped: {}. Closed: {}.",
+            listed(&side.drops),
+            listed(&side.closes)
+        );
+    }
     let _ = writeln!(s, "\n## Resources\n");
     if let Some(sv) = &r.server {
         let _ = writeln!(
@@ -241,7 +266,16 @@ pub fn html(r: &RunResult) -> String {
             .filter(|(_, v)| !v.is_empty())
             .collect()
     };
-    let latency = over_time(&|p, n| p.p99_us.get(n).map(|&us| us as f64 / 1000.0));
+    let mut latency = over_time(&|p, n| p.p99_us.get(n).map(|&us| us as f64 / 1000.0));
+    // The server's own delivery p99 (from its /metrics), beside the clients'.
+    let server_p99: Vec<(f64, f64)> = r
+        .series
+        .iter()
+        .filter_map(|p| Some((p.t as f64, p.server.as_ref()?.delivery_p99_ms?)))
+        .collect();
+    if !server_p99.is_empty() {
+        latency.push(("server delivery p99".into(), server_p99));
+    }
     let throughput = over_time(&|p, n| p.ops.get(n).map(|&c| c as f64));
     let md = markdown(r).replace('&', "&amp;").replace('<', "&lt;");
     format!(

@@ -39,6 +39,9 @@ pub struct RunResult {
     /// injected (`--fault kill9`).
     #[serde(default)]
     pub reliable: Option<crate::reliable::FaultReport>,
+    /// The server's own figures from its `/metrics` (a wsedge target), over the whole run.
+    #[serde(default)]
+    pub server_metrics: Option<crate::scrape::ServerSide>,
 }
 
 /// How evenly a queue group's members took the tasks.
@@ -116,6 +119,9 @@ pub struct SecondPoint {
     pub server_rss_kib: Option<u64>,
     pub server_cpu_pct: Option<f64>,
     pub server_open_files: Option<u64>,
+    /// The server's own figures for this second (from `/metrics`).
+    #[serde(default)]
+    pub server: Option<crate::scrape::ServerSide>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -22,6 +22,7 @@ use crate::proc::{self, Spawned, Usage};
 use crate::reliable;
 use crate::result::RunResult;
 use crate::scenario::{Phase, Shape};
+use crate::scrape;
 use crate::stats::Stats;
 use crate::workers::{self, Partial, WorkerPlan, Workers};
 use crate::wsclient::Target;
@@ -139,8 +140,10 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
     ));
 
     let attack_over = Arc::new(tokio::sync::Notify::new());
+    let metrics_addr = run.target.addr;
     let monitor = tokio::spawn(monitor(
         server_pid,
+        metrics_addr,
         start,
         Duration::from_secs_f64(total_s + 5.0),
         attack_over.clone(),
@@ -157,6 +160,7 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
     tokio::time::sleep_until(start.into()).await;
     let client_cpu_before = proc::own_cpu_us();
     let server_before = server_pid.and_then(proc::sample);
+    let metrics_before = scrape::scrape(metrics_addr).await;
     let (goose_metrics, reliable) = if opts.scenario.is_reliable() {
         let s = &opts.scenario;
         let steady = &phases[0];
@@ -185,6 +189,7 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
     let wall = start.elapsed();
     let mut client_cpu = proc::own_cpu_us().saturating_sub(client_cpu_before);
     let server_after = server_pid.and_then(proc::sample);
+    let metrics_after = scrape::scrape(metrics_addr).await;
     progress.abort();
     attack_over.notify_one();
     // A stress run that stopped at a broken step reports the steps up to that one.
@@ -205,7 +210,7 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
             .collect(&mut totals, Duration::from_secs_f64(total_s + 30.0))
             .await?;
     }
-    let samples = monitor.await.unwrap_or_default();
+    let (samples, scrapes) = monitor.await.unwrap_or_default();
     if let Some(s) = spawned {
         s.stop().await.context("stopping the spawned server")?;
     }
@@ -221,9 +226,13 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
         counts,
         seconds,
         samples,
+        scrapes,
         server_pid,
         server_before,
         server_after,
+        server_metrics: metrics_before
+            .zip(metrics_after)
+            .map(|(before, after)| scrape::between(&before, &after)),
         client_cpu,
         processes,
         group_shares: run.group_shares(),
@@ -346,22 +355,39 @@ pub fn write(result: &RunResult, dir: &Path) -> Result<()> {
 }
 
 /// Samples the server once a second until `limit` or until `over` is notified.
+/// Samples the server's /proc (with its pid) and scrapes its `/metrics` once a second, until
+/// `limit` or `over`.
 async fn monitor(
     pid: Option<u32>,
+    metrics: std::net::SocketAddr,
     start: Instant,
     limit: Duration,
     over: Arc<tokio::sync::Notify>,
-) -> Vec<Option<Usage>> {
-    let mut out = Vec::new();
-    let Some(pid) = pid else { return out };
+) -> (Vec<Option<Usage>>, Vec<Option<scrape::Scrape>>) {
+    let (mut usage, mut scrapes) = (Vec::new(), Vec::new());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // A target without /metrics is not asked again.
+    let mut has_metrics = true;
     while start.elapsed() < limit {
         tokio::select! {
-            _ = tick.tick() => out.push(proc::sample(pid)),
+            _ = tick.tick() => {
+                usage.push(pid.and_then(proc::sample));
+                let scraped = match has_metrics {
+                    true => scrape::scrape(metrics).await,
+                    false => None,
+                };
+                if scrapes.is_empty() && scraped.is_none() {
+                    has_metrics = false;
+                }
+                scrapes.push(scraped);
+            }
             () = over.notified() => break,
         }
     }
-    out
+    if pid.is_none() {
+        usage.clear();
+    }
+    (usage, scrapes)
 }
 
 /// Time after a step's end for its last samples to reach the statistics (users report every

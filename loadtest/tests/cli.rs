@@ -156,6 +156,15 @@ fn a_short_run_measures_throughput_without_loss_and_writes_a_documented_result()
     );
     assert_eq!(r["measured"]["loss_rate"].as_f64(), Some(0.0));
     assert!(r["server"]["cpu_us_per_message"].as_f64().unwrap() > 0.0);
+    // The server's own figures, from its /metrics: as many deliveries as the clients counted
+    // (fan-out), its delivery p99, and a per-second series.
+    let side = &r["server_metrics"];
+    assert!(side["deliveries"].as_u64().unwrap() > 0, "{side}");
+    assert!(side["delivery_p99_ms"].as_f64().unwrap() > 0.0, "{side}");
+    let seconds = r["series"].as_array().unwrap();
+    assert!(seconds
+        .iter()
+        .any(|p| p["server"]["deliveries"].as_u64() > Some(0)));
 
     // Every top-level field is documented in RESULTS.md, and every documented one is present.
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md")).unwrap();
