@@ -228,6 +228,19 @@ async fn bad_requests_get_a_json_error_and_the_right_status() -> Result<()> {
     let big = format!(r#"{{"channel":"c","data":"{}"}}"#, "x".repeat(2000));
     let (status, answer) = call(&server, "POST", "/api/publish", &big).await?;
     assert_eq!((status, answer["error"].as_str()), (413, Some("too_large")));
+    // Deep nesting is refused before it is parsed (a parser's recursion would overflow).
+    let deep = format!(
+        "{{\"channel\":\"c\",\"data\":{}{}}}",
+        "[".repeat(300),
+        "]".repeat(300)
+    );
+    let (status, answer) = call(&server, "POST", "/api/publish", &deep).await?;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("invalid_json")),
+        "{answer}"
+    );
+    assert_eq!(server.get("/health").await?.0, 200, "still up");
     let many: Vec<String> = (0..101).map(|i| format!("c{i}")).collect();
     let body = json!({"channels": many, "data": 1}).to_string();
     assert_eq!(call(&server, "POST", "/api/broadcast", &body).await?.0, 400);

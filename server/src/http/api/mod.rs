@@ -27,6 +27,7 @@ use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
 use hyper::{Method, Request, Response, StatusCode};
 use simd_json::OwnedValue;
+use wsedge_core::protocol::json_check;
 
 use super::response::{error, Body};
 use crate::shard::Shard;
@@ -43,7 +44,8 @@ pub async fn handle(req: Request<Incoming>, shard: &Rc<Shard>) -> Response<Body>
     let method = req.method().clone();
     match (&method, segments.as_slice()) {
         (&Method::POST, ["publish" | "send" | "broadcast" | "disconnect"]) => {
-            let body = match read_json(req, shard.config().max_message_size).await {
+            let config = shard.config();
+            let body = match read_json(req, config.max_message_size, config.max_json_depth).await {
                 Ok(body) => body,
                 Err(refused) => return *refused,
             };
@@ -101,8 +103,13 @@ fn not_allowed(what: &str) -> Response<Body> {
     )
 }
 
-/// The request's body as a JSON object: 413 over `max_bytes`, 400 when not a JSON object.
-async fn read_json(req: Request<Incoming>, max_bytes: usize) -> Result<OwnedValue, Refused> {
+/// The request's body as a JSON object: 413 over `max_bytes`, 400 when not a JSON object or
+/// nested deeper than `max_depth`.
+async fn read_json(
+    req: Request<Incoming>,
+    max_bytes: usize,
+    max_depth: usize,
+) -> Result<OwnedValue, Refused> {
     let body = match Limited::new(req.into_body(), max_bytes).collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -115,6 +122,10 @@ async fn read_json(req: Request<Incoming>, max_bytes: usize) -> Result<OwnedValu
         }
         Err(e) => return Err(Box::new(bad_request("bad_body", &e.to_string()))),
     };
+    // simd-json builds values recursively: too deep a body would overflow the shard's stack.
+    if let Err(problem) = json_check::check(&body, max_depth) {
+        return Err(Box::new(bad_request("invalid_json", &problem.to_string())));
+    }
     let mut bytes = body.to_vec();
     match simd_json::to_owned_value(&mut bytes) {
         Ok(value @ OwnedValue::Object(_)) => Ok(value),
