@@ -11,6 +11,7 @@
 # With BASELINE_WSEDGE=/path/to/an/older/wsedge, each pair also runs that build (A B C A B C ...),
 # and the table adds its figures and the ratios of this build to it: the before/after of a change.
 # Servers run from an empty folder, so each uses its own embedded default config.
+# COMPARE_WORKLOADS="peer_fanout peer_fanout_wide" runs only those (default: all three).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -29,7 +30,7 @@ run_wsedge() {
 }
 
 for pair in $(seq "$PAIRS"); do
-    for workload in peer_echo peer_fanout peer_fanout_wide; do
+    for workload in ${COMPARE_WORKLOADS:-peer_echo peer_fanout peer_fanout_wide}; do
         echo "compare-peer: pair $pair/$PAIRS $workload: wsedge" >&2
         run_wsedge wsedge "$ROOT/target/release/wsedge" "$workload"
         if [ -n "$BASELINE" ]; then
@@ -53,11 +54,13 @@ out = sys.argv[1]
 def runs(server, scenario):
     return [json.load(open(p)) for p in sorted(glob.glob(f"{out}/{server}/*-{scenario}/result.json"))]
 summary = {}
-with_base = bool(runs("baseline", "peer_echo"))
+scenarios = [(s, w) for s, w in [("peer_echo", "echo"), ("peer_fanout", "fanout"),
+                                  ("peer_fanout_wide", "fanout")]
+             if runs("wsedge", s)]
+with_base = bool(runs("baseline", scenarios[0][0]))
 extra = f" {'baseline':>10} {'ws/base':>7}" if with_base else ""
-print(f"{'scenario':<17} {'metric':<22} {'wsedge':>10} {'peer':>10} {'ratio':>7}{extra}  (medians of {len(runs('wsedge', 'peer_echo'))} runs each)")
-for scenario, workload in [("peer_echo", "echo"), ("peer_fanout", "fanout"),
-                           ("peer_fanout_wide", "fanout")]:
+print(f"{'scenario':<17} {'metric':<22} {'wsedge':>10} {'peer':>10} {'ratio':>7}{extra}  (medians of {len(runs('wsedge', scenarios[0][0]))} runs each)")
+for scenario, workload in scenarios:
     w, p = runs("wsedge", scenario), runs("peer", scenario)
     if not w or not p:
         print(f"{scenario}: missing runs"); sys.exit(1)

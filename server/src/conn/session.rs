@@ -303,8 +303,12 @@ impl Session<'_> {
             metrics.write_calls.inc();
             if written > 0 {
                 metrics.bytes_out.add(written as u64);
-                metrics.delivered_at(self.conn.take_oldest_born(), crate::metrics::now_us());
-                self.last_write = Instant::now();
+                let now = Instant::now();
+                let born = self.conn.take_oldest_born();
+                if born != 0 && self.shard.sample_latency(now.into_std()) {
+                    metrics.delivered_at(born, crate::metrics::us_at(now.into_std()));
+                }
+                self.last_write = now;
                 if self.conn.hold.get() == Hold::Released {
                     self.conn.hold.set(Hold::Free);
                 }

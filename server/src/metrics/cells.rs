@@ -18,9 +18,15 @@ use super::process::thread_cpu_seconds;
 /// Microseconds on the process's monotonic clock: [`wsedge_core::message::Published::born_us`]
 /// and the write that delivers it read the same clock, on any thread. Never 0.
 pub fn now_us() -> u64 {
+    us_at(Instant::now())
+}
+
+/// [`now_us`] of an instant already read (a write's, which needs no second clock read).
+#[inline]
+pub fn us_at(at: Instant) -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = *START.get_or_init(Instant::now);
-    start.elapsed().as_micros() as u64 + 1
+    at.saturating_duration_since(start).as_micros() as u64 + 1
 }
 
 /// One shard's cells, written by its thread only.
@@ -42,7 +48,8 @@ pub struct ShardMetrics {
     pub closes: [[Counter; CLOSE_CODES.len() + 1]; CloseReason::ALL.len()],
     pub errors: [Counter; ErrorCode::ALL.len()],
     pub rate_limited: [Counter; LIMITS.len()],
-    /// Publish read → frame written, µs, observed once per write for the oldest message in it.
+    /// Publish read → frame written, µs: the oldest message of a write, sampled (see
+    /// `Shard::sample_latency`).
     pub delivery_latency: Histogram,
     /// The broker's counts, copied once a second.
     pub redeliveries: Gauge,

@@ -12,6 +12,8 @@ mod labels;
 mod process;
 mod render;
 
-pub use cells::{now_us, Metrics, ShardMetrics, StoreMetrics};
+pub use cells::{now_us, us_at, Metrics, ShardMetrics, StoreMetrics};
+#[cfg(test)]
+pub use labels::OPS;
 pub use labels::{limit_index, op_index, rejection_index, CloseReason};
 pub use render::{render, Live};

@@ -236,7 +236,7 @@ pub fn render(m: &Metrics, live: &Live) -> String {
             m.sum(|s| s.rate_limited[i].get()),
         );
     }
-    o.histogram("wsedge_delivery_latency_seconds", "From reading a publish to writing its frame to a subscriber, observed once per write for the oldest message in it.", &m.delivery_latency(), true);
+    o.histogram("wsedge_delivery_latency_seconds", "From reading a publish to writing its frame to a subscriber: the oldest message of a write, sampled at most once per 100 us per shard.", &m.delivery_latency(), true);
     o.head(
         "wsedge_shard_queue_messages",
         "gauge",
@@ -383,41 +383,47 @@ pub fn render(m: &Metrics, live: &Live) -> String {
         );
     }
     let p = process_stats();
-    o.head(
-        "process_cpu_seconds_total",
-        "counter",
-        "Total user and system CPU time spent in seconds.",
-    );
-    o.line("process_cpu_seconds_total", "", p.cpu_seconds);
-    o.head(
-        "process_resident_memory_bytes",
-        "gauge",
-        "Resident memory size in bytes.",
-    );
-    o.line("process_resident_memory_bytes", "", p.resident_bytes);
-    o.head(
-        "process_virtual_memory_bytes",
-        "gauge",
-        "Virtual memory size in bytes.",
-    );
-    o.line("process_virtual_memory_bytes", "", p.virtual_bytes);
-    o.head(
-        "process_open_fds",
-        "gauge",
-        "Number of open file descriptors.",
-    );
-    o.line("process_open_fds", "", p.open_fds);
-    o.head(
-        "process_max_fds",
-        "gauge",
-        "Maximum number of open file descriptors.",
-    );
-    o.line("process_max_fds", "", p.max_fds);
-    o.head(
-        "process_start_time_seconds",
-        "gauge",
-        "Start time of the process since unix epoch in seconds.",
-    );
-    o.line("process_start_time_seconds", "", p.start_time);
+    let process = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_bytes as f64,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            p.virtual_bytes as f64,
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            p.open_fds as f64,
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            p.max_fds as f64,
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time,
+        ),
+    ];
+    for (name, kind, help, value) in process {
+        o.head(name, kind, help);
+        o.line(name, "", value);
+    }
     o.0
 }

@@ -86,11 +86,14 @@ impl Health {
                 }
             }
         }
-        let waiting = self.canary_waiting_ms(now);
-        if waiting > STALE_MS {
+        // A canary is waiting and the last confirmed one is stale: the store has stopped (a
+        // stall shows within STALE_MS, as a shard's does). No canary waiting while shard 0,
+        // which asks for them, stalls does not blame the store.
+        let age = self.canary_age_ms(now);
+        if self.canary_waiting_ms(now) > 0 && age > STALE_MS {
             failing.push(format!(
                 "the store has not confirmed a write for {:.1} s",
-                waiting as f64 / 1e3
+                age as f64 / 1e3
             ));
         }
         failing
@@ -115,17 +118,20 @@ mod tests {
         h.beat(0, 1, 5_000);
         h.beat(1, 1, 5_000);
         assert!(h.failing(5_000).is_empty());
+        // Shard 0 asks for no canary (it is stalled, say): the store is not blamed.
+        assert!(h.failing(5_000).is_empty());
+        h.canary_answered(true, 5_000);
         h.ask_canary(5_000);
         h.ask_canary(5_500);
-        assert!(h.failing(8_000).is_empty());
+        assert!(h.failing(5_000 + STALE_MS).is_empty());
         for (to, from) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-            h.beat(to, from, 8_000);
+            h.beat(to, from, 8_100);
         }
         h.canary_answered(false, 8_100);
         h.ask_canary(8_100);
         assert!(
             h.failing(8_100)[0].contains("store"),
-            "still waiting since 5_000"
+            "still waiting since 5_000, last confirmed at 5_000"
         );
         h.canary_answered(true, 8_200);
         assert!(h.failing(8_200).is_empty());

@@ -39,6 +39,9 @@ use waiters::{PendingSend, Waiter};
 /// buffer of its own while idle).
 pub const READ_BUFFER_BYTES: usize = 64 << 10;
 
+/// Shortest time between two delivery latency observations on one shard.
+pub const LATENCY_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_micros(100);
+
 /// One shard's state, owned by its thread.
 pub struct Shard {
     index: usize,
@@ -72,6 +75,8 @@ pub struct Shard {
     armed: Cell<Option<u64>>,
     /// Shard 0: a store canary is in flight (see [`health`]).
     canary: Cell<bool>,
+    /// When this shard next observes a write's delivery latency (see [`Shard::sample_latency`]).
+    next_latency_sample: Cell<std::time::Instant>,
     /// Publishes per channel since the last tick (at most [`tick::MAX_COUNTED_CHANNELS`]).
     channel_counts: RefCell<std::collections::HashMap<Box<str>, u64>>,
 }
@@ -119,6 +124,7 @@ impl Shard {
             armed: Cell::new(None),
             canary: Cell::new(false),
             channel_counts: RefCell::default(),
+            next_latency_sample: Cell::new(std::time::Instant::now()),
             shared,
         }
     }
@@ -177,6 +183,18 @@ impl Shard {
 
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// Whether the write made at `now` is one whose delivery latency is observed: the first
+    /// after every [`LATENCY_SAMPLE_INTERVAL`] on this shard. At low rates that is every write;
+    /// at hundreds of thousands a second, a time-spread sample of at most 10,000 a second per
+    /// shard, so that measuring costs no more than noise on the fan-out path.
+    pub fn sample_latency(&self, now: std::time::Instant) -> bool {
+        if now < self.next_latency_sample.get() {
+            return false;
+        }
+        self.next_latency_sample.set(now + LATENCY_SAMPLE_INTERVAL);
+        true
     }
 
     /// An error reply, counted by its code.
