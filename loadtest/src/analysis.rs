@@ -25,6 +25,8 @@ pub struct Assembly<'a> {
     pub samples: Vec<Option<Usage>>,
     /// The server's `/metrics`, once a second (empty when it has none).
     pub scrapes: Vec<Option<crate::scrape::Scrape>>,
+    /// The machine's interference, once a second.
+    pub noise: Vec<Option<crate::noise::Second>>,
     pub server_metrics: Option<crate::scrape::ServerSide>,
     pub server_pid: Option<u32>,
     pub server_before: Option<Usage>,
@@ -66,12 +68,21 @@ pub fn overall_verdict(shape: Shape, phases: &[PhaseResult], whole: Verdict) -> 
 }
 
 pub fn assemble(a: Assembly<'_>) -> RunResult {
-    let measured_s: f64 = a
+    // Throughput counts what arrived within the measured phases' whole seconds (not the ramp's
+    // or the drain's), over those seconds.
+    let in_phases: Vec<&Second> = a
         .phases
         .iter()
-        .map(|p| p.end_s - p.start_s)
-        .sum::<f64>()
-        .max(0.001);
+        .flat_map(|p| seconds_of(p, &a.seconds))
+        .collect();
+    let measured_s = in_phases.len().max(1) as f64;
+    let received_in = |w: Workload| -> u64 {
+        in_phases
+            .iter()
+            .filter_map(|s| s.counts.get(&w))
+            .map(|c| c.received)
+            .sum()
+    };
     let mut workloads = BTreeMap::new();
     for w in Workload::ALL {
         let (Some(h), c) = (
@@ -79,17 +90,16 @@ pub fn assemble(a: Assembly<'_>) -> RunResult {
             a.counts.get(&w).cloned().unwrap_or_default(),
         ) else {
             if let Some(c) = a.counts.get(&w) {
+                let per_s = received_in(w) as f64 / measured_s;
                 workloads.insert(
                     w.name().to_string(),
-                    workload_result(None, c.clone(), measured_s),
+                    workload_result(None, c.clone(), per_s),
                 );
             }
             continue;
         };
-        workloads.insert(
-            w.name().to_string(),
-            workload_result(Some(h), c, measured_s),
-        );
+        let per_s = received_in(w) as f64 / measured_s;
+        workloads.insert(w.name().to_string(), workload_result(Some(h), c, per_s));
     }
     let measured = measure(&a.latency, &a.counts);
     let phases: Vec<PhaseResult> = a
@@ -102,7 +112,7 @@ pub fn assemble(a: Assembly<'_>) -> RunResult {
         &phases,
         a.opts.grading.grade(&measured),
     );
-    let series = series(&a.seconds, &a.samples, &a.scrapes);
+    let series = series(&a.seconds, &a.samples, &a.scrapes, &a.noise);
     let wall_us = a.wall.as_micros().max(1) as u64;
     let completed: u64 = a.counts.values().map(|c| c.received).sum::<u64>().max(1);
     let server = match (a.server_pid, a.server_before, a.server_after) {
@@ -140,6 +150,16 @@ pub fn assemble(a: Assembly<'_>) -> RunResult {
             && client_cores >= 0.4 * cores as f64,
         processes: a.processes,
     };
+    // Interference over the measured phases' seconds.
+    let noisy: Vec<crate::noise::Second> = a
+        .phases
+        .iter()
+        .flat_map(|p| {
+            let (from, to) = whole_seconds(p, a.noise.len());
+            a.noise[from..to].iter().flatten().copied()
+        })
+        .collect();
+    let interference = crate::noise::Interference::of(&noisy, client.client_bound);
     let stress = (a.opts.scenario.shape == Shape::Steps).then(|| stress_summary(&phases));
     let spike =
         (a.opts.scenario.shape == Shape::Spike).then(|| spike_summary(&a.phases, &a.seconds));
@@ -166,6 +186,9 @@ pub fn assemble(a: Assembly<'_>) -> RunResult {
         group: group_shares(&a.group_shares),
         reliable: None,
         server_metrics: a.server_metrics,
+        interference: Some(interference),
+        interrupted: false,
+        grading: Some(a.opts.grading.clone()),
     }
 }
 
@@ -180,7 +203,7 @@ fn group_shares(shares: &[u64]) -> Option<GroupShares> {
     })
 }
 
-fn workload_result(h: Option<&Histogram<u64>>, c: Counts, secs: f64) -> WorkloadResult {
+fn workload_result(h: Option<&Histogram<u64>>, c: Counts, per_s: f64) -> WorkloadResult {
     WorkloadResult {
         samples: h.map_or(0, |h| h.len()),
         latency_us: h.map(percentiles).unwrap_or_default(),
@@ -190,7 +213,7 @@ fn workload_result(h: Option<&Histogram<u64>>, c: Counts, secs: f64) -> Workload
                 .map(|&p| (p, h.value_at_percentile(p)))
                 .collect()
         }),
-        throughput_per_s: c.received as f64 / secs,
+        throughput_per_s: per_s,
         sent: c.sent,
         received: c.received,
         late_sends: c.late,
@@ -231,10 +254,16 @@ fn measure(
     }
 }
 
+/// The indices of the whole seconds inside a phase, of `len` seconds.
+fn whole_seconds(p: &Phase, len: usize) -> (usize, usize) {
+    let from = (p.start_s.ceil() as usize).min(len);
+    let to = (p.end_s.floor() as usize).clamp(from, len);
+    (from, to)
+}
+
 /// The seconds a phase covers (whole seconds inside it).
 fn seconds_of<'a>(p: &Phase, seconds: &'a [Second]) -> &'a [Second] {
-    let from = (p.start_s.ceil() as usize).min(seconds.len());
-    let to = (p.end_s.floor() as usize).clamp(from, seconds.len());
+    let (from, to) = whole_seconds(p, seconds.len());
     &seconds[from..to]
 }
 
@@ -285,6 +314,7 @@ fn series(
     seconds: &[Second],
     samples: &[Option<Usage>],
     scrapes: &[Option<crate::scrape::Scrape>],
+    noise: &[Option<crate::noise::Second>],
 ) -> Vec<SecondPoint> {
     seconds
         .iter()
@@ -316,6 +346,7 @@ fn series(
                     .checked_sub(1)
                     .and_then(|i| scrapes.get(i)?.as_ref().zip(scrapes.get(t)?.as_ref()))
                     .map(|(then, now)| crate::scrape::between(then, now)),
+                interference: noise.get(t).copied().flatten(),
             }
         })
         .collect()

@@ -93,22 +93,35 @@ pub fn parse(text: &str) -> anyhow::Result<BTreeMap<String, ScenarioGrading>> {
     Ok(table)
 }
 
+/// A criterion, in the order reports list them: its name, the measured value, and a grade's
+/// limit for it.
+pub type Criterion = (&'static str, f64, fn(&Limits) -> f64);
+
 impl ScenarioGrading {
-    /// Grades `m`: each criterion gets the best grade whose limit it meets, the run the worst.
-    pub fn grade(&self, m: &Measured) -> Verdict {
-        type Criterion = (&'static str, f64, fn(&Limits) -> f64);
+    /// Each criterion of `m` with the best grade whose limit it meets (F if none).
+    pub fn criteria(&self, m: &Measured) -> Vec<(Criterion, Grade)> {
         let criteria: [Criterion; 4] = [
             ("p95_us", m.p95_us, |l| l.p95_us),
             ("p99_us", m.p99_us, |l| l.p99_us),
             ("error_rate", m.error_rate, |l| l.error_rate),
             ("loss_rate", m.loss_rate, |l| l.loss_rate),
         ];
+        criteria
+            .into_iter()
+            .map(|c| {
+                let grade = Grade::LIMITED
+                    .into_iter()
+                    .find(|g| c.1 <= c.2(&self.limits[g]))
+                    .unwrap_or(Grade::F);
+                (c, grade)
+            })
+            .collect()
+    }
+
+    /// Grades `m`: each criterion gets the best grade whose limit it meets, the run the worst.
+    pub fn grade(&self, m: &Measured) -> Verdict {
         let mut worst = (Grade::APlus, "p95_us", m.p95_us);
-        for (name, value, limit) in criteria {
-            let grade = Grade::LIMITED
-                .into_iter()
-                .find(|g| value <= limit(&self.limits[g]))
-                .unwrap_or(Grade::F);
+        for ((name, value, _), grade) in self.criteria(m) {
             if grade > worst.0 {
                 worst = (grade, name, value);
             }

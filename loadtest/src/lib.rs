@@ -21,6 +21,7 @@ pub mod clock;
 pub mod compare;
 pub mod engine;
 pub mod grade;
+pub mod noise;
 pub mod options;
 pub mod peers;
 pub mod proc;

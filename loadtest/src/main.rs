@@ -1,5 +1,8 @@
 //! The `loadtest` binary. Exit codes: 0 the grade meets the scenario's requirement (or compare
-//! found no FAIL), 1 it does not, 2 a usage or setup error.
+//! found no FAIL), 1 it does not, 2 a usage or setup error (bad option, unreachable or wrong
+//! target), 3 the run was inconclusive (other processes took the machine, or the client was the
+//! bottleneck; `--allow-noisy` grades it anyway), 130 it was interrupted (Ctrl-C) and not
+//! graded.
 
 #![allow(clippy::disallowed_types)]
 
@@ -62,6 +65,11 @@ enum Command {
         /// scenario's `fault`].
         #[arg(long, value_parser = ["kill9", "none"])]
         fault: Option<String>,
+        /// Grade a run even when it was inconclusive (exit 0 or 1 instead of 3): other
+        /// processes took more than 0.25 cores in more than 10 % of its seconds, or the client
+        /// was the bottleneck.
+        #[arg(long)]
+        allow_noisy: bool,
     },
     /// (internal) One share of a run split over processes; started by `run`.
     #[command(hide = true)]
@@ -109,6 +117,48 @@ fn read_or_default(
     }
 }
 
+/// Prints the run's one-line outcome and returns the exit code.
+fn verdict_line(result: &RunResult, dir: &std::path::Path, allow_noisy: bool) -> i32 {
+    let v = &result.verdict;
+    let report = dir.join("report.md");
+    let graded = format!(
+        "grade {} (required {}, set by {} = {})",
+        v.grade.as_str(),
+        v.required.as_str(),
+        v.criterion.trim_end_matches("_us"),
+        loadtest::report::in_units(&v.criterion, v.value)
+    );
+    let name = &result.scenario;
+    if result.interrupted {
+        println!(
+            "loadtest: {name} INTERRUPTED after {:.1} s, not graded; partial results: {}",
+            result.duration_s,
+            report.display()
+        );
+        return 130;
+    }
+    match (result.inconclusive(), allow_noisy) {
+        (Some(why), false) => {
+            println!(
+                "loadtest: {name} INCONCLUSIVE, not graded: {why}. It measured {graded}, which is not \
+                 the server's alone (--allow-noisy grades it); report {}",
+                report.display()
+            );
+            3
+        }
+        (why, _) => {
+            let noisy = why.map_or_else(String::new, |why| {
+                format!(" [inconclusive, graded anyway (--allow-noisy): {why}]")
+            });
+            println!(
+                "loadtest: {name} {graded}{noisy}; report {}",
+                report.display()
+            );
+            i32::from(!v.passed)
+        }
+    }
+}
+
 async fn dispatch(command: Command) -> i32 {
     match command {
         Command::Run {
@@ -125,6 +175,7 @@ async fn dispatch(command: Command) -> i32 {
             processes,
             hs256_secret,
             fault,
+            allow_noisy,
         } => {
             let setup = || -> anyhow::Result<run::Options> {
                 anyhow::ensure!(
@@ -132,6 +183,12 @@ async fn dispatch(command: Command) -> i32 {
                     "give --target URL or --spawn-server"
                 );
                 anyhow::ensure!(duration_scale > 0.0, "--duration-scale must be > 0");
+                if let Some(pid) = server_pid {
+                    anyhow::ensure!(
+                        loadtest::proc::exists(pid),
+                        "--server-pid {pid}: no such process"
+                    );
+                }
                 let mut all = scenario::parse(&read_or_default(
                     scenarios,
                     "config/scenarios.toml",
@@ -178,23 +235,7 @@ async fn dispatch(command: Command) -> i32 {
                 }
             };
             match run::run(opts).await {
-                Ok((result, dir)) => {
-                    let v = &result.verdict;
-                    println!(
-                        "loadtest: {} grade {} (required {}, set by {} = {:.6}); report {}",
-                        result.scenario,
-                        v.grade.as_str(),
-                        v.required.as_str(),
-                        v.criterion,
-                        v.value,
-                        dir.join("report.md").display()
-                    );
-                    if v.passed {
-                        0
-                    } else {
-                        1
-                    }
-                }
+                Ok((result, dir)) => verdict_line(&result, &dir, allow_noisy),
                 Err(e) => {
                     eprintln!("loadtest: {e:#}");
                     2

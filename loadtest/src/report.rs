@@ -20,11 +20,26 @@ pub fn markdown(r: &RunResult) -> String {
         v.grade.as_str(),
         if v.passed { "pass" } else { "FAIL" }
     );
+    if r.interrupted {
+        let _ = writeln!(
+            s,
+            "**Interrupted** (Ctrl-C) after {:.1} s: the figures cover the part that ran; the run \
+             is not graded as a whole one (`loadtest run` exits 130).\n",
+            r.duration_s
+        );
+    }
+    if let Some(why) = r.inconclusive() {
+        let _ = writeln!(
+            s,
+            "**Inconclusive**: {why}. The grade below does not measure the server alone; \
+             `loadtest run` exits 3 unless given `--allow-noisy`.\n"
+        );
+    }
     let _ = writeln!(
         s,
-        "Grade set by `{}` = {:.6} (required {}). Started {} UTC, {:.1} s, duration scale {}, target {}{}.\n",
-        v.criterion,
-        v.value,
+        "Grade set by {} = {} (required {}). Started {} UTC, {:.1} s, duration scale {}, target {}{}.\n",
+        v.criterion.trim_end_matches("_us"),
+        in_units(&v.criterion, v.value),
         v.required.as_str(),
         r.started_utc,
         r.duration_s,
@@ -32,6 +47,7 @@ pub fn markdown(r: &RunResult) -> String {
         r.target,
         if r.spawned_server { " (spawned)" } else { "" }
     );
+    explain_grade(&mut s, r);
     let _ = writeln!(
         s,
         "Machine: {} cores ({}), {} MiB, kernel {}; commit {}.\n",
@@ -152,7 +168,7 @@ pub fn markdown(r: &RunResult) -> String {
     } else {
         let _ = writeln!(
             s,
-            "Server usage unknown (pass --server-pid, or --spawn-server)."
+            "Server usage unknown (no process found listening on the target's port: pass --server-pid)."
         );
     }
     let _ = writeln!(
@@ -166,7 +182,71 @@ pub fn markdown(r: &RunResult) -> String {
             ""
         }
     );
+    if let Some(i) = &r.interference {
+        let _ = writeln!(
+            s,
+            "\nInterference (other processes and steal, while the phases ran): mean {:.2} cores, \
+             max {:.2} (steal max {:.2}); {} of {} seconds above {} cores (bound: {:.0} % of them).",
+            i.others_cores_mean + i.steal_cores_mean,
+            i.others_cores_max,
+            i.steal_cores_max,
+            i.noisy_seconds,
+            i.seconds,
+            i.bound_cores,
+            i.bound_share * 100.0
+        );
+    }
     s
+}
+
+/// A criterion's value in the tables' units: latencies in ms, rates in %.
+pub fn in_units(name: &str, value: f64) -> String {
+    if name.ends_with("_us") {
+        format!("{:.3} ms", value / 1000.0)
+    } else {
+        format!("{:.4} %", value * 100.0)
+    }
+}
+
+/// "How the grade was set": per criterion, the measured value, each grade's limit, the grade it
+/// met; the criterion that set the run's grade in bold.
+fn explain_grade(s: &mut String, r: &RunResult) {
+    let Some(grading) = &r.grading else {
+        return;
+    };
+    let _ = writeln!(s, "## How the grade was set\n");
+    if r.stress.is_some() {
+        let _ = writeln!(
+            s,
+            "Stress is judged by its highest step graded at least B (see Phases); the whole run's \
+             figures against the limits:\n"
+        );
+    }
+    let grades = crate::grade::Grade::LIMITED;
+    let head: Vec<&str> = grades.iter().map(|g| g.as_str()).collect();
+    let _ = writeln!(s, "| criterion | measured | {} | met |", head.join(" | "));
+    let _ = writeln!(s, "|---|---|{}---|", "---|".repeat(grades.len()));
+    for ((name, value, limit), met) in grading.criteria(&r.measured) {
+        let limits: Vec<String> = grades
+            .iter()
+            .map(|g| format!("≤ {}", in_units(name, limit(&grading.limits[g]))))
+            .collect();
+        let setter = name == r.verdict.criterion;
+        let (b, e) = if setter { ("**", "**") } else { ("", "") };
+        let _ = writeln!(
+            s,
+            "| {b}{}{e} | {} | {} | {b}{}{e} |",
+            name.trim_end_matches("_us"),
+            in_units(name, value),
+            limits.join(" | "),
+            met.as_str()
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nRequired: {}. Latencies are the worst workload's, from the intended send time.\n",
+        grading.required.as_str()
+    );
 }
 
 /// A polyline chart: `series` of (label, points), x and y in data units.

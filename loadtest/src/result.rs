@@ -42,6 +42,24 @@ pub struct RunResult {
     /// The server's own figures from its `/metrics` (a wsedge target), over the whole run.
     #[serde(default)]
     pub server_metrics: Option<crate::scrape::ServerSide>,
+    /// Other processes' CPU and steal while the run measured, and whether that (or a
+    /// client-bound run) makes the grade inconclusive.
+    #[serde(default)]
+    pub interference: Option<crate::noise::Interference>,
+    /// Stopped by Ctrl-C before its end: the phases that finished are reported, the run is not
+    /// graded as a whole one.
+    #[serde(default)]
+    pub interrupted: bool,
+    /// The grading table the run was graded by (for the report's explanation).
+    #[serde(default)]
+    pub grading: Option<crate::grade::ScenarioGrading>,
+}
+
+impl RunResult {
+    /// Why the grade does not measure the server, if it does not.
+    pub fn inconclusive(&self) -> Option<&str> {
+        self.interference.as_ref()?.inconclusive.as_deref()
+    }
 }
 
 /// How evenly a queue group's members took the tasks.
@@ -122,6 +140,9 @@ pub struct SecondPoint {
     /// The server's own figures for this second (from `/metrics`).
     #[serde(default)]
     pub server: Option<crate::scrape::ServerSide>,
+    /// Other processes' CPU, steal and loadtest's own CPU in this second.
+    #[serde(default)]
+    pub interference: Option<crate::noise::Second>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

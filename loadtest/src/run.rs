@@ -16,6 +16,7 @@ use crate::analysis::{assemble, phase_result, Assembly};
 use crate::clock::{instant_of, unix_ms, utc_now};
 use crate::engine::{self, Agents, Run};
 use crate::grade::Grade;
+use crate::noise;
 pub use crate::options::Options;
 use crate::peers::Peers;
 use crate::proc::{self, Spawned, Usage};
@@ -104,10 +105,16 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
         .as_ref()
         .map_or_else(|| opts.target.clone().unwrap(), |s| s.url.clone());
     let target = Target::parse(&url).map_err(|e| SetupError(format!("{e:#}")))?;
-    tokio::net::TcpStream::connect(target.addr)
+    let subprotocol = (opts.scenario.lz4 && !opts.raw).then_some("wsedge.v1.lz4");
+    engine::preflight(&target, opts.raw, subprotocol)
         .await
-        .map_err(|e| SetupError(format!("target {url} unreachable: {e}")))?;
-    let server_pid = spawned.as_ref().map(|s| s.pid).or(opts.server_pid);
+        .map_err(|e| SetupError(format!("{e:#}")))?;
+    // The server's PID: spawned, given, or whoever listens on the target's port.
+    let server_pid = spawned
+        .as_ref()
+        .map(|s| s.pid)
+        .or(opts.server_pid)
+        .or_else(|| proc::listener_pid(target.addr.port()));
 
     let started_utc = utc_now();
     let scale = opts.duration_scale;
@@ -141,8 +148,12 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
 
     let attack_over = Arc::new(tokio::sync::Notify::new());
     let metrics_addr = run.target.addr;
+    let mut client_pids = vec![std::process::id()];
+    client_pids.extend(workers.iter().flat_map(Workers::pids));
+    let meter = noise::Meter::new(client_pids, server_pid);
     let monitor = tokio::spawn(monitor(
         server_pid,
+        meter,
         metrics_addr,
         start,
         Duration::from_secs_f64(total_s + 5.0),
@@ -200,9 +211,14 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
         }
         None => None,
     };
+    // Goose stops on Ctrl-C (SIGINT) through the same killswitch a broken stress step pulls.
+    let interrupted =
+        goose_metrics.is_some() && broken_at.is_none() && goose::is_killswitch_triggered();
+    let ran_s = wall.as_secs_f64();
     let phases: Vec<Phase> = phases
         .into_iter()
         .filter(|p| broken_at.is_none_or(|end| p.end_s <= end))
+        .filter(|p| !interrupted || p.end_s <= ran_s)
         .collect();
     let mut totals = run.stats.finish();
     if let Some(workers) = workers {
@@ -210,7 +226,11 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
             .collect(&mut totals, Duration::from_secs_f64(total_s + 30.0))
             .await?;
     }
-    let (samples, scrapes) = monitor.await.unwrap_or_default();
+    let Watched {
+        usage: samples,
+        scrapes,
+        noise,
+    } = monitor.await.unwrap_or_default();
     if let Some(s) = spawned {
         s.stop().await.context("stopping the spawned server")?;
     }
@@ -227,6 +247,7 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
         seconds,
         samples,
         scrapes,
+        noise,
         server_pid,
         server_before,
         server_after,
@@ -239,6 +260,7 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
     });
     result.duration_s = wall.as_secs_f64();
     result.reliable = reliable;
+    result.interrupted = interrupted;
     if let Some(goose) = goose_metrics {
         eprintln!(
             "loadtest: goose recorded {} request kinds over {} s with up to {} users in this \
@@ -354,40 +376,49 @@ pub fn write(result: &RunResult, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Samples the server once a second until `limit` or until `over` is notified.
-/// Samples the server's /proc (with its pid) and scrapes its `/metrics` once a second, until
-/// `limit` or `over`.
+/// What the monitor saw, one entry a second.
+#[derive(Default)]
+struct Watched {
+    usage: Vec<Option<Usage>>,
+    scrapes: Vec<Option<scrape::Scrape>>,
+    noise: Vec<Option<noise::Second>>,
+}
+
+/// Once a second until `limit` or `over`: samples the server's /proc (with its pid), scrapes
+/// its `/metrics`, and measures the machine's interference.
 async fn monitor(
     pid: Option<u32>,
+    mut meter: noise::Meter,
     metrics: std::net::SocketAddr,
     start: Instant,
     limit: Duration,
     over: Arc<tokio::sync::Notify>,
-) -> (Vec<Option<Usage>>, Vec<Option<scrape::Scrape>>) {
-    let (mut usage, mut scrapes) = (Vec::new(), Vec::new());
+) -> Watched {
+    let mut watched = Watched::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // A target without /metrics is not asked again.
     let mut has_metrics = true;
     while start.elapsed() < limit {
         tokio::select! {
             _ = tick.tick() => {
-                usage.push(pid.and_then(proc::sample));
+                watched.usage.push(pid.and_then(proc::sample));
+                watched.noise.push(meter.sample());
                 let scraped = match has_metrics {
                     true => scrape::scrape(metrics).await,
                     false => None,
                 };
-                if scrapes.is_empty() && scraped.is_none() {
+                if watched.scrapes.is_empty() && scraped.is_none() {
                     has_metrics = false;
                 }
-                scrapes.push(scraped);
+                watched.scrapes.push(scraped);
             }
             () = over.notified() => break,
         }
     }
     if pid.is_none() {
-        usage.clear();
+        watched.usage.clear();
     }
-    (usage, scrapes)
+    watched
 }
 
 /// Time after a step's end for its last samples to reach the statistics (users report every
@@ -428,32 +459,54 @@ async fn watch_steps(
     None
 }
 
-/// The live progress line: phase, connections, msgs/s, p99 so far, errors.
+/// The live progress: phase, connections, messages per second, p99 over the last complete
+/// second and over the phase so far, errors. On a terminal a spinner line redrawn every 500 ms;
+/// otherwise (CI, a pipe) one plain line on stderr every 5 s.
 async fn progress(run: Arc<Run>, phases: Vec<Phase>, total_s: f64) {
+    use std::io::IsTerminal;
     use std::sync::atomic::Ordering::Relaxed;
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap());
-    let mut last_ops = 0;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let bar = std::io::stderr().is_terminal().then(|| {
+        // Cleared when the run ends (the task is aborted), not left behind as a stale line.
+        let bar =
+            indicatif::ProgressBar::new_spinner().with_finish(indicatif::ProgressFinish::AndClear);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap(),
+        );
+        bar
+    });
+    let every = Duration::from_millis(if bar.is_some() { 500 } else { 5_000 });
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let mut last_ops = run.stats.ops.load(Relaxed);
+    let ms =
+        |us: Option<u64>| us.map_or_else(|| "-".into(), |us| format!("{:.2} ms", us as f64 / 1e3));
     loop {
         tick.tick().await;
         let t = run.stats.start.elapsed().as_secs_f64();
-        let phase = phases.iter().find(|p| t < p.end_s).map_or("drain", |p| {
-            if t < p.start_s {
-                "ramp"
-            } else {
-                &p.name
-            }
-        });
+        let current = phases.iter().find(|p| t < p.end_s);
+        let (phase, from) = match current {
+            Some(p) if t >= p.start_s => (p.name.as_str(), p.start_s.ceil() as usize),
+            Some(_) => ("ramp", 0),
+            None => ("drain", t as usize),
+        };
+        let last = (t as usize).saturating_sub(1);
+        let (second_p99, phase_p99) = run.stats.recent_p99_us(from.min(last), last);
         let ops = run.stats.ops.load(Relaxed);
-        bar.set_message(format!(
-            "{phase} ({t:.0}/{total_s:.0} s) | conns {} | msgs/s {} | p99 {:.2} ms | errors {}",
+        let message = format!(
+            "{phase} ({t:.0}/{total_s:.0} s) | conns {} | msgs/s {:.0} | p99 last s {} | {phase} p99 {} | errors {}",
             run.stats.connections.load(Relaxed),
-            (ops - last_ops) * 2,
-            run.stats.p99_so_far_us() as f64 / 1000.0,
+            (ops - last_ops) as f64 / every.as_secs_f64(),
+            ms(second_p99),
+            ms(phase_p99),
             run.stats.errors.load(Relaxed)
-        ));
+        );
         last_ops = ops;
-        bar.tick();
+        match &bar {
+            Some(bar) => {
+                bar.set_message(message);
+                bar.tick();
+            }
+            None => eprintln!("loadtest: {message}"),
+        }
     }
 }

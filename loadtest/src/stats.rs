@@ -243,9 +243,20 @@ impl Stats {
         self.errors.fetch_add(errors, Ordering::Relaxed);
     }
 
-    /// Worst p99 so far over latency workloads (echo, fan-out), for the progress line.
-    pub fn p99_so_far_us(&self) -> u64 {
-        worst_quantile(&self.inner.lock().expect("stats lock").latency, 0.99)
+    /// For the progress line: the worst p99 over latency workloads in second `last` (the last
+    /// complete one), and over the seconds `from..=last` (the phase so far). `None` for a span
+    /// without latency samples.
+    pub fn recent_p99_us(&self, from: usize, last: usize) -> (Option<u64>, Option<u64>) {
+        let inner = self.inner.lock().expect("stats lock");
+        let p99 = |latency: &BTreeMap<Workload, Histogram<u64>>| {
+            (!latency.is_empty()).then(|| worst_quantile(latency, 0.99))
+        };
+        let second = inner.seconds.get(last).and_then(|s| p99(&s.latency));
+        let mut phase = BTreeMap::new();
+        for s in inner.seconds.iter().take(last + 1).skip(from) {
+            add_latency(&mut phase, &s.latency);
+        }
+        (second, p99(&phase))
     }
 
     /// Runs `f` on the per-second series so far.

@@ -113,6 +113,11 @@ impl Workers {
         Ok(Workers { peers, children })
     }
 
+    /// The children's PIDs (for the interference meter).
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().filter_map(|(_, c)| c.id()).collect()
+    }
+
     /// Waits (at most `limit`) for every child, merges its measurements into `totals`, removes
     /// the work folder, and returns the children's CPU time (µs).
     pub async fn collect(self, totals: &mut Totals, limit: Duration) -> Result<u64> {

@@ -26,8 +26,15 @@ impl Target {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
+        // `localhost` is loopback by definition (RFC 6761); other names are not resolved.
+        let authority = match authority.strip_prefix("localhost:") {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => authority.to_string(),
+        };
         let addr: SocketAddr = authority.parse().with_context(|| {
-            format!("{url:?}: the host must be an IP:port (load is only sent to loopback)")
+            format!(
+                "{url:?}: the host must be localhost:PORT or an IP:PORT (load is only sent to loopback)"
+            )
         })?;
         if !addr.ip().is_loopback() {
             bail!("{url:?}: load tests target 127.0.0.0/8 or [::1] only");
@@ -180,6 +187,14 @@ mod tests {
         assert_eq!(Target::parse("ws://127.0.0.1:1").unwrap().path, "/");
         assert!(Target::parse("ws://10.0.0.1:80/ws").is_err());
         assert!(Target::parse("http://127.0.0.1:80/ws").is_err());
-        assert!(Target::parse("ws://localhost:80/ws").is_err());
+        assert_eq!(
+            Target::parse("ws://localhost:80/ws").unwrap().addr,
+            "127.0.0.1:80".parse().unwrap()
+        );
+        assert!(
+            Target::parse("ws://localhost/ws").is_err(),
+            "a port is needed"
+        );
+        assert!(Target::parse("ws://example.com:80/ws").is_err());
     }
 }

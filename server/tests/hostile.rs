@@ -143,9 +143,10 @@ async fn one_flooding_connection_does_not_starve_its_shard() -> Result<()> {
         let server = TestServer::start(&NO_LIMITS).await?;
         let (worst, flood) = victim_worst_rtt(&server, attack, 200).await.context(name)?;
         flood.abort();
-        // Before fairness, the victim waited 0.8-2.4 s.
+        // Before fairness, the victim waited 0.8-2.4 s; with it, 1-50 ms on a quiet machine
+        // (186 ms once, while another build shared the two cores).
         assert!(
-            worst < Duration::from_millis(150),
+            worst < Duration::from_millis(500),
             "{name}: worst round trip {worst:?}"
         );
     }

@@ -207,6 +207,50 @@ async fn open(
     Ok(())
 }
 
+/// Checks, before a run starts, that the target answers as the run will expect: it accepts a
+/// connection, upgrades to WebSocket on the path, and (unless `raw`) greets with wsedge's
+/// `welcome`. The error is one line saying what is wrong and what to try.
+pub async fn preflight(
+    target: &wsclient::Target,
+    raw: bool,
+    subprotocol: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut target = target.clone();
+    if raw {
+        target.path = "/echo".into();
+    }
+    let url = format!("ws://{}{}", target.addr, target.path);
+    let connected = tokio::time::timeout(REPLY_TIMEOUT, wsclient::connect(&target, 0, subprotocol));
+    let (mut reader, writer) = match connected.await {
+        Err(_) => {
+            anyhow::bail!("{url}: no answer to the WebSocket upgrade within {REPLY_TIMEOUT:?}")
+        }
+        Ok(Err(e)) => {
+            let why = format!("{e:#}");
+            let hint = if why.contains("refused") {
+                " (is the server running on that port?)"
+            } else if why.contains("404") {
+                " (wrong path? wsedge serves /ws)"
+            } else if why.contains("upgrade refused") {
+                ""
+            } else {
+                " (is it a WebSocket server?)"
+            };
+            anyhow::bail!("{url}: {why}{hint}")
+        }
+        Ok(Ok(halves)) => halves,
+    };
+    if !raw {
+        welcome(&mut reader, &writer).await.map_err(|e| {
+            anyhow::anyhow!(
+                "{url}: not wsedge's protocol ({e:#}); for a plain WebSocket server give --raw"
+            )
+        })?;
+    }
+    wsclient::close(&writer).await;
+    Ok(())
+}
+
 async fn welcome(reader: &mut wsclient::Reader, writer: &Writer) -> anyhow::Result<()> {
     expect_op(reader, writer, "welcome").await
 }
