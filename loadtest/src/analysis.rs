@@ -189,6 +189,7 @@ pub fn assemble(a: Assembly<'_>) -> RunResult {
         interference: Some(interference),
         interrupted: false,
         grading: Some(a.opts.grading.clone()),
+        overrides: a.opts.overrides.clone(),
     }
 }
 

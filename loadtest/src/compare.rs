@@ -21,7 +21,9 @@ pub struct Row {
     pub metric: String,
     pub base: f64,
     pub new: f64,
-    /// Relative change in percent, positive = worse.
+    /// Relative change of the medians in percent, (new - base) / base: signed as measured.
+    pub change_pct: f64,
+    /// The same change oriented so that positive is worse (for the verdict).
     pub worse_pct: f64,
     pub p_value: Option<f64>,
     pub verdict: Verdict,
@@ -199,10 +201,16 @@ pub fn compare(base: &[RunResult], new: &[RunResult], max_regression_pct: f64) -
             (false, _) if worse_pct > max_regression_pct / 2.0 => Verdict::Warn,
             _ => Verdict::Pass,
         };
+        let change_pct = match mb {
+            0.0 if mn == 0.0 => 0.0,
+            0.0 => f64::INFINITY.copysign(mn),
+            _ => (mn - mb) / mb.abs() * 100.0,
+        };
         rows.push(Row {
             metric,
             base: mb,
             new: mn,
+            change_pct,
             worse_pct,
             p_value,
             verdict,
@@ -211,11 +219,59 @@ pub fn compare(base: &[RunResult], new: &[RunResult], max_regression_pct: f64) -
     rows
 }
 
-/// The table as text.
+/// What a run is of, along one dimension (its scenario, its machine, ...).
+type Describe<'a> = &'a dyn Fn(&RunResult) -> String;
+
+/// Why two sets of runs may not be comparable: different scenarios, machines, durations or
+/// overrides, or inconclusive runs among them. Empty when they are.
+pub fn warnings(base: &[RunResult], new: &[RunResult]) -> Vec<String> {
+    let mut out = Vec::new();
+    let all: Vec<&RunResult> = base.iter().chain(new).collect();
+    let distinct = |f: &dyn Fn(&RunResult) -> String| {
+        let mut v: Vec<String> = all.iter().map(|r| f(r)).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let checks: [(&str, Describe<'_>); 4] = [
+        ("scenarios", &|r| r.scenario.clone()),
+        ("machines", &|r| {
+            format!(
+                "{} cores {} {} MiB",
+                r.machine.cores,
+                r.machine.cpu,
+                r.machine.memory_kib / 1024
+            )
+        }),
+        ("duration scales", &|r| r.duration_scale.to_string()),
+        ("overrides", &|r| format!("{:?}", r.overrides)),
+    ];
+    for (what, f) in checks {
+        let values = distinct(f);
+        if values.len() > 1 {
+            out.push(format!(
+                "the runs are of different {what}: {}",
+                values.join(" / ")
+            ));
+        }
+    }
+    let noisy = all
+        .iter()
+        .filter(|r| r.inconclusive().is_some() || r.interrupted)
+        .count();
+    if noisy > 0 {
+        out.push(format!(
+            "{noisy} of the runs were inconclusive or interrupted"
+        ));
+    }
+    out
+}
+
+/// The table as text. `change` is the signed change of the medians, new against base.
 pub fn table(rows: &[Row]) -> String {
     let mut s = format!(
         "{:<32} {:>14} {:>14} {:>9} {:>8}  verdict\n",
-        "metric", "base", "new", "delta", "p"
+        "metric", "base", "new", "change", "p"
     );
     for r in rows {
         let _ = writeln!(
@@ -224,12 +280,13 @@ pub fn table(rows: &[Row]) -> String {
             r.metric,
             r.base,
             r.new,
-            r.worse_pct,
+            r.change_pct,
             r.p_value.map_or("-".into(), |p| format!("{p:.3}")),
             match r.verdict {
+                Verdict::Pass if r.worse_pct < 0.0 => "PASS (better)",
                 Verdict::Pass => "PASS",
-                Verdict::Warn => "WARN",
-                Verdict::Fail => "FAIL",
+                Verdict::Warn => "WARN (worse)",
+                Verdict::Fail => "FAIL (worse)",
             }
         );
     }

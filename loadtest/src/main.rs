@@ -70,6 +70,11 @@ enum Command {
         /// was the bottleneck.
         #[arg(long)]
         allow_noisy: bool,
+        /// Override a scenario field without editing the TOML, e.g. `--set echo_users=500 --set
+        /// publish_rate=2000` (checked against the field's type, the scenario re-validated,
+        /// recorded in result.json as `overrides`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
     },
     /// (internal) One share of a run split over processes; started by `run`.
     #[command(hide = true)]
@@ -176,6 +181,7 @@ async fn dispatch(command: Command) -> i32 {
             hs256_secret,
             fault,
             allow_noisy,
+            sets,
         } => {
             let setup = || -> anyhow::Result<run::Options> {
                 anyhow::ensure!(
@@ -200,9 +206,10 @@ async fn dispatch(command: Command) -> i32 {
                     grade::DEFAULT_GRADING_TOML,
                 )?)?;
                 let known: Vec<String> = all.keys().cloned().collect();
-                let mut s = all.remove(&scenario).ok_or_else(|| {
+                let s = all.remove(&scenario).ok_or_else(|| {
                     anyhow::anyhow!("unknown scenario {scenario:?}; known: {known:?}")
                 })?;
+                let mut s = s.with_overrides(&sets)?;
                 if let Some(fault) = &fault {
                     s.fault = if fault == "none" {
                         String::new()
@@ -225,6 +232,7 @@ async fn dispatch(command: Command) -> i32 {
                     raw,
                     processes,
                     hs256_secret: hs256_secret.clone(),
+                    overrides: sets.clone(),
                 })
             };
             let opts = match setup() {
@@ -261,6 +269,9 @@ async fn dispatch(command: Command) -> i32 {
             };
             match (load(&base), load(&new)) {
                 (Ok(b), Ok(n)) => {
+                    for warning in compare::warnings(&b, &n) {
+                        println!("loadtest: warning: {warning}");
+                    }
                     let rows = compare::compare(&b, &n, max_regression);
                     print!("{}", compare::table(&rows));
                     i32::from(rows.iter().any(|r| r.verdict == compare::Verdict::Fail))

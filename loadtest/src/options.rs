@@ -25,6 +25,8 @@ pub struct Options {
     /// The server's `auth.hs256_secret`, for the direct workload's tokens (a spawned server
     /// without one gets a fresh secret).
     pub hs256_secret: Option<String>,
+    /// `--set key=value` overrides, already applied to `scenario`.
+    pub overrides: Vec<String>,
 }
 
 impl Options {

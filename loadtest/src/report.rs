@@ -47,6 +47,9 @@ pub fn markdown(r: &RunResult) -> String {
         r.target,
         if r.spawned_server { " (spawned)" } else { "" }
     );
+    if !r.overrides.is_empty() {
+        let _ = writeln!(s, "Overrides: `--set {}`.\n", r.overrides.join("` `--set "));
+    }
     explain_grade(&mut s, r);
     let _ = writeln!(
         s,

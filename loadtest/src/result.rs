@@ -53,6 +53,9 @@ pub struct RunResult {
     /// The grading table the run was graded by (for the report's explanation).
     #[serde(default)]
     pub grading: Option<crate::grade::ScenarioGrading>,
+    /// `--set key=value` overrides the run was given (`config` is the scenario with them).
+    #[serde(default)]
+    pub overrides: Vec<String>,
 }
 
 impl RunResult {

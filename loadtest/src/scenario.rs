@@ -104,6 +104,54 @@ pub fn parse(text: &str) -> anyhow::Result<BTreeMap<String, Scenario>> {
 }
 
 impl Scenario {
+    /// This scenario with `--set key=value` overrides applied (`echo_users=500`,
+    /// `publish_rate=2000`, `lz4=false`, `steps=[1,2,4]`), each checked against the field's
+    /// type, then the whole validated as the file's tables are.
+    pub fn with_overrides(&self, sets: &[String]) -> anyhow::Result<Scenario> {
+        use toml::Value;
+        let Value::Table(mut table) = Value::try_from(self)? else {
+            anyhow::bail!("a scenario is a table");
+        };
+        for set in sets {
+            let (key, text) = set
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--set {set:?}: give key=value"))?;
+            let key = key.trim();
+            let Some(old) = table.get(key) else {
+                let known: Vec<&str> = table.keys().map(String::as_str).collect();
+                anyhow::bail!(
+                    "--set {key}: no such scenario field; known: {}",
+                    known.join(", ")
+                );
+            };
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {}", text.trim()))
+                .ok()
+                .and_then(|mut t| t.remove("v"));
+            let value = match (old, parsed) {
+                (Value::String(_), _) => Value::String(text.to_string()),
+                (Value::Float(_), Some(Value::Integer(i))) => Value::Float(i as f64),
+                (_, Some(v)) if v.same_type(old) => v,
+                _ => anyhow::bail!(
+                    "--set {set}: {key} takes type {} (like {old})",
+                    old.type_str()
+                ),
+            };
+            if matches!(value, Value::Float(f) if !f.is_finite() || f < 0.0)
+                || matches!(value, Value::Integer(i) if i < 0)
+            {
+                anyhow::bail!("--set {set}: {key} must be a finite number >= 0");
+            }
+            table.insert(key.to_string(), value);
+        }
+        let scenario: Scenario = Value::Table(table)
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("--set: {e}"))?;
+        scenario
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--set: the scenario becomes invalid: {e}"))?;
+        Ok(scenario)
+    }
+
     fn validate(&self) -> Result<(), String> {
         let base = self.base_users();
         if base == 0 {
@@ -252,6 +300,34 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_are_typed_checked_and_validated() {
+        let base = parse(DEFAULT_SCENARIOS_TOML)
+            .unwrap()
+            .remove("baseline")
+            .unwrap();
+        let sets = |list: &[&str]| -> Vec<String> { list.iter().map(|s| s.to_string()).collect() };
+        let s = base
+            .with_overrides(&sets(&["echo_users=500", "publish_rate=2000", "lz4=false"]))
+            .unwrap();
+        assert_eq!((s.echo_users, s.publish_rate, s.lz4), (500, 2000.0, false));
+        assert_eq!(s.subscribers, base.subscribers, "the rest is kept");
+        for (bad, why) in [
+            ("echo_users", "key=value"),
+            ("nope=1", "no such scenario field"),
+            ("echo_users=many", "takes type integer"),
+            ("echo_users=-5", ">= 0"),
+            ("publish_rate=nan", "finite"),
+            ("lz4=1", "takes type boolean"),
+            ("echo_rate=1e400", "takes type float"),
+            ("subscribers=0", "publishers need subscribers"),
+            ("echo_users=1.5", "takes type integer"),
+        ] {
+            let e = base.with_overrides(&sets(&[bad])).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn shipped_scenarios_parse_and_have_consistent_plans() {

@@ -128,7 +128,15 @@ fn run_in(
 #[test]
 fn a_short_run_measures_throughput_without_loss_and_writes_a_documented_result() {
     let out = temp_dir("run");
-    let (output, r) = run_in(&out, "tiny", TINY, &tiny_grading(), &[]);
+    let (output, r) = run_in(
+        &out,
+        "tiny",
+        TINY,
+        &tiny_grading(),
+        &["--set", "echo_users=3"],
+    );
+    assert_eq!(r["config"]["echo_users"], 3, "--set applies");
+    assert_eq!(r["overrides"], serde_json::json!(["echo_users=3"]));
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -228,14 +236,32 @@ fn a_short_run_measures_throughput_without_loss_and_writes_a_documented_result()
         "{}",
         String::from_utf8_lossy(&cmp.stdout)
     );
-    assert!(String::from_utf8_lossy(&cmp.stdout).contains("FAIL"));
+    let table = String::from_utf8_lossy(&cmp.stdout);
+    assert!(table.contains("FAIL (worse)"), "{table}");
+    // The change column is the signed change: latencies tripled read +200 % or more.
+    let p99 = table
+        .lines()
+        .find(|l| l.starts_with("echo.p99_us"))
+        .unwrap();
+    assert!(p99.contains("+2") || p99.contains("+3"), "{p99}");
+    // Runs of another scenario are flagged.
+    let mut other = r.clone();
+    other["scenario"] = "baseline".into();
+    let other_path = out.join("other.json");
+    std::fs::write(&other_path, serde_json::to_string(&other).unwrap()).unwrap();
+    let cmp = loadtest(&["compare", &base, &other_path.display().to_string()]);
+    let text = String::from_utf8_lossy(&cmp.stdout);
+    assert!(
+        text.contains("warning: the runs are of different scenarios: baseline / tiny"),
+        "{text}"
+    );
 }
 
 #[test]
 fn usage_and_setup_errors_exit_2_with_a_reason() {
     let out = temp_dir("errors");
     let o = out.display().to_string();
-    let cases: [&[&str]; 5] = [
+    let cases: [&[&str]; 6] = [
         &["run", "--scenario", "nope", "--spawn-server", "--out", &o],
         &[
             "run",
@@ -266,6 +292,16 @@ fn usage_and_setup_errors_exit_2_with_a_reason() {
             &o,
         ],
         &["compare", "/nonexistent/a.json", "/nonexistent/b.json"],
+        &[
+            "run",
+            "--scenario",
+            "baseline",
+            "--spawn-server",
+            "--set",
+            "echo_users=lots",
+            "--out",
+            &o,
+        ],
     ];
     for args in cases {
         let output = loadtest(args);
