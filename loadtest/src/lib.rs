@@ -26,6 +26,7 @@ pub mod options;
 pub mod peers;
 pub mod proc;
 pub mod reliable;
+pub mod repeat;
 pub mod report;
 pub mod result;
 pub mod run;

@@ -75,6 +75,10 @@ enum Command {
         /// recorded in result.json as `overrides`).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
+        /// Run the scenario N times (a fresh server each time with --spawn-server) and grade
+        /// the median of the runs, reporting their spread; inconclusive runs do not count.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+        repeat: u32,
     },
     /// (internal) One share of a run split over processes; started by `run`.
     #[command(hide = true)]
@@ -182,6 +186,7 @@ async fn dispatch(command: Command) -> i32 {
             fault,
             allow_noisy,
             sets,
+            repeat,
         } => {
             let setup = || -> anyhow::Result<run::Options> {
                 anyhow::ensure!(
@@ -242,11 +247,39 @@ async fn dispatch(command: Command) -> i32 {
                     return 2;
                 }
             };
-            match run::run(opts).await {
-                Ok((result, dir)) => verdict_line(&result, &dir, allow_noisy),
-                Err(e) => {
-                    eprintln!("loadtest: {e:#}");
-                    2
+            let mut results = Vec::new();
+            let mut code = 0;
+            for _ in 0..repeat {
+                match run::run(opts.clone()).await {
+                    Ok((result, dir)) => {
+                        code = verdict_line(&result, &dir, allow_noisy);
+                        let interrupted = result.interrupted;
+                        results.push(result);
+                        if interrupted {
+                            return 130;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("loadtest: {e:#}");
+                        return 2;
+                    }
+                }
+            }
+            if repeat == 1 {
+                return code;
+            }
+            match loadtest::repeat::summarize(&results, &opts.grading, allow_noisy) {
+                Some(summary) => {
+                    println!("{}", summary.line(&opts.scenario_name, &results));
+                    i32::from(!summary.verdict.passed)
+                }
+                None => {
+                    println!(
+                        "loadtest: {} x{repeat}: INCONCLUSIVE, not graded: fewer than half of the \
+                         runs were conclusive (--allow-noisy counts them all)",
+                        opts.scenario_name
+                    );
+                    3
                 }
             }
         }

@@ -34,6 +34,12 @@ fn wsedge_bin() -> PathBuf {
     bin
 }
 
+/// The (first) run folder `loadtest run --out <out>/results` wrote.
+fn result_dir(out: &Path) -> PathBuf {
+    let mut dirs = std::fs::read_dir(out.join("results")).unwrap();
+    dirs.next().unwrap().unwrap().path()
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("loadtest-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -202,12 +208,7 @@ fn a_short_run_measures_throughput_without_loss_and_writes_a_documented_result()
     assert_eq!(keys, documented_sorted);
 
     // The file round-trips through the typed schema, and report re-renders it.
-    let dir = std::fs::read_dir(out.join("results"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let dir = result_dir(&out);
     let typed = loadtest::result::RunResult::load(&dir.join("result.json")).unwrap();
     assert_eq!(serde_json::to_value(&typed).unwrap(), r);
     std::fs::remove_file(dir.join("report.md")).unwrap();
@@ -558,12 +559,7 @@ fn a_run_beside_a_busy_process_is_inconclusive_unless_allowed() {
             .contains("other processes"),
         "{i}"
     );
-    let report = std::fs::read_dir(out.join("results"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let report = result_dir(&out);
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(md.contains("**Inconclusive**"), "{md}");
     // --allow-noisy grades it: exit by the grade, the reason still recorded.
@@ -619,13 +615,8 @@ fn ctrl_c_stops_the_run_marks_it_interrupted_and_exits_130() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(130), "{stdout}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
-    assert!(stdout.contains("interrupted"), "{stdout}");
-    let dir = std::fs::read_dir(out.join("results"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    assert!(stdout.contains("INTERRUPTED"), "{stdout}");
+    let dir = result_dir(&out);
     let r: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
     assert_eq!(r["interrupted"], true);
