@@ -99,7 +99,12 @@ pub fn assemble(a: Assembly<'_>) -> RunResult {
             continue;
         };
         let per_s = received_in(w) as f64 / measured_s;
-        workloads.insert(w.name().to_string(), workload_result(Some(h), c, per_s));
+        let mut result = workload_result(Some(h), c, per_s);
+        result.latency_from_send_us = w
+            .from_send()
+            .and_then(|f| a.latency.get(&f))
+            .map(percentiles);
+        workloads.insert(w.name().to_string(), result);
     }
     let measured = measure(&a.latency, &a.counts);
     let phases: Vec<PhaseResult> = a
@@ -208,6 +213,7 @@ fn workload_result(h: Option<&Histogram<u64>>, c: Counts, per_s: f64) -> Workloa
     WorkloadResult {
         samples: h.map_or(0, |h| h.len()),
         latency_us: h.map(percentiles).unwrap_or_default(),
+        latency_from_send_us: None,
         curve: h.map_or_else(Vec::new, |h| {
             CURVE
                 .iter()
@@ -335,6 +341,7 @@ fn series(
                 p99_us: s
                     .latency
                     .iter()
+                    .filter(|(w, _)| Workload::ALL.contains(w))
                     .map(|(w, h)| (w.name().to_string(), h.value_at_quantile(0.99)))
                     .collect(),
                 errors: s.counts.values().map(Counts::error_total).sum(),

@@ -33,5 +33,6 @@ pub mod run;
 pub mod scenario;
 pub mod scrape;
 pub mod stats;
+pub mod summary;
 pub mod workers;
 pub mod wsclient;

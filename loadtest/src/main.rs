@@ -138,6 +138,7 @@ fn verdict_line(result: &RunResult, dir: &std::path::Path, allow_noisy: bool) ->
         loadtest::report::in_units(&v.criterion, v.value)
     );
     let name = &result.scenario;
+    print!("{}", loadtest::summary::table(result, dir));
     if result.interrupted {
         println!(
             "loadtest: {name} INTERRUPTED after {:.1} s, not graded; partial results: {}",

@@ -94,6 +94,33 @@ pub fn markdown(r: &RunResult) -> String {
             g.tasks, g.members, g.min, g.max, g.even
         );
     }
+    let sent: Vec<_> = r
+        .workloads
+        .iter()
+        .filter_map(|(name, w)| Some((name, w.latency_from_send_us?)))
+        .collect();
+    if !sent.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nFrom the *actual* send time (ms): the same deliveries without the client's own \
+             timer lag (the difference is the time loadtest's sender woke up late).\n"
+        );
+        let _ = writeln!(
+            s,
+            "| workload | p50 | p95 | p99 | p99.9 | max |\n|---|---|---|---|---|---|"
+        );
+        for (name, l) in sent {
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {} | {} | {} | {} |",
+                ms(l.p50),
+                ms(l.p95),
+                ms(l.p99),
+                ms(l.p999),
+                ms(l.max)
+            );
+        }
+    }
     let _ = writeln!(s, "\n## Phases\n\n| phase | connections | echo p99 | fanout p99 | echo/s | deliveries/s | errors | grade |");
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for p in &r.phases {

@@ -98,7 +98,13 @@ pub struct Percentiles {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadResult {
     pub samples: u64,
+    /// From the intended send time (what grades the run: a stalled client or server cannot
+    /// hide a stall).
     pub latency_us: Percentiles,
+    /// From the actual send time: without the client's own timer lag (echo, fan-out, direct
+    /// and group; null for the others and for older results).
+    #[serde(default)]
+    pub latency_from_send_us: Option<Percentiles>,
     /// (percentile, µs) points of the whole latency distribution, for the percentile plot.
     pub curve: Vec<(f64, u64)>,
     /// Completed operations per second over the measured phases.

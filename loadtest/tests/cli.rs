@@ -163,6 +163,19 @@ fn a_short_run_measures_throughput_without_loss_and_writes_a_documented_result()
             "{w}: percentiles not ordered: {p:?}"
         );
     }
+    // From the actual send time: present for echo and fan-out, never above the graded latency
+    // (each message's actual send is at or after its intended one).
+    for w in ["echo", "fanout"] {
+        let wl = &r["workloads"][w];
+        for p in ["p50", "p99", "max"] {
+            let sent = wl["latency_from_send_us"][p].as_u64().unwrap();
+            assert!(
+                sent <= wl["latency_us"][p].as_u64().unwrap(),
+                "{w} {p}: {wl}"
+            );
+        }
+    }
+    assert!(r["workloads"]["churn"]["latency_from_send_us"].is_null());
     let fan = &r["workloads"]["fanout"];
     assert_eq!(
         (

@@ -306,26 +306,31 @@ async fn tick(run: Arc<Run>, role: Role, user: &mut GooseUser) -> TransactionRes
 async fn send_one(run: &Arc<Run>, role: Role, index: usize, state: &mut UserState, due: u64) {
     let (pad, seq) = (&run.pad, state.seq);
     let p = state.publisher;
+    // The actual send time, beside the intended one (`due`): their difference is the client's
+    // own timer lag, which the graded latency includes and `*_from_send` leaves out.
+    let a = run.stats.now_us();
     let text = match (role, run.raw) {
         (Role::Echo, false) => {
-            format!(r#"{{"op":"echo","ref":{seq},"data":{{"t":{due},"pad":"{pad}"}}}}"#)
+            format!(r#"{{"op":"echo","ref":{seq},"data":{{"t":{due},"a":{a},"pad":"{pad}"}}}}"#)
         }
-        (Role::Echo, true) => format!(r#"{{"ref":{seq},"t":{due},"pad":"{pad}"}}"#),
+        (Role::Echo, true) => format!(r#"{{"ref":{seq},"t":{due},"a":{a},"pad":"{pad}"}}"#),
         (Role::Publisher, false) => {
             format!(
-                r#"{{"op":"publish","channel":"{CHANNEL}","data":{{"p":{p},"s":{seq},"t":{due},"pad":"{pad}"}}}}"#
+                r#"{{"op":"publish","channel":"{CHANNEL}","data":{{"p":{p},"s":{seq},"t":{due},"a":{a},"pad":"{pad}"}}}}"#
             )
         }
-        (Role::Publisher, true) => format!(r#"{{"p":{p},"s":{seq},"t":{due},"pad":"{pad}"}}"#),
+        (Role::Publisher, true) => {
+            format!(r#"{{"p":{p},"s":{seq},"t":{due},"a":{a},"pad":"{pad}"}}"#)
+        }
         (Role::Direct, _) => {
             let n = run.scenario.direct_users.max(1) as u64;
             let to = run.agent((state.agent + 1) % n);
             format!(
-                r#"{{"op":"send","user":"{to}","data":{{"p":{p},"s":{seq},"t":{due},"pad":"{pad}"}}}}"#
+                r#"{{"op":"send","user":"{to}","data":{{"p":{p},"s":{seq},"t":{due},"a":{a},"pad":"{pad}"}}}}"#
             )
         }
         (Role::TaskPublisher, _) => format!(
-            r#"{{"op":"publish","channel":"{TASKS}","data":{{"p":{p},"s":{seq},"t":{due},"pad":"{pad}"}}}}"#
+            r#"{{"op":"publish","channel":"{TASKS}","data":{{"p":{p},"s":{seq},"t":{due},"a":{a},"pad":"{pad}"}}}}"#
         ),
         (Role::Churn, _) => return churn_cycle(run, index, state, due).await,
         (Role::Subscriber | Role::GroupMember, _) => return,

@@ -23,12 +23,20 @@ struct Reply<'a> {
     user: Option<Cow<'a, str>>,
 }
 
-/// The `data` loadtest sends: publisher, sequence number, intended send time (µs).
+/// The `data` loadtest sends: publisher, sequence number, intended and actual send time (µs).
 #[derive(serde::Deserialize, Default)]
 struct Data {
     p: Option<u64>,
     s: Option<u64>,
     t: Option<u64>,
+    a: Option<u64>,
+}
+
+/// Records the latency from the actual send time `a` beside the graded one.
+fn from_send(local: &mut crate::stats::Local, kind: Workload, now: u64, a: Option<u64>) {
+    if let (Some(w), Some(a)) = (kind.from_send(), a) {
+        local.latency(w, now.saturating_sub(a));
+    }
 }
 
 /// What a reader task shares with its user.
@@ -95,6 +103,7 @@ pub(super) async fn read_loop(shared: Shared, mut reader: wsclient::Reader) {
         match reply.op.as_deref() {
             Some("echo") => {
                 local.latency(Workload::Echo, now.saturating_sub(data.t.unwrap_or(now)));
+                from_send(&mut local, Workload::Echo, now, data.a);
                 local.counts(Workload::Echo).received += 1;
                 replies.fetch_add(1, Ordering::Relaxed);
             }
@@ -109,6 +118,7 @@ pub(super) async fn read_loop(shared: Shared, mut reader: wsclient::Reader) {
                     continue;
                 };
                 local.latency(kind, now.saturating_sub(t));
+                from_send(&mut local, kind, now, data.a);
                 let counts = local.counts(kind);
                 counts.received += 1;
                 if kind == Workload::Group {
