@@ -78,6 +78,20 @@ pub struct Verdict {
     pub passed: bool,
 }
 
+impl std::fmt::Display for Verdict {
+    /// `A (required B, set by p95 = 3.365 ms)`: in the tables' units.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (required {}, set by {} = {})",
+            self.grade.as_str(),
+            self.required.as_str(),
+            self.criterion.trim_end_matches("_us"),
+            crate::report::in_units(&self.criterion, self.value)
+        )
+    }
+}
+
 /// Parses the grading file; every scenario must define all five limited grades.
 pub fn parse(text: &str) -> anyhow::Result<BTreeMap<String, ScenarioGrading>> {
     let table: BTreeMap<String, ScenarioGrading> = toml::from_str(text)?;

@@ -130,13 +130,7 @@ fn read_or_default(
 fn verdict_line(result: &RunResult, dir: &std::path::Path, allow_noisy: bool) -> i32 {
     let v = &result.verdict;
     let report = dir.join("report.md");
-    let graded = format!(
-        "grade {} (required {}, set by {} = {})",
-        v.grade.as_str(),
-        v.required.as_str(),
-        v.criterion.trim_end_matches("_us"),
-        loadtest::report::in_units(&v.criterion, v.value)
-    );
+    let graded = format!("grade {v}");
     let name = &result.scenario;
     print!("{}", loadtest::summary::table(result, dir));
     if result.interrupted {

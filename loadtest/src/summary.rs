@@ -40,15 +40,7 @@ pub fn table(r: &RunResult, dir: &std::path::Path) -> String {
             ms(side.delivery_p99_ms)
         );
     }
-    let v = &r.verdict;
-    let _ = writeln!(
-        s,
-        "\n  grade      {} (required {}, set by {} = {})",
-        v.grade.as_str(),
-        v.required.as_str(),
-        v.criterion.trim_end_matches("_us"),
-        crate::report::in_units(&v.criterion, v.value)
-    );
+    let _ = writeln!(s, "\n  grade      {}", r.verdict);
     if let Some(i) = &r.interference {
         let _ = writeln!(
             s,
