@@ -78,6 +78,15 @@ pub struct Verdict {
     pub passed: bool,
 }
 
+/// A criterion's value in the tables' units: latencies in ms, rates in %.
+pub fn in_units(name: &str, value: f64) -> String {
+    if name.ends_with("_us") {
+        format!("{:.3} ms", value / 1000.0)
+    } else {
+        format!("{:.4} %", value * 100.0)
+    }
+}
+
 impl std::fmt::Display for Verdict {
     /// `A (required B, set by p95 = 3.365 ms)`: in the tables' units.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,7 +96,7 @@ impl std::fmt::Display for Verdict {
             self.grade.as_str(),
             self.required.as_str(),
             self.criterion.trim_end_matches("_us"),
-            crate::report::in_units(&self.criterion, self.value)
+            in_units(&self.criterion, self.value)
         )
     }
 }

@@ -2,11 +2,11 @@
 //! while a run measured. Sampled from /proc once a second: the CPU time of every user-space
 //! process other than loadtest's and the server's (`/proc/PID/stat`; kernel threads, which
 //! carry the run's own loopback traffic, are left out), and the machine's steal time
-//! (`/proc/stat`). A run in which others took
-//! more than [`NOISY_CORES`] in more than [`NOISY_SHARE`] of its seconds, or which was
-//! client-bound, is **inconclusive**: its latencies measure the neighbours (or the client) as
-//! much as the server, and `loadtest run` exits 3 instead of grading it (`--allow-noisy`
-//! grades it anyway).
+//! (`/proc/stat`). A run in which others took more than [`NOISY_CORES`] in more than
+//! [`NOISY_SHARE`] of its seconds, or which was client-bound, is **inconclusive**: its
+//! latencies measure the neighbours (or the client) as much as the server, and `loadtest run`
+//! exits 3 instead of grading it (`--allow-noisy` grades it anyway). A server loadtest does not
+//! know (not spawned, no `--server-pid`, not found by its port) counts as a neighbour.
 
 use serde::{Deserialize, Serialize};
 

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::grade::in_units;
 use crate::result::RunResult;
 
 fn ms(us: u64) -> String {
@@ -227,15 +228,6 @@ pub fn markdown(r: &RunResult) -> String {
         );
     }
     s
-}
-
-/// A criterion's value in the tables' units: latencies in ms, rates in %.
-pub fn in_units(name: &str, value: f64) -> String {
-    if name.ends_with("_us") {
-        format!("{:.3} ms", value / 1000.0)
-    } else {
-        format!("{:.4} %", value * 100.0)
-    }
 }
 
 /// "How the grade was set": per criterion, the measured value, each grade's limit, the grade it
