@@ -192,6 +192,9 @@ async fn open(
             .insert(from, Sequence::expecting(0));
     }
     run.stats.connections.fetch_add(1, Ordering::Relaxed);
+    if matches!(role, Role::Direct | Role::GroupMember) {
+        run.agents_ready.fetch_add(1, Ordering::Relaxed);
+    }
     let shared = Shared {
         run: run.clone(),
         role,
@@ -276,6 +279,14 @@ async fn tick(run: Arc<Run>, role: Role, user: &mut GooseUser) -> TransactionRes
     let tick_end = run.stats.now_us() + TICK.as_micros() as u64;
     match role {
         Role::Subscriber | Role::GroupMember => tokio::time::sleep(TICK).await,
+        Role::Direct | Role::TaskPublisher if !run.agents_ready() => {
+            // Not every recipient is connected yet (a loaded machine can stretch the ramp):
+            // these sends are skipped, not sent and lost.
+            while state.next_due_us < tick_end {
+                state.next_due_us += state.interval_us.max(1);
+            }
+            tokio::time::sleep(TICK).await;
+        }
         Role::Echo | Role::Publisher | Role::Churn | Role::Direct | Role::TaskPublisher => {
             while state.next_due_us < tick_end && state.next_due_us < run.sends_until_us() {
                 let due = state.next_due_us;

@@ -90,6 +90,10 @@ pub struct Run {
     pub(super) all_last_seq: tokio::sync::OnceCell<Result<HashMap<u64, u64>, String>>,
     pub(super) agents: Agents,
     pub(super) next_direct: AtomicU64,
+    /// Direct agents and group members of this process that are connected and subscribed:
+    /// direct and task senders wait for all of them (a send to an agent not yet connected is
+    /// not delivered, and would count as lost).
+    pub(super) agents_ready: AtomicU64,
     pub(super) tasks: Mutex<Tasks>,
 }
 
@@ -112,6 +116,7 @@ impl Run {
             scenario,
             stats,
             sends_until_us: AtomicU64::new(sends_until_us),
+            agents_ready: AtomicU64::new(0),
             last_seq: Mutex::default(),
             next_publisher: AtomicU64::new(first_publisher),
             raw,
@@ -160,6 +165,12 @@ impl Run {
             })
             .await
             .clone()
+    }
+
+    /// Whether every direct agent and group member of this process is connected.
+    pub(super) fn agents_ready(&self) -> bool {
+        let expected = (self.scenario.direct_users + self.scenario.group_members) as u64;
+        self.agents_ready.load(Ordering::Relaxed) >= expected
     }
 
     /// When sends stop (µs since start).
