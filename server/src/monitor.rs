@@ -43,12 +43,15 @@ fn run(shared: &Shared, stop: &AtomicBool, mut alerts: Alerts, webhook: Option<W
         let now = unix_ms();
         let text = render(&shared.metrics, &shared.live());
         history.push(Scrape::parse(&text, now));
-        for status in alerts.evaluate(&history, shards, now) {
-            report(&status, webhook.as_ref());
-        }
+        let changed = alerts.evaluate(&history, shards, now);
         let statuses = alerts.statuses();
         let point = point(&history, shared, &statuses, now);
+        // The board first: whoever a webhook post prompts to look at `/api/alerts` sees the
+        // state it announces.
         shared.board.publish(now, point, statuses);
+        for status in changed {
+            report(&status, webhook.as_ref());
+        }
     }
 }
 
