@@ -355,13 +355,18 @@ impl Session<'_> {
             Verdict::Allow => true,
             Verdict::Refuse => {
                 if self.endpoint == Endpoint::Protocol {
-                    dispatch::refuse_rate_limited(self.shard, self.conn, None, "messages_per_s");
+                    crate::shard::refuse::refuse_rate_limited(
+                        self.shard,
+                        self.conn,
+                        None,
+                        "messages_per_s",
+                    );
                 }
                 false
             }
             Verdict::Close => {
                 self.reading = false;
-                dispatch::close_rate_limited(self.conn);
+                crate::shard::refuse::close_rate_limited(self.conn);
                 false
             }
         }
@@ -427,7 +432,7 @@ impl Session<'_> {
                     Priority::Normal,
                     frame::finish(message.into_frame_buffer(), OpCode::Binary),
                 ),
-                Endpoint::Protocol => dispatch::reject_binary(self.shard, conn),
+                Endpoint::Protocol => crate::shard::refuse::reject_binary(self.shard, conn),
             },
         }
     }

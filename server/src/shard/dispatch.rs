@@ -17,8 +17,10 @@ use wsedge_core::protocol::decoder::Message;
 use wsedge_core::protocol::envelope::{self, ErrorCode, Json, Op, Position, Schedule, SettleOp};
 use wsedge_core::protocol::{reply, Priority};
 
+use super::op_index::op_index;
+use super::refuse::{close_rate_limited, refuse_rate_limited};
 use super::Shard;
-use crate::conn::{unix_ms, CloseKind, CloseReason, Conn};
+use crate::conn::{unix_ms, Conn};
 use crate::metrics;
 
 /// Handles one text message; `limits` and `now` decide whether a publish may go out.
@@ -514,32 +516,6 @@ fn overloaded(full: usize) -> (ErrorCode, String) {
     (ErrorCode::Overloaded, text)
 }
 
-/// Answers a request refused by the rate limit named `limit` (see [`crate::limits`]).
-pub fn refuse_rate_limited(shard: &Shard, conn: &Conn, reference: Option<&Json<'_>>, limit: &str) {
-    shard.metrics().rate_limited[crate::metrics::limit_index(limit)].inc();
-    let text = format!("over limits.{limit}; request not carried out");
-    conn.send(
-        Priority::Critical,
-        shard.error(reference, ErrorCode::RateLimited, &text),
-    );
-}
-
-/// Closes a connection over its rate limits `violations_before_close` times.
-pub fn close_rate_limited(conn: &Conn) {
-    let status = Some((1008, "rate limit exceeded"));
-    conn.close(status, CloseReason::RateLimited, CloseKind::Final, None);
-}
-
-/// Answers a binary frame on `/ws`, where protocol v1 expects JSON text.
-pub fn reject_binary(shard: &Shard, conn: &Conn) {
-    shard.metrics().received[crate::metrics::op_index("binary")].inc();
-    let text = "binary frames are not accepted on /ws; send JSON requests as text frames";
-    conn.send(
-        Priority::Critical,
-        shard.error(None, ErrorCode::BinaryNotSupported, text),
-    );
-}
-
 type Outcome = Result<(), (ErrorCode, String)>;
 
 /// Shortest time between two `refresh` requests of one connection.
@@ -599,61 +575,4 @@ fn refresh(shard: &Shard, conn: &Conn, token: &str) -> Outcome {
     shard.broker(|broker, _| broker.refresh(conn.id(), permissions));
     conn.set_expiry(claims.expires_at);
     Ok(())
-}
-
-/// The op's index in [`metrics::OPS`] (in its order).
-fn op_index(op: &Op<'_>) -> usize {
-    match op {
-        Op::Subscribe { .. } => 0,
-        Op::Unsubscribe { .. } => 1,
-        Op::Publish { .. } => 2,
-        Op::Send { .. } => 3,
-        Op::Settle {
-            how: SettleOp::Ack, ..
-        } => 4,
-        Op::Settle {
-            how: SettleOp::Nak { .. },
-            ..
-        } => 5,
-        Op::Settle {
-            how: SettleOp::Term { .. },
-            ..
-        } => 6,
-        Op::Cancel { .. } => 7,
-        Op::Presence { .. } => 8,
-        Op::History { .. } => 9,
-        Op::Ping => 10,
-        Op::Echo { .. } => 11,
-        Op::Refresh { .. } => 12,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_op_counts_under_its_own_name() {
-        let requests = [
-            (r#"{"op":"subscribe","channel":"c"}"#, "subscribe"),
-            (r#"{"op":"unsubscribe","channel":"c"}"#, "unsubscribe"),
-            (r#"{"op":"publish","channel":"c","data":1}"#, "publish"),
-            (r#"{"op":"send","user":"u","data":1}"#, "send"),
-            (r#"{"op":"ack","id":"m"}"#, "ack"),
-            (r#"{"op":"nak","id":"m"}"#, "nak"),
-            (r#"{"op":"term","id":"m"}"#, "term"),
-            (r#"{"op":"cancel","id":"m"}"#, "cancel"),
-            (r#"{"op":"presence","channel":"c"}"#, "presence"),
-            (r#"{"op":"history","channel":"c"}"#, "history"),
-            (r#"{"op":"ping"}"#, "ping"),
-            (r#"{"op":"echo","data":1}"#, "echo"),
-            (r#"{"op":"refresh","token":"t"}"#, "refresh"),
-        ];
-        let mut buffers = simd_json::Buffers::new(64);
-        for (text, name) in requests {
-            let mut bytes = text.as_bytes().to_vec();
-            let request = envelope::parse(&mut bytes, &mut buffers, 16).unwrap();
-            assert_eq!(metrics::OPS[op_index(&request.op)], name, "{text}");
-        }
-    }
 }

@@ -10,6 +10,8 @@ pub mod dispatch;
 mod fanout;
 pub mod health;
 pub mod mailbox;
+mod op_index;
+pub mod refuse;
 mod shared;
 mod tick;
 mod waiters;
