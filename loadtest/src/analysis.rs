@@ -107,17 +107,21 @@ pub fn assemble(a: Assembly<'_>) -> RunResult {
         workloads.insert(w.name().to_string(), result);
     }
     let measured = measure(&a.latency, &a.counts);
+    let series = series(&a.seconds, &a.samples, &a.scrapes, &a.noise);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let phases: Vec<PhaseResult> = a
         .phases
         .iter()
-        .map(|p| phase_result(a.opts, p, &a.seconds))
+        .map(|p| PhaseResult {
+            cpu: Some(PhaseCpu::of(&series, p.start_s, p.end_s)),
+            ..phase_result(a.opts, p, &a.seconds)
+        })
         .collect();
     let verdict = overall_verdict(
         a.opts.scenario.shape,
         &phases,
         a.opts.grading.grade(&measured),
     );
-    let series = series(&a.seconds, &a.samples, &a.scrapes, &a.noise);
     let wall_us = a.wall.as_micros().max(1) as u64;
     let completed: u64 = a.counts.values().map(|c| c.received).sum::<u64>().max(1);
     let server = match (a.server_pid, a.server_before, a.server_after) {
@@ -142,17 +146,19 @@ pub fn assemble(a: Assembly<'_>) -> RunResult {
         }
         _ => None,
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let client_cores = a.client_cpu as f64 / wall_us as f64;
-    let server_cores = server
-        .as_ref()
-        .map_or(0.0, |s| s.cpu_us as f64 / wall_us as f64);
+    // Client-bound when a graded phase was: for stress, one it sustained (the step that broke
+    // is expected to saturate something; its `saturation` says what).
+    let stress_shape = a.opts.scenario.shape == Shape::Steps;
+    let client_bound = phases.iter().any(|p| {
+        (!stress_shape || p.verdict.grade.meets(Grade::B))
+            && p.cpu.is_some_and(|c| c.client_bound(cores))
+    });
     let client = ClientUsage {
         cpu_us: a.client_cpu,
         cpu_us_per_message: a.client_cpu as f64 / completed as f64,
         cores_used: client_cores,
-        client_bound: client_cores + server_cores >= 0.9 * cores as f64
-            && client_cores >= 0.4 * cores as f64,
+        client_bound,
         processes: a.processes,
     };
     // Interference over the measured phases' seconds.
@@ -165,9 +171,36 @@ pub fn assemble(a: Assembly<'_>) -> RunResult {
         })
         .collect();
     let interference = crate::noise::Interference::of(&noisy, client.client_bound);
-    let stress = (a.opts.scenario.shape == Shape::Steps).then(|| stress_summary(&phases));
-    let spike =
-        (a.opts.scenario.shape == Shape::Spike).then(|| spike_summary(&a.phases, &a.seconds));
+    let errors: BTreeMap<String, u64> = a.counts.values().fold(BTreeMap::new(), |mut all, c| {
+        for (k, n) in &c.errors {
+            *all.entry(k.clone()).or_default() += n;
+        }
+        all
+    });
+    let saturation = |name: &str| {
+        let phase = phases.iter().find(|p| p.phase.name == name)?;
+        Some(crate::saturation::of(
+            phase,
+            &series,
+            &errors,
+            cores,
+            a.opts.shards,
+        ))
+    };
+    let stress = stress_shape.then(|| {
+        let mut summary = stress_summary(&phases);
+        let last = phases.last().map(|p| p.phase.name.clone());
+        summary.saturation = summary
+            .broken_step
+            .clone()
+            .or(last)
+            .and_then(|n| saturation(&n));
+        summary
+    });
+    let spike = (a.opts.scenario.shape == Shape::Spike).then(|| SpikeSummary {
+        saturation: saturation("spike"),
+        ..spike_summary(&a.phases, &a.seconds)
+    });
     RunResult {
         schema: SCHEMA_VERSION,
         scenario: a.opts.scenario_name.clone(),
@@ -314,6 +347,7 @@ pub fn phase_result(opts: &Options, p: &Phase, seconds: &[Second]) -> PhaseResul
         workloads,
         errors: counts.values().map(Counts::error_total).sum(),
         verdict: opts.grading.grade(&measure(&latency, &counts)),
+        cpu: None,
     }
 }
 
@@ -363,14 +397,14 @@ fn series(
 fn stress_summary(phases: &[PhaseResult]) -> StressSummary {
     let sustained: Vec<&PhaseResult> = phases
         .iter()
-        .filter(|p| p.verdict.grade.meets(crate::grade::Grade::B))
+        .filter(|p| p.verdict.grade.meets(Grade::B))
         .collect();
     let best = sustained.iter().max_by_key(|p| p.phase.multiplier);
     let per_s = |p: &PhaseResult, w: &str| p.workloads.get(w).map_or(0.0, |x| x.per_s);
     StressSummary {
         broken_step: phases
             .iter()
-            .find(|p| !p.verdict.grade.meets(crate::grade::Grade::B))
+            .find(|p| !p.verdict.grade.meets(Grade::B))
             .map(|p| p.phase.name.clone()),
         max_sustained_step: best.map(|p| p.phase.name.clone()),
         max_sustained_connections: best.map_or(0, |p| p.connections),
@@ -382,6 +416,7 @@ fn stress_summary(phases: &[PhaseResult]) -> StressSummary {
             .iter()
             .map(|p| per_s(p, "echo"))
             .fold(0.0, f64::max),
+        saturation: None,
     }
 }
 
@@ -403,6 +438,7 @@ fn spike_summary(phases: &[Phase], seconds: &[Second]) -> SpikeSummary {
         spike_p99_us: worst_quantile(&during, 0.99),
         spike_p95_us: worst_quantile(&during, 0.95),
         recovery_s,
+        saturation: None,
     }
 }
 
@@ -460,6 +496,7 @@ mod tests {
             workloads: BTreeMap::new(),
             errors: 0,
             verdict,
+            cpu: None,
         }
     }
 

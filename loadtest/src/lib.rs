@@ -9,6 +9,7 @@
 //! - [`stats`]: HdrHistograms, counters, per-second series, loss accounting.
 //! - [`run`]: one run end to end; [`analysis`]: histograms to a graded result;
 //!   [`proc`]: the server process (spawn, /proc sampling).
+//! - [`saturation`]: which side (server, client, the shared machine) ran out in a phase.
 //! - [`result`]: the `result.json` schema; [`report`]: Markdown and HTML; [`compare`]: the gate.
 //! - [`workers`]: a run split over several processes (each under its open-file limit);
 //!   [`peers`]: the folder they meet in.
@@ -30,6 +31,7 @@ pub mod repeat;
 pub mod report;
 pub mod result;
 pub mod run;
+pub mod saturation;
 pub mod scenario;
 pub mod scrape;
 pub mod stats;

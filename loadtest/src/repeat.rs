@@ -115,7 +115,8 @@ mod tests {
             .unwrap()
             .remove("baseline")
             .unwrap();
-        let example = include_str!("../../results/example/2026-11-23T234601Z-baseline/result.json");
+        let example =
+            include_str!("../../results/example/2026-11-23T194324Z-big-2-processes/result.json");
         let run = |p95: f64, noisy: bool| {
             let mut r: RunResult = serde_json::from_str(example).unwrap();
             r.measured = Measured {

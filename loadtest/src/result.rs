@@ -126,6 +126,9 @@ pub struct PhaseResult {
     pub workloads: BTreeMap<String, PhaseWorkload>,
     pub errors: u64,
     pub verdict: Verdict,
+    /// CPU the server, loadtest and other processes used in the phase (null in older results).
+    #[serde(default)]
+    pub cpu: Option<PhaseCpu>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -133,6 +136,25 @@ pub struct PhaseWorkload {
     pub p95_us: u64,
     pub p99_us: u64,
     pub per_s: f64,
+}
+
+/// The CPU a phase used, in cores (means over its whole seconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseCpu {
+    pub server_cores: f64,
+    pub client_cores: f64,
+    pub others_cores: f64,
+}
+
+/// Which side ran out in a phase, and why that answer (`crate::saturation` has the rules).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Saturation {
+    pub phase: String,
+    /// `server`, `client` or `machine`.
+    pub side: String,
+    pub reason: String,
+    pub cpu: PhaseCpu,
+    pub cores: usize,
 }
 
 /// One second of the run.
@@ -195,6 +217,9 @@ pub struct StressSummary {
     pub max_sustained_connections: u64,
     pub max_fanout_deliveries_per_s: f64,
     pub max_echo_round_trips_per_s: f64,
+    /// Which side ran out at the step that broke (or the last step, if none broke).
+    #[serde(default)]
+    pub saturation: Option<Saturation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -204,6 +229,9 @@ pub struct SpikeSummary {
     pub spike_p95_us: u64,
     /// Seconds after the spike until a second's p99 is back to the pre-spike p99 (None: never).
     pub recovery_s: Option<u64>,
+    /// Which side ran out during the spike.
+    #[serde(default)]
+    pub saturation: Option<Saturation>,
 }
 
 impl RunResult {

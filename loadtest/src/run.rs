@@ -54,6 +54,14 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
         ))
         .into());
     }
+    let channels = opts.scenario.channels as usize;
+    if channels > 1 && processes > channels {
+        return Err(SetupError(format!(
+            "{processes} processes for {channels} fan-out channels: each process runs whole \
+             channels, so give at least as many channels (--set channels=N) or fewer processes"
+        ))
+        .into());
+    }
     let busiest = opts.scenario.share(0, processes).peak_users() as u64;
     if busiest + FD_HEADROOM > files {
         return Err(SetupError(format!(
@@ -263,11 +271,8 @@ pub async fn run(opts: Options) -> Result<(RunResult, PathBuf)> {
     result.interrupted = interrupted;
     if let Some(goose) = goose_metrics {
         eprintln!(
-            "loadtest: goose recorded {} request kinds over {} s with up to {} users in this \
-             process ({processes} processes)",
-            goose.requests.len(),
-            goose.duration,
-            goose.maximum_users
+            "loadtest: goose ran {} s with up to {} users in this process ({processes} processes)",
+            goose.duration, goose.maximum_users
         );
     }
     let dir = opts.out.join(format!(
@@ -337,6 +342,13 @@ async fn attack(run: &Arc<Run>, url: &str, plan: &str) -> Result<GooseMetrics> {
         .set_default(GooseDefault::NoErrorSummary, true)
         .map_err(goose_error)?
         .set_default(GooseDefault::NoTelnet, true)
+        .map_err(goose_error)?
+        // loadtest keeps its own histograms; goose's per-request metrics would only cost CPU.
+        .set_default(GooseDefault::NoMetrics, true)
+        .map_err(goose_error)?
+        .set_default(GooseDefault::NoTransactionMetrics, true)
+        .map_err(goose_error)?
+        .set_default(GooseDefault::NoScenarioMetrics, true)
         .map_err(goose_error)?
         .set_default(GooseDefault::Quiet, 1)
         .map_err(goose_error)?

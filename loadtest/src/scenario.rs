@@ -42,6 +42,12 @@ pub struct Scenario {
     pub publishers: u32,
     pub publish_rate: f64,
     pub subscribers: u32,
+    /// Fan-out channels the publishers and subscribers are split over, each with an even
+    /// share of both [default 1]. Channels keep their size as a phase multiplies the users
+    /// (new users fill new channels), so deliveries grow with the multiplier, not with its
+    /// square. Raw mode (a plain peer) has one channel.
+    #[serde(default = "one")]
+    pub channels: u32,
     pub churn_users: u32,
     pub churn_rate: f64,
     /// Agents that each send direct messages (`send`) to the next agent at `direct_rate`.
@@ -81,6 +87,10 @@ pub struct Scenario {
     pub payload_bytes: usize,
     pub lz4: bool,
     pub drain_s: f64,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A named stretch of the run, for per-phase statistics.
@@ -159,6 +169,15 @@ impl Scenario {
         }
         if self.publishers > 0 && self.subscribers == 0 {
             return Err("publishers need subscribers".into());
+        }
+        if self.channels == 0 || self.channels > self.publishers.max(1) {
+            return Err(format!(
+                "channels must be 1..=publishers ({}): every channel needs a publisher",
+                self.publishers.max(1)
+            ));
+        }
+        if self.subscribers < self.channels && self.publishers > 0 {
+            return Err("every channel needs a subscriber: subscribers >= channels".into());
         }
         if self.task_publishers > 0 && self.group_members == 0 {
             return Err("task_publishers need group_members".into());

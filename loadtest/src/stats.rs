@@ -69,6 +69,18 @@ impl Workload {
         Workload::Reliable,
     ];
 
+    /// Whether this is one of the graded workloads (each sample a completed operation), not a
+    /// `*FromSend` shadow of one.
+    pub fn graded(self) -> bool {
+        !matches!(
+            self,
+            Workload::EchoFromSend
+                | Workload::FanoutFromSend
+                | Workload::DirectFromSend
+                | Workload::GroupFromSend
+        )
+    }
+
     /// The workload that measures `self` from the actual send time, if there is one.
     pub fn from_send(self) -> Option<Workload> {
         match self {

@@ -6,6 +6,7 @@
 //!
 //! `state` holds what a run's users share and the roles; `reader` is each connection's reader.
 
+mod frame;
 mod reader;
 mod state;
 
@@ -26,12 +27,11 @@ pub use state::{Agents, Run};
 
 /// Longest a tick runs before returning to goose (which may then stop the user).
 const TICK: Duration = Duration::from_millis(100);
+/// A subscriber's or group member's tick: its reader merges its samples (see
+/// `reader::MERGE`), so the tick only hands goose control back to stop the user.
+const RECEIVER_TICK: Duration = Duration::from_millis(1000);
 /// How long a churn cycle or a subscribe may wait for the server.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Failures of one kind reported to goose per tick at most (the run's counters stay exact).
-const GOOSE_ERRORS_PER_TICK: u64 = 100;
-/// The fan-out channel.
-const CHANNEL: &str = "loadtest.fanout";
 
 /// One user's state; goose keeps it as session data.
 struct UserState {
@@ -48,6 +48,8 @@ struct UserState {
     interval_us: u64,
     seq: u64,
     publisher: u64,
+    /// A publisher's or subscriber's fan-out channel.
+    channel: String,
     /// A direct agent's number (its user is `agent-<process>-<k>`).
     agent: u64,
 }
@@ -119,11 +121,17 @@ async fn on_start(run: Arc<Run>, role: Role, user: &mut GooseUser) -> Transactio
         interval_us,
         seq: 0,
         publisher: 0,
+        channel: String::new(),
         agent: 0,
     };
     match role {
         Role::Publisher => {
             state.publisher = run.next_publisher.fetch_add(1, Ordering::Relaxed);
+            state.channel = run.fanout_channel(state.publisher & u64::from(u32::MAX), true);
+        }
+        Role::Subscriber => {
+            let k = run.next_subscriber.fetch_add(1, Ordering::Relaxed);
+            state.channel = run.fanout_channel(k, false);
         }
         Role::TaskPublisher => {
             let n = run.next_publisher.fetch_add(1, Ordering::Relaxed);
@@ -168,7 +176,8 @@ async fn open(
     }
     let subscribe = match role {
         Role::Subscriber => Some(format!(
-            r#"{{"op":"subscribe","channel":"{CHANNEL}","ref":"s"}}"#
+            r#"{{"op":"subscribe","channel":"{}","ref":"s"}}"#,
+            state.channel
         )),
         Role::GroupMember => Some(format!(
             r#"{{"op":"subscribe","channel":"{TASKS}","group":"{GROUP}","ref":"s"}}"#
@@ -278,7 +287,7 @@ async fn tick(run: Arc<Run>, role: Role, user: &mut GooseUser) -> TransactionRes
     let mut state = session.0.lock().await;
     let tick_end = run.stats.now_us() + TICK.as_micros() as u64;
     match role {
-        Role::Subscriber | Role::GroupMember => tokio::time::sleep(TICK).await,
+        Role::Subscriber | Role::GroupMember => tokio::time::sleep(RECEIVER_TICK).await,
         Role::Direct | Role::TaskPublisher if !run.agents_ready() => {
             // Not every recipient is connected yet (a loaded machine can stretch the ramp):
             // these sends are skipped, not sent and lost.
@@ -310,7 +319,8 @@ async fn tick(run: Arc<Run>, role: Role, user: &mut GooseUser) -> TransactionRes
     }
     let mut batch = std::mem::take(&mut *state.local.lock().unwrap());
     drop(state);
-    report(&run, user, &mut batch).await
+    run.record(&mut batch);
+    Ok(())
 }
 
 /// Sends one scheduled message (or runs one churn cycle).
@@ -326,8 +336,9 @@ async fn send_one(run: &Arc<Run>, role: Role, index: usize, state: &mut UserStat
         }
         (Role::Echo, true) => format!(r#"{{"ref":{seq},"t":{due},"a":{a},"pad":"{pad}"}}"#),
         (Role::Publisher, false) => {
+            let channel = &state.channel;
             format!(
-                r#"{{"op":"publish","channel":"{CHANNEL}","data":{{"p":{p},"s":{seq},"t":{due},"a":{a},"pad":"{pad}"}}}}"#
+                r#"{{"op":"publish","channel":"{channel}","data":{{"p":{p},"s":{seq},"t":{due},"a":{a},"pad":"{pad}"}}}}"#
             )
         }
         (Role::Publisher, true) => {
@@ -381,7 +392,7 @@ async fn churn_cycle(run: &Arc<Run>, index: usize, state: &mut UserState, due: u
         let welcomed = run.stats.now_us();
         wsclient::send_text(
             &writer,
-            format!(r#"{{"op":"subscribe","channel":"{CHANNEL}.churn","ref":1}}"#).as_bytes(),
+            br#"{"op":"subscribe","channel":"loadtest.churn","ref":1}"#,
         )
         .await?;
         expect_op(&mut reader, &writer, "ok").await?;
@@ -400,42 +411,6 @@ async fn churn_cycle(run: &Arc<Run>, index: usize, state: &mut UserState, due: u
 }
 
 /// Feeds a batch to goose and to the run's histograms.
-async fn report(run: &Run, user: &mut GooseUser, batch: &mut Local) -> TransactionResult {
-    let n = batch.samples.len() as u64;
-    for &(w, us) in &batch.samples {
-        user.record_custom_request_duration(
-            "WS",
-            w.name(),
-            Duration::from_micros(us),
-            true,
-            None,
-            None,
-        )
-        .await?;
-    }
-    // Failures go to goose one by one too, capped per kind and tick so that an error storm
-    // (e.g. "no_reply" for every echo of a dead server) cannot flood goose's metrics channel;
-    // our own counters keep the exact totals.
-    for (w, counts) in &batch.counts {
-        for (kind, &count) in &counts.errors {
-            for _ in 0..count.min(GOOSE_ERRORS_PER_TICK) {
-                user.record_custom_request_duration(
-                    "WS",
-                    w.name(),
-                    Duration::ZERO,
-                    false,
-                    None,
-                    Some(kind),
-                )
-                .await?;
-            }
-        }
-    }
-    run.stats.ops.fetch_add(n, Ordering::Relaxed);
-    run.stats.merge(batch);
-    Ok(())
-}
-
 async fn on_stop(run: Arc<Run>, role: Role, user: &mut GooseUser) -> TransactionResult {
     let Some(session) = user.get_session_data::<Session>().cloned() else {
         return Ok(());
@@ -498,5 +473,6 @@ async fn on_stop(run: Arc<Run>, role: Role, user: &mut GooseUser) -> Transaction
         }
     }
     drop(state);
-    report(&run, user, &mut local).await
+    run.record(&mut local);
+    Ok(())
 }

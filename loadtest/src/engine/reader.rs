@@ -1,36 +1,18 @@
 //! A connection's reader task: parses what the server sends and records latencies, losses,
 //! duplicates and errors.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::frame::{self, Reply};
 use super::state::{workload_of, Role, Run};
 use crate::stats::{Local, Sequence, Workload};
 use crate::wsclient::{self, Incoming, Writer};
 
-/// A server frame as the reader needs it (other fields are skipped).
-#[derive(serde::Deserialize)]
-struct Reply<'a> {
-    #[serde(borrow)]
-    op: Option<Cow<'a, str>>,
-    data: Option<Data>,
-    #[serde(borrow)]
-    code: Option<Cow<'a, str>>,
-    /// Set on direct messages.
-    #[serde(borrow)]
-    user: Option<Cow<'a, str>>,
-}
-
-/// The `data` loadtest sends: publisher, sequence number, intended and actual send time (µs).
-#[derive(serde::Deserialize, Default)]
-struct Data {
-    p: Option<u64>,
-    s: Option<u64>,
-    t: Option<u64>,
-    a: Option<u64>,
-}
+/// How often a subscriber's or group member's reader merges its samples into the run's
+/// statistics (samples count in the second they are merged in).
+const MERGE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Records the latency from the actual send time `a` beside the graded one.
 fn from_send(local: &mut crate::stats::Local, kind: Workload, now: u64, a: Option<u64>) {
@@ -65,6 +47,8 @@ pub(super) async fn read_loop(shared: Shared, mut reader: wsclient::Reader) {
         replies,
     } = shared;
     let workload = workload_of(role);
+    let receiver = matches!(role, Role::Subscriber | Role::GroupMember);
+    let mut next_merge_us = 0;
     loop {
         let text = match wsclient::next(&mut reader, &writer).await {
             Ok(Incoming::Text(t)) => t,
@@ -80,7 +64,7 @@ pub(super) async fn read_loop(shared: Shared, mut reader: wsclient::Reader) {
         let now = run.stats.now_us();
         // Typed, borrowed parsing: a subscriber may read hundreds of thousands of messages/s.
         let parsed = if run.raw {
-            serde_json::from_slice::<Data>(&text).map(|data| Reply {
+            frame::data(&text).map(|data| Reply {
                 // A plain peer broadcasts to publishers too: only subscribers count deliveries.
                 op: match role {
                     Role::Echo => Some("echo".into()),
@@ -92,13 +76,20 @@ pub(super) async fn read_loop(shared: Shared, mut reader: wsclient::Reader) {
                 user: None,
             })
         } else {
-            serde_json::from_slice::<Reply<'_>>(&text)
+            frame::reply(&text)
         };
         let Ok(reply) = parsed else {
             local.lock().unwrap().error(workload, "bad_json");
             continue;
         };
         let mut local = local.lock().unwrap();
+        // A receiver hands its samples over itself, every MERGE: its user's tick only
+        // watches for the end (thousands of subscribers waking ten times a second each cost
+        // the client more CPU than their deliveries).
+        if receiver && now >= next_merge_us {
+            run.record(&mut local);
+            next_merge_us = now + MERGE.as_micros() as u64;
+        }
         let data = reply.data.unwrap_or_default();
         match reply.op.as_deref() {
             Some("echo") => {

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use crate::peers::Peers;
 use crate::scenario::Scenario as Plan;
-use crate::stats::{Stats, Workload};
+use crate::stats::{Local, Stats, Workload};
 use crate::wsclient::Target;
 
 /// The channel tasks are published to, and the queue group of agents that takes them.
@@ -72,6 +72,9 @@ impl Tasks {
     }
 }
 
+/// The (first) fan-out channel.
+const CHANNEL: &str = "loadtest.fanout";
+
 /// What all users of a run share.
 pub struct Run {
     pub target: Target,
@@ -83,6 +86,8 @@ pub struct Run {
     /// Last sequence number each publisher sent.
     pub last_seq: Mutex<HashMap<u64, u64>>,
     pub next_publisher: AtomicU64,
+    /// Subscribers started in this process (the next one's fan-out channel follows from it).
+    pub(super) next_subscriber: AtomicU64,
     /// Raw mode: bare payloads to `/echo` and `/broadcast`, no wsedge envelope (for a plain peer).
     pub raw: bool,
     pub(super) pad: String,
@@ -119,6 +124,7 @@ impl Run {
             agents_ready: AtomicU64::new(0),
             last_seq: Mutex::default(),
             next_publisher: AtomicU64::new(first_publisher),
+            next_subscriber: AtomicU64::new(0),
             raw,
             pad,
             peers,
@@ -132,6 +138,43 @@ impl Run {
     /// Tasks each group member of this process took (in member order).
     pub fn group_shares(&self) -> Vec<u64> {
         self.tasks.lock().unwrap().shares.clone()
+    }
+
+    /// The fan-out channel of this process's `k`-th publisher (`publisher`) or subscriber.
+    /// With one channel (the default), every user of every process shares `loadtest.fanout`.
+    /// With more, each process runs its share of whole channels, each taking an even share of
+    /// the process's publishers and subscribers; as a phase adds users, new channels of the
+    /// same size fill.
+    pub(super) fn fanout_channel(&self, k: u64, publisher: bool) -> String {
+        let s = &self.scenario;
+        if s.channels <= 1 {
+            return CHANNEL.to_string();
+        }
+        // This process's share of the channels, split as `Scenario::share` splits the users.
+        let (index, processes) = self
+            .peers
+            .as_ref()
+            .map_or((0, 1), |p| (p.index as u64, p.processes as u64));
+        let total = u64::from(s.channels);
+        let mine = (total / processes + u64::from(index < total % processes)).max(1);
+        let users = u64::from(if publisher {
+            s.publishers
+        } else {
+            s.subscribers
+        });
+        let c = k / users.div_ceil(mine).max(1);
+        format!("{CHANNEL}.{index}.{c}")
+    }
+
+    /// Merges a user's samples and counts into the run's statistics. Goose keeps no metrics
+    /// of its own (they cost a quarter of the client's CPU on fan-out: a hashed, formatted
+    /// record per delivery); loadtest's HdrHistograms and counters are the only ones.
+    pub(super) fn record(&self, batch: &mut Local) {
+        let completed = batch.samples.iter().filter(|(w, _)| w.graded()).count();
+        self.stats
+            .ops
+            .fetch_add(completed as u64, Ordering::Relaxed);
+        self.stats.merge(batch);
     }
 
     /// This process's index among the run's processes.
