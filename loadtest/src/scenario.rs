@@ -342,6 +342,10 @@ mod tests {
             ("echo_rate=1e400", "takes type float"),
             ("subscribers=0", "publishers need subscribers"),
             ("echo_users=1.5", "takes type integer"),
+            ("channels=0", "channels must be 1..=publishers"),
+            ("channels=21", "every channel needs a publisher"),
+            ("channels=-1", ">= 0"),
+            ("subscribers=10", "subscribers >= channels"),
         ] {
             let e = base.with_overrides(&sets(&[bad])).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");

@@ -14,6 +14,9 @@
 //! empty.
 
 mod codec;
+mod dead_letters;
+
+pub use dead_letters::DeadLetters;
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +26,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use tokio::sync::oneshot;
 use wsedge_core::broker::{DeadLetter, Record, StoredMessage};
 
 use crate::config::{Durability, StoreConfig};
@@ -216,27 +218,6 @@ pub fn open(config: &StoreConfig, now_ms: u64) -> Result<(Opened, Restored), Sto
     Ok((opened, restored))
 }
 
-/// A question to the store about its dead letters, answered through `reply`.
-pub enum DeadLetters {
-    /// Dead letters with an id above `after`, for `destination` if given, at most `limit`.
-    List {
-        destination: Option<String>,
-        after: u64,
-        limit: usize,
-        reply: oneshot::Sender<Result<Vec<(u64, DeadLetter)>, String>>,
-    },
-    /// Dead letter `id`, if there is one.
-    Get {
-        id: u64,
-        reply: oneshot::Sender<Result<Option<DeadLetter>, String>>,
-    },
-    /// Deletes dead letter `id` (synced): whether it was there.
-    Delete {
-        id: u64,
-        reply: oneshot::Sender<Result<bool, String>>,
-    },
-}
-
 /// What the store thread takes: a write, a query, or the end.
 enum Request {
     Write(Write),
@@ -351,7 +332,12 @@ impl Opened {
             }
             // Queries see every write queued before them.
             for query in queries.drain(..) {
-                self.answer(query);
+                dead_letters::Dlq {
+                    db: &self.db,
+                    dlq: &self.dlq,
+                    count: &mut self.dead_letters,
+                }
+                .answer(query);
             }
             metrics.dead_letters.set(self.dead_letters);
             let sync_due = last_sync.elapsed() >= self.config.sync_interval;
@@ -398,67 +384,6 @@ impl Opened {
             }
         }
         false
-    }
-
-    fn answer(&mut self, query: DeadLetters) {
-        let text = |e: fjall::Error| e.to_string();
-        match query {
-            DeadLetters::List {
-                destination,
-                after,
-                limit,
-                reply,
-            } => {
-                let mut found = Vec::new();
-                let mut result = Ok(());
-                for item in self.dlq.range((after + 1).to_be_bytes()..) {
-                    if found.len() >= limit {
-                        break;
-                    }
-                    match item
-                        .into_inner()
-                        .map_err(text)
-                        .and_then(|(k, v)| decode_dead(&k, &v))
-                    {
-                        Ok((id, dead)) => {
-                            if destination
-                                .as_deref()
-                                .is_none_or(|d| *dead.destination == *d)
-                            {
-                                found.push((id, dead));
-                            }
-                        }
-                        Err(e) => {
-                            result = Err(e);
-                            break;
-                        }
-                    }
-                }
-                let _ = reply.send(result.map(|()| found));
-            }
-            DeadLetters::Get { id, reply } => {
-                let got = self.dlq.get(id.to_be_bytes()).map_err(text).and_then(|v| {
-                    v.map(|v| decode_dead(&id.to_be_bytes(), &v).map(|(_, d)| d))
-                        .transpose()
-                });
-                let _ = reply.send(got);
-            }
-            DeadLetters::Delete { id, reply } => {
-                let key = id.to_be_bytes();
-                let deleted = self.dlq.get(key).map_err(text).and_then(|found| {
-                    if found.is_none() {
-                        return Ok(false);
-                    }
-                    self.dlq.remove(key).map_err(text)?;
-                    self.db.persist(PersistMode::SyncData).map_err(text)?;
-                    Ok(true)
-                });
-                if deleted == Ok(true) {
-                    self.dead_letters = self.dead_letters.saturating_sub(1);
-                }
-                let _ = reply.send(deleted);
-            }
-        }
     }
 
     /// Writes `batch` as one atomic batch; under fsync durability, syncs it. False on failure.
@@ -583,15 +508,6 @@ impl Store {
     pub fn close(&self) {
         let _ = self.tx.send(Request::Stop);
     }
-}
-
-/// A dead letter's id and contents, from its key and value.
-fn decode_dead(key: &[u8], value: &[u8]) -> Result<(u64, DeadLetter), String> {
-    let id = <[u8; 8]>::try_from(key)
-        .map(u64::from_be_bytes)
-        .map_err(|_| "a dead-letter key is not an id".to_string())?;
-    let dead = codec::decode_dead_letter(value).map_err(|e| format!("dead letter {id}: {e}"))?;
-    Ok((id, dead))
 }
 
 /// The bytes a record holds while queued (an estimate: payload plus a fixed overhead).
