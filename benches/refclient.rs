@@ -1,29 +1,32 @@
-//! A minimal reference load client, independent of loadtest: one thread, plain TCP sockets, a
-//! hand-written WebSocket client (RFC 6455 handshake and framing, ~100 lines), no goose and no
-//! wsedge code. `scripts/compare-reference.sh` runs it and loadtest against the same wsedge on
-//! the same workloads, interleaved, to check that loadtest measures what a bare client does.
+//! A minimal reference load client, independent of loadtest: one thread, plain TCP sockets on a
+//! raw level-triggered epoll loop, a hand-written WebSocket client (RFC 6455 handshake and
+//! framing, ~100 lines), no async runtime, no goose and no wsedge code.
+//! `scripts/compare-reference.sh` runs it and loadtest against the same wsedge on the same
+//! workloads, interleaved, to check that loadtest measures what a bare client does.
 //!
 //! Latency is counted as loadtest counts it: from the *intended* send time of an open-model
 //! schedule (each sender's n-th message is due at start + n / rate), and also from the actual
 //! send time. Samples count when their due time falls in the measured window (after the ramp).
+//! It sleeps until each due send with a nanosecond timeout (`epoll_pwait2`, timer slack 1 ns),
+//! so the intended-time figures hold only microseconds of the client's own timer lag.
 //!
 //! Usage: `refclient URL echo USERS RATE SECONDS` or
 //! `refclient URL fanout PUBLISHERS RATE SUBSCRIBERS SECONDS`; optional env `REF_RAMP_S`
 //! (default 1) and `REF_PAYLOAD` (bytes of padding, default 128). Prints one JSON line.
 
-// The workspace bans async locks for the server's shards; here one connection's writer is shared
-// by its sender and its reader (pongs) across awaits, on one thread.
-#![allow(clippy::disallowed_types)]
-
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+
+/// Each connection's receive buffer, in bytes.
+const BUF: usize = 16 * 1024;
+
+const USAGE: &str =
+    "usage: refclient URL echo USERS RATE SECONDS | URL fanout PUBLISHERS RATE SUBSCRIBERS SECONDS";
 
 /// What every connection records into.
 struct Record {
@@ -39,27 +42,44 @@ impl Record {
         self.start.elapsed().as_micros() as u64
     }
 
-    fn sample(&mut self, due: u64, sent: u64) {
-        if (self.from..self.until).contains(&due) {
-            let now = self.now_us();
-            let _ = self.intended.record(now.saturating_sub(due).max(1));
-            let _ = self.actual.record(now.saturating_sub(sent).max(1));
+    /// Records a message or echo reply carrying `"t":<due>` and `"a":<sent>`, received at `now`.
+    fn observe(&mut self, text: &[u8], now: u64) {
+        let field = |key: &[u8]| -> Option<u64> {
+            let at = text.windows(key.len()).position(|w| w == key)? + key.len();
+            let digits = text[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+            std::str::from_utf8(&text[at..at + digits])
+                .ok()?
+                .parse()
+                .ok()
+        };
+        if let (Some(due), Some(sent)) = (field(br#""t":"#), field(br#""a":"#)) {
+            if (self.from..self.until).contains(&due) {
+                let _ = self.intended.record(now.saturating_sub(due).max(1));
+                let _ = self.actual.record(now.saturating_sub(sent).max(1));
+            }
         }
     }
 }
 
-type Shared = Rc<RefCell<Record>>;
+/// A sender's open-model schedule: its n-th message is due at `offset + n * interval` µs.
+struct Schedule {
+    conn: usize,
+    offset: f64,
+    interval: f64,
+    n: u64,
+}
+
+impl Schedule {
+    fn due(&self) -> u64 {
+        (self.offset + self.n as f64 * self.interval) as u64
+    }
+}
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let num = |i: usize| -> Result<f64> {
-        args.get(i)
-            .context("usage: refclient URL echo USERS RATE SECONDS | URL fanout PUBLISHERS RATE SUBSCRIBERS SECONDS")?
-            .parse()
-            .context("a number")
-    };
-    let url = args.first().context("URL")?.clone();
-    let workload = args.get(1).context("workload")?.clone();
+    let num = |i: usize| -> Result<f64> { args.get(i).context(USAGE)?.parse().context("a number") };
+    let url = args.first().context(USAGE)?.clone();
+    let workload = args.get(1).context(USAGE)?.clone();
     let (senders, rate, subscribers, seconds) = match workload.as_str() {
         "echo" => (num(2)?, num(3)?, 0.0, num(4)?),
         "fanout" => (num(2)?, num(3)?, num(4)?, num(5)?),
@@ -76,55 +96,103 @@ fn main() -> Result<()> {
         "x".repeat(env("REF_PAYLOAD", 128.0) as usize),
     );
     let (addr, path) = split_url(&url)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let local = tokio::task::LocalSet::new();
-    let record = Rc::new(RefCell::new(Record {
+    let mut record = Record {
         start: Instant::now(),
         from: (ramp * 1e6) as u64,
         until: ((ramp + seconds) * 1e6) as u64,
         intended: Histogram::new_with_bounds(1, 60_000_000, 3)?,
         actual: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-    }));
+    };
     let cpu_before = cpu_us();
-    local.block_on(&runtime, async {
-        let mut tasks = Vec::new();
-        for i in 0..subscribers as usize {
-            let (r, mut w) = connect(&addr, &path).await?;
-            w.send(br#"{"op":"subscribe","channel":"loadtest.fanout","ref":"s"}"#)
-                .await?;
-            let mut r = r;
-            loop {
-                let text = r.next_text(&mut w).await?.context("closed before ok")?;
-                if text.starts_with(br#"{"op":"ok""#) {
-                    break;
+
+    // Set-up, blocking: subscribers first (each confirmed), then the senders.
+    let mut conns = Vec::new();
+    for _ in 0..subscribers as usize {
+        let mut c = Conn::connect(&addr, &path)?;
+        c.send(br#"{"op":"subscribe","channel":"loadtest.fanout","ref":"s"}"#)?;
+        while !c
+            .next_text()?
+            .context("closed before ok")?
+            .starts_with(br#"{"op":"ok""#)
+        {}
+        conns.push(c);
+    }
+    let interval = 1e6 / rate;
+    let mut schedules = Vec::new();
+    for i in 0..senders as usize {
+        // Spread the senders over one interval, as loadtest does.
+        let offset = (i as f64 * 7919.0) % interval;
+        schedules.push(Schedule {
+            conn: conns.len(),
+            offset,
+            interval,
+            n: 0,
+        });
+        conns.push(Conn::connect(&addr, &path)?);
+    }
+
+    // The loop: one epoll (level-triggered, one read per ready socket per wake-up); the
+    // timeout is the next due send.
+    // SAFETY: PR_SET_TIMERSLACK takes an integer; the call only affects this thread's timers.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+    let epoll = Epoll::new()?;
+    for (i, c) in conns.iter().enumerate() {
+        c.stream.set_nonblocking(true)?;
+        epoll.add(c.stream.as_raw_fd(), i as u64)?;
+    }
+    let end = ((ramp + seconds) * 1e6) as u64;
+    let stop = end + 1_000_000; // a second for the last replies to drain
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 512];
+    let mut text = Vec::new();
+    loop {
+        let now = record.now_us();
+        if now >= stop {
+            break;
+        }
+        let next = schedules
+            .iter()
+            .map(Schedule::due)
+            .filter(|&d| d < end)
+            .min()
+            .unwrap_or(stop);
+        let timeout = Duration::from_micros(next.saturating_sub(now).min(1_000_000));
+        let ready = epoll.wait(&mut events, timeout)?;
+        for event in &events[..ready] {
+            let c = &mut conns[event.u64 as usize];
+            if !c.fill()? {
+                bail!("the server closed a connection");
+            }
+            let now = record.now_us();
+            while let Some(opcode) = c.take_frame(&mut text) {
+                match opcode {
+                    0x1 => record.observe(&text, now),
+                    0x9 => c.frame(0xA, &text)?,
+                    0x8 => bail!("the server closed a connection"),
+                    _ => {}
                 }
             }
-            tasks.push(tokio::task::spawn_local(read_loop(r, w, record.clone(), i)));
         }
-        let end = Duration::from_secs_f64(ramp + seconds);
-        for i in 0..senders as usize {
-            let (r, w) = connect(&addr, &path).await?;
-            let w = Rc::new(tokio::sync::Mutex::new(w));
-            if workload == "echo" {
-                let reader = EchoReader(w.clone());
-                tasks.push(tokio::task::spawn_local(reader.run(r, record.clone())));
+        let now = record.now_us();
+        for s in schedules.iter_mut() {
+            while s.due() < end && s.due() <= now {
+                let (due, n, a) = (s.due(), s.n, record.now_us());
+                let msg = match workload.as_str() {
+                    "echo" => {
+                        format!(r#"{{"op":"echo","data":{{"t":{due},"a":{a},"pad":"{pad}"}}}}"#)
+                    }
+                    _ => format!(
+                        r#"{{"op":"publish","channel":"loadtest.fanout","data":{{"p":{},"s":{n},"t":{due},"a":{a},"pad":"{pad}"}}}}"#,
+                        s.conn
+                    ),
+                };
+                conns[s.conn].send(msg.as_bytes())?;
+                s.n += 1;
             }
-            let (record, pad, workload) = (record.clone(), pad.clone(), workload.clone());
-            tasks.push(tokio::task::spawn_local(async move {
-                send_loop(w, record, i, rate, end, &workload, &pad).await
-            }));
         }
-        // Senders stop at the end; readers get a second to drain, then everything stops.
-        tokio::time::sleep(end + Duration::from_secs(1)).await;
-        for t in tasks {
-            t.abort();
-        }
-        anyhow::Ok(())
-    })?;
+    }
+
     let cpu = cpu_us() - cpu_before;
-    let r = record.borrow();
+    let r = &record;
     let n = r.intended.len();
     println!(
         "{{\"workload\":\"{workload}\",\"samples\":{n},\"per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\
@@ -139,145 +207,195 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Sends one message per 1/rate s on an open-model schedule, with its due and actual send time.
-async fn send_loop(
-    w: Rc<tokio::sync::Mutex<Writer>>,
-    record: Shared,
-    i: usize,
-    rate: f64,
-    end: Duration,
-    workload: &str,
-    pad: &str,
-) -> Result<()> {
-    let interval = 1e6 / rate;
-    // Spread the senders over one interval, as loadtest does.
-    let offset = (i as f64 * 7919.0) % interval;
-    let start = record.borrow().start;
-    for n in 0u64.. {
-        let due = (offset + n as f64 * interval) as u64;
-        if due >= end.as_micros() as u64 {
-            break;
-        }
-        tokio::time::sleep_until((start + Duration::from_micros(due)).into()).await;
-        let a = record.borrow().now_us();
-        let text = match workload {
-            "echo" => format!(r#"{{"op":"echo","data":{{"t":{due},"a":{a},"pad":"{pad}"}}}}"#),
-            _ => format!(
-                r#"{{"op":"publish","channel":"loadtest.fanout","data":{{"p":{i},"s":{n},"t":{due},"a":{a},"pad":"{pad}"}}}}"#
-            ),
-        };
-        w.lock().await.send(text.as_bytes()).await?;
-    }
-    Ok(())
-}
-
-/// Reads an echo user's replies (its writer is shared with its sender, for pongs).
-struct EchoReader(Rc<tokio::sync::Mutex<Writer>>);
-
-impl EchoReader {
-    async fn run(self, mut r: Reader, record: Shared) -> Result<()> {
-        loop {
-            let frame = r.next_frame().await?;
-            match frame {
-                Some((0x9, payload)) => self.0.lock().await.frame(0xA, &payload).await?,
-                Some((0x1, text)) => observe(&text, &record),
-                Some(_) => {}
-                None => return Ok(()),
-            }
-        }
-    }
-}
-
-async fn read_loop(mut r: Reader, mut w: Writer, record: Shared, _i: usize) -> Result<()> {
-    while let Some(text) = r.next_text(&mut w).await? {
-        observe(&text, &record);
-    }
-    Ok(())
-}
-
-/// Records a message or echo reply carrying `"t":<due>` and `"a":<sent>`.
-fn observe(text: &[u8], record: &Shared) {
-    let field = |key: &[u8]| -> Option<u64> {
-        let at = text.windows(key.len()).position(|w| w == key)? + key.len();
-        let digits = text[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-        std::str::from_utf8(&text[at..at + digits])
-            .ok()?
-            .parse()
-            .ok()
-    };
-    if let (Some(t), Some(a)) = (field(br#""t":"#), field(br#""a":"#)) {
-        record.borrow_mut().sample(t, a);
-    }
-}
-
 fn split_url(url: &str) -> Result<(String, String)> {
     let rest = url.strip_prefix("ws://").context("a ws:// URL")?;
     let (addr, path) = rest.split_once('/').unwrap_or((rest, ""));
     Ok((addr.to_string(), format!("/{path}")))
 }
 
-/// The read half: a buffer of received bytes.
-struct Reader {
-    stream: OwnedReadHalf,
-    buf: Vec<u8>,
-    at: usize,
+/// A level-triggered epoll instance.
+struct Epoll(libc::c_int);
+
+impl Epoll {
+    fn new() -> Result<Self> {
+        // SAFETY: epoll_create1 takes no pointers; a negative result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            bail!("epoll_create1: {}", std::io::Error::last_os_error());
+        }
+        Ok(Self(fd))
+    }
+
+    fn add(&self, fd: libc::c_int, token: u64) -> Result<()> {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: `event` is a valid epoll_event for the duration of the call.
+        if unsafe { libc::epoll_ctl(self.0, libc::EPOLL_CTL_ADD, fd, &mut event) } < 0 {
+            bail!("epoll_ctl: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for ready sockets; returns how many of `events` were filled.
+    fn wait(&self, events: &mut [libc::epoll_event], timeout: Duration) -> Result<usize> {
+        let timeout = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `events` is valid for `events.len()` entries, which is what the call may
+        // write; `timeout` is read during the call; a null sigmask means none.
+        let n = unsafe {
+            libc::epoll_pwait2(
+                self.0,
+                events.as_mut_ptr(),
+                events.len() as libc::c_int,
+                &timeout,
+                std::ptr::null(),
+            )
+        };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == ErrorKind::Interrupted {
+                return Ok(0);
+            }
+            bail!("epoll_wait: {err}");
+        }
+        Ok(n as usize)
+    }
 }
 
-/// The write half, masking each frame as a client must.
-struct Writer {
-    stream: OwnedWriteHalf,
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: the fd is ours and closed once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// One WebSocket client connection: a socket, the bytes received and not yet framed
+/// (`buf[at..end]`), and the mask of the next frame sent.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    at: usize,
+    end: usize,
     mask: u32,
 }
 
-async fn connect(addr: &str, path: &str) -> Result<(Reader, Writer)> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut buf = Vec::new();
-    let head_end = loop {
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            bail!("closed during the handshake");
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-    };
-    if !buf.starts_with(b"HTTP/1.1 101") {
-        bail!(
-            "upgrade refused: {}",
-            String::from_utf8_lossy(&buf[..head_end.min(80)])
+impl Conn {
+    /// Connects and upgrades (blocking); wsedge's `welcome` is read and dropped.
+    fn connect(addr: &str, path: &str) -> Result<Self> {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
+        stream.write_all(request.as_bytes())?;
+        let mut buf = Vec::new();
+        let head_end = loop {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                bail!("closed during the handshake");
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+        };
+        if !buf.starts_with(b"HTTP/1.1 101") {
+            bail!(
+                "upgrade refused: {}",
+                String::from_utf8_lossy(&buf[..head_end.min(80)])
+            );
+        }
+        let mut rest = buf.split_off(head_end);
+        let end = rest.len();
+        rest.resize(BUF.max(end), 0);
+        let mut conn = Self {
+            stream,
+            buf: rest,
+            at: 0,
+            end,
+            mask: 0x9e37_79b9,
+        };
+        // wsedge greets first (`welcome`); a plain server says nothing.
+        if path != "/echo" && path != "/broadcast" {
+            conn.next_text()?.context("no welcome")?;
+        }
+        Ok(conn)
     }
-    let (read, write) = stream.into_split();
-    let mut reader = Reader {
-        stream: read,
-        buf: buf.split_off(head_end),
-        at: 0,
-    };
-    let mut writer = Writer {
-        stream: write,
-        mask: 0x9e37_79b9,
-    };
-    // wsedge greets first (`welcome`); a plain server says nothing.
-    if path != "/echo" && path != "/broadcast" {
-        reader.next_text(&mut writer).await?.context("no welcome")?;
-    }
-    Ok((reader, writer))
-}
 
-impl Writer {
-    async fn send(&mut self, text: &[u8]) -> Result<()> {
-        self.frame(0x1, text).await
+    /// Blocking, during set-up only: the next text message, answering pings on the way.
+    fn next_text(&mut self) -> Result<Option<Vec<u8>>> {
+        let mut payload = Vec::new();
+        loop {
+            match self.take_frame(&mut payload) {
+                Some(0x1) => return Ok(Some(payload)),
+                Some(0x9) => self.frame(0xA, &payload)?,
+                Some(0x8) => return Ok(None),
+                Some(_) => {}
+                None if !self.fill()? => return Ok(None),
+                None => {}
+            }
+        }
     }
 
-    async fn frame(&mut self, opcode: u8, payload: &[u8]) -> Result<()> {
+    /// One read into the buffer's spare room (allocated and zeroed once, grown only for a
+    /// frame larger than it); false at the end of the stream.
+    fn fill(&mut self) -> Result<bool> {
+        if self.at > 0 {
+            self.buf.copy_within(self.at..self.end, 0);
+            self.end -= self.at;
+            self.at = 0;
+        }
+        if self.end == self.buf.len() {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        loop {
+            match self.stream.read(&mut self.buf[self.end..]) {
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(n > 0);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(true),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Takes the next whole frame out of the buffer: its opcode, and its payload into `out`.
+    /// Server frames are unmasked and, from wsedge and the peer, never fragmented.
+    fn take_frame(&mut self, out: &mut Vec<u8>) -> Option<u8> {
+        let b = &self.buf[self.at..self.end];
+        if b.len() < 2 {
+            return None;
+        }
+        let (start, len) = match b[1] & 0x7f {
+            126 if b.len() >= 4 => (4, u16::from_be_bytes([b[2], b[3]]) as usize),
+            127 if b.len() >= 10 => (10, u64::from_be_bytes(b[2..10].try_into().ok()?) as usize),
+            126 | 127 => return None,
+            n => (2, n as usize),
+        };
+        if b.len() < start + len {
+            return None;
+        }
+        out.clear();
+        out.extend_from_slice(&b[start..start + len]);
+        let opcode = b[0] & 0x0f;
+        self.at += start + len;
+        Some(opcode)
+    }
+
+    fn send(&mut self, text: &[u8]) -> Result<()> {
+        self.frame(0x1, text)
+    }
+
+    /// Writes one masked frame, as a client must; waits out a full socket buffer.
+    fn frame(&mut self, opcode: u8, payload: &[u8]) -> Result<()> {
         let mut out = Vec::with_capacity(payload.len() + 14);
         out.push(0x80 | opcode);
         match payload.len() {
@@ -298,68 +416,17 @@ impl Writer {
         let key = self.mask.to_be_bytes();
         out.extend_from_slice(&key);
         out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        self.stream.write_all(&out).await?;
-        Ok(())
-    }
-}
-
-impl Reader {
-    /// The next text message, answering pings on the way; `None` once closed.
-    async fn next_text(&mut self, w: &mut Writer) -> Result<Option<Vec<u8>>> {
-        loop {
-            match self.next_frame().await? {
-                Some((0x1, text)) => return Ok(Some(text)),
-                Some((0x9, payload)) => w.frame(0xA, &payload).await?,
-                Some((0x8, _)) | None => return Ok(None),
-                Some(_) => {}
-            }
-        }
-    }
-
-    /// The next frame as (opcode, payload) (server frames are unmasked and, from wsedge and
-    /// the peer, never fragmented); `None` at the end of the stream.
-    async fn next_frame(&mut self) -> Result<Option<(u8, Vec<u8>)>> {
-        loop {
-            if let Some((opcode, start, len)) = self.parse_head() {
-                if self.buf.len() - self.at >= start + len {
-                    let begin = self.at + start;
-                    let payload = self.buf[begin..begin + len].to_vec();
-                    self.at = begin + len;
-                    if self.at == self.buf.len() {
-                        self.buf.clear();
-                        self.at = 0;
-                    }
-                    return Ok(Some((opcode, payload)));
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            match self.stream.write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                    std::thread::sleep(Duration::from_micros(50))
                 }
-            }
-            if self.at > 0 {
-                self.buf.drain(..self.at);
-                self.at = 0;
-            }
-            // Straight into the buffer's spare room (no zeroed scratch array per read).
-            self.buf.reserve(65536);
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Ok(None);
+                Err(e) => return Err(e.into()),
             }
         }
-    }
-
-    /// (opcode, header length, payload length) of the frame at `at`, once its header is in.
-    fn parse_head(&self) -> Option<(u8, usize, usize)> {
-        let b = &self.buf[self.at..];
-        if b.len() < 2 {
-            return None;
-        }
-        let opcode = b[0] & 0x0f;
-        match b[1] & 0x7f {
-            126 if b.len() >= 4 => Some((opcode, 4, u16::from_be_bytes([b[2], b[3]]) as usize)),
-            127 if b.len() >= 10 => {
-                let len = u64::from_be_bytes(b[2..10].try_into().ok()?);
-                Some((opcode, 10, len as usize))
-            }
-            126 | 127 => None,
-            n => Some((opcode, 2, n as usize)),
-        }
+        Ok(())
     }
 }
 

@@ -13,7 +13,8 @@
 //! - [`result`]: the `result.json` schema; [`report`]: Markdown and HTML; [`compare`]: the gate.
 //! - [`workers`]: a run split over several processes (each under its open-file limit);
 //!   [`peers`]: the folder they meet in.
-//! - [`options`]: what a run was asked; [`clock`]: Unix milliseconds and UTC timestamps.
+//! - [`options`]: what a run was asked; [`clock`]: Unix milliseconds and UTC timestamps;
+//!   [`timer`]: sub-millisecond wake-ups for the senders' schedules.
 
 #![allow(clippy::disallowed_types)] // a load generator may lock; the server may not (clippy.toml)
 
@@ -36,5 +37,6 @@ pub mod scenario;
 pub mod scrape;
 pub mod stats;
 pub mod summary;
+pub mod timer;
 pub mod workers;
 pub mod wsclient;

@@ -334,8 +334,7 @@ async fn send(agent: Agent, me: Sender, plan: Plan, stats: Arc<StatsHandle>, led
             }
         }
         let wake = if sending { next_due } else { plan.end_us }.min(retry_at);
-        let sleep =
-            tokio::time::sleep_until((stats.stats().start + Duration::from_micros(wake)).into());
+        let sleep = crate::timer::sleep_until(stats.stats().start + Duration::from_micros(wake));
         tokio::select! {
             _ = sleep, if sending || now < plan.end_us => {
                 if !sending || stats.stats().now_us() < next_due {

@@ -299,10 +299,7 @@ async fn tick(run: Arc<Run>, role: Role, user: &mut GooseUser) -> TransactionRes
         Role::Echo | Role::Publisher | Role::Churn | Role::Direct | Role::TaskPublisher => {
             while state.next_due_us < tick_end && state.next_due_us < run.sends_until_us() {
                 let due = state.next_due_us;
-                tokio::time::sleep_until(
-                    tokio::time::Instant::from_std(run.stats.start) + Duration::from_micros(due),
-                )
-                .await;
+                crate::timer::sleep_until(run.stats.start + Duration::from_micros(due)).await;
                 let late = run.stats.now_us().saturating_sub(due) > state.interval_us;
                 send_one(&run, role, user.weighted_users_index, &mut state, due).await;
                 let mut local = state.local.lock().unwrap();
