@@ -15,5 +15,6 @@ promtool check rules config/prometheus-alerts.yml
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 scripts/check-cycles.py server/src server/core/src loadtest/src
+scripts/client-size.sh
 cargo test --workspace
 scripts/autobahn.sh

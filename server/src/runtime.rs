@@ -158,10 +158,14 @@ fn split(restored: Restored, shards: usize) -> Vec<Restored> {
         parts[home].history.push((channel, offset, epoch, message));
     }
     for (key, expires) in restored.dedup {
-        // Keys are `user:<id>` or `group:<group>@<channel>`, NUL, `<msg_id>`.
+        // Keys are `user:<id>`, `group:<group>@<channel>` or `channel:<channel>` (a durable
+        // history publish's), NUL, `<msg_id>`.
         let destination = key.split('\0').next().unwrap_or("");
         let user = destination.strip_prefix("user:").unwrap_or(destination);
-        let home = group_home(destination).unwrap_or_else(|| Broker::user_home(user, shards));
+        let home = match destination.strip_prefix("channel:") {
+            Some(channel) => Broker::channel_home(channel, shards),
+            None => group_home(destination).unwrap_or_else(|| Broker::user_home(user, shards)),
+        };
         parts[home].dedup.push((key, expires));
     }
     parts

@@ -1,12 +1,14 @@
 //! HTTP on the WebSocket port, through hyper: `GET /ws` and `GET /echo` upgrade; `GET /health`
-//! and `GET /metrics` report, `GET /dashboard` shows it ([`ops`]); `/api/` is the server API
-//! ([`api`]); anything else is 404. Errors are JSON `{"error":..., "message":...}` with a status.
+//! and `GET /metrics` report, `GET /dashboard` shows it ([`ops`]); `/client/` serves the browser
+//! client ([`client`]); `/api/` is the server API ([`api`]); anything else is 404. Errors are
+//! JSON `{"error":..., "message":...}` with a status.
 //!
 //! The upgrade itself is in [`upgrade`]. A request head over `server.max_request_bytes` gets 431
 //! from hyper.
 
 mod api;
 mod auth;
+mod client;
 mod ops;
 mod response;
 mod upgrade;
@@ -106,11 +108,12 @@ fn route(req: Request<Incoming>, shard: &Rc<Shard>, ip: &Cell<Option<IpGuard>>) 
         "/echo" if shard.config().echo_endpoint => (Some(Endpoint::Echo), "GET"),
         "/health" => (None, "GET, HEAD"),
         "/metrics" | "/dashboard" => (None, "GET"),
+        p if client::PATHS.contains(&p) => (None, "GET"),
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                &format!("no route for {path}; try /ws, /health, /metrics, /dashboard or /api/"),
+                &format!("no route for {path}; try /ws, /health, /metrics, /dashboard, /client/wsedge.js or /api/"),
             )
         }
     };
@@ -126,7 +129,8 @@ fn route(req: Request<Incoming>, shard: &Rc<Shard>, ip: &Cell<Option<IpGuard>>) 
         return match path {
             "/metrics" => ops::metrics(shard),
             "/dashboard" => ops::dashboard(),
-            _ => ops::health(shard),
+            "/health" => ops::health(shard),
+            other => client::serve(other),
         };
     };
     let response = upgrade::upgrade(req, shard, endpoint, ip);

@@ -1,6 +1,8 @@
 //! Test support: the real `wsedge` binary on port 0, and small clients.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
@@ -50,7 +52,9 @@ pub fn fresh_store_dir() -> std::path::PathBuf {
 }
 
 impl TestServer {
-    /// Starts the binary with `WSEDGE_*` overrides (e.g. `("SERVER_SHARDS", "2")`).
+    /// Starts the binary with `WSEDGE_*` overrides (e.g. `("SERVER_SHARDS", "2")`); two are
+    /// not config: `("LISTEN", addr)` listens on `addr` instead of a free port, and
+    /// `("STORE_PATH", dir)` uses that store and leaves it in place when dropped.
     pub async fn start(overrides: &[(&str, &str)]) -> Result<TestServer> {
         Self::start_with_nofile(overrides, None).await
     }
@@ -89,7 +93,11 @@ impl TestServer {
                 });
             }
         }
-        cmd.args(["--listen", "127.0.0.1:0"])
+        let listen = overrides
+            .iter()
+            .find(|(key, _)| *key == "LISTEN")
+            .map_or("127.0.0.1:0", |(_, addr)| *addr);
+        cmd.args(["--listen", listen])
             .env("WSEDGE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -98,7 +106,7 @@ impl TestServer {
         let owns_store = given.is_none();
         let store = given.map_or_else(fresh_store_dir, |(_, path)| path.into());
         cmd.env("WSEDGE_STORE_PATH", &store);
-        for (key, value) in overrides {
+        for (key, value) in overrides.iter().filter(|(key, _)| *key != "LISTEN") {
             cmd.env(format!("WSEDGE_{key}"), value);
         }
         let mut child = cmd.spawn().context("spawning wsedge")?;

@@ -154,9 +154,14 @@ impl Broker {
 
     /// Puts back a dedup key read from the store at start.
     pub fn restore_dedup(&mut self, key: Box<str>, expires_ms: u64, now: u64) {
-        match key.starts_with("group:") {
-            true => self.queues.restore_dedup(key, expires_ms, now),
-            false => self.inboxes.restore_dedup(key, expires_ms, now),
+        if key.starts_with("channel:") {
+            if expires_ms > now {
+                self.channel_dedup.insert(key, expires_ms, now);
+            }
+        } else if key.starts_with("group:") {
+            self.queues.restore_dedup(key, expires_ms, now);
+        } else {
+            self.inboxes.restore_dedup(key, expires_ms, now);
         }
     }
 

@@ -57,13 +57,17 @@ fn done(out: &mut Effects) -> Done {
 }
 
 fn publish(b: &mut Broker, n: u64, now: u64) -> Done {
+    publish_with(b, n, None, now)
+}
+
+fn publish_with(b: &mut Broker, n: u64, msg_id: Option<&str>, now: u64) -> Done {
     let mut out = Effects::default();
     let message = Sequence {
         channel: "room".into(),
         id: format!("m{n}").into(),
         priority: Priority::Normal,
         data: bytes::Bytes::from(format!("{n}")),
-        msg_id: None,
+        msg_id: msg_id.map(Into::into),
         origin: Origin { shard: 0, token: n },
         born_us: 0,
     };
@@ -197,4 +201,44 @@ fn a_restart_takes_back_the_epoch_written_last_without_what_expired() {
     // The next message follows the restored run.
     let d = publish(&mut b, 4, now + 1);
     assert!(matches!(d.records[0], Record::HistoryPut { offset: 4, .. }));
+}
+
+#[test]
+fn a_publish_repeated_after_a_restart_is_still_a_duplicate() {
+    let window = DeliveryConfig::default().dedup_window_ms;
+    let mut b = broker(10);
+    let first = publish_with(&mut b, 1, Some("p-1"), 1_000);
+    // The msg_id is written with the message, in the same batch.
+    let key: Box<str> = "channel:room\0p-1".into();
+    let dedup = Record::Dedup {
+        key: key.clone(),
+        expires_ms: 1_000 + window,
+    };
+    assert!(first.records.contains(&dedup), "{:?}", first.records);
+    assert_eq!(
+        publish(&mut b, 9, 1_000)
+            .records
+            .iter()
+            .filter(|r| matches!(r, Record::Dedup { .. }))
+            .count(),
+        0
+    );
+
+    // A restart reads the key back: the publisher's resend is answered `duplicate`, stores
+    // nothing and publishes nothing; another msg_id is published.
+    let mut b = broker(10);
+    b.restore_dedup(key.clone(), 1_000 + window, 2_000);
+    let again = publish_with(&mut b, 2, Some("p-1"), 2_000);
+    assert_eq!(again.answers, vec![(2, Answer::Duplicate)]);
+    assert!(again.records.is_empty() && again.broadcast == 0);
+    assert!(!publish_with(&mut b, 3, Some("p-2"), 2_000)
+        .records
+        .is_empty());
+
+    // A key that expired while the server was down is not restored.
+    let mut b = broker(10);
+    b.restore_dedup(key, 1_000 + window, 1_000 + window);
+    assert!(!publish_with(&mut b, 4, Some("p-1"), 1_000 + window)
+        .records
+        .is_empty());
 }

@@ -95,13 +95,17 @@ impl Broker {
             origin,
             born_us,
         } = message;
+        // The key, kept with a durable history message so that a repeat after a restart is
+        // still a duplicate (a publisher resends what it got no `ok` for).
+        let mut dedup = None;
         if let Some(msg_id) = &msg_id {
             let key = Dedup::key(&format!("channel:{channel}"), msg_id);
             if self.channel_dedup.seen(&key, now) {
                 return out.answer(origin, Answer::Duplicate);
             }
-            let expires = now.saturating_add(self.config.delivery.dedup_window_ms);
-            self.channel_dedup.insert(key, expires, now);
+            let expires_ms = now.saturating_add(self.config.delivery.dedup_window_ms);
+            self.channel_dedup.insert(key.clone(), expires_ms, now);
+            dedup = Some(Record::Dedup { key, expires_ms });
         }
         let with_msg_id = |mut message: Published| {
             message.msg_id = msg_id.clone();
@@ -151,7 +155,7 @@ impl Broker {
             origin,
         };
         self.history_writes.insert(token, write);
-        out.persist(Some(token), vec![record]);
+        out.persist(Some(token), [record].into_iter().chain(dedup).collect());
     }
 
     /// The store wrote (`ok`) or failed to write the history message of `token`: kept,

@@ -1,0 +1,231 @@
+//! The browser client (`GET /client/wsedge.js`) in a real browser, headless Chromium, against a
+//! real server that is killed (SIGKILL) and restarted on the same port and store mid-test. The
+//! page publishes throughout, buffering while the server is away; another client publishes
+//! while the page is away. The page must reconnect by itself, recover what it missed
+//! (`recovered:true`, durable history) and end with every message exactly once.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use support::browser::Browser;
+use support::{Client, TestServer};
+
+/// Messages the page publishes, one every 10 ms.
+const PAGE: u64 = 300;
+/// Messages the other client publishes, half before the crash and half after the restart.
+const OTHER: u64 = 100;
+
+/// The page's test state (`window.t`), read back.
+async fn page(browser: &mut Browser) -> Result<Value> {
+    browser
+        .eval("JSON.parse(JSON.stringify({got: t.got, states: t.states, recoveries: t.recoveries, errors: t.errors, sent: t.sent, offline: t.offline, confirmed: t.confirmed, failed: t.failed, state: t.client.state}))")
+        .await
+}
+
+/// Polls the page until `done` holds for its state (at most `within`).
+async fn until(
+    browser: &mut Browser,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let start = Instant::now();
+    loop {
+        let t = page(browser).await?;
+        if done(&t) {
+            return Ok(t);
+        }
+        if start.elapsed() > within {
+            bail!("{what}: not after {within:?}; the page has {t}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The strings of a JSON array.
+fn strings(array: &Value) -> Vec<&str> {
+    array
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// Publishes `from..to` as `r<n>` to `room`, each confirmed.
+async fn publish_others(server: &TestServer, from: u64, to: u64) -> Result<()> {
+    let mut other = Client::connect(server).await?;
+    for n in from..to {
+        let publish = json!({"op": "publish", "channel": "room", "data": format!("r{n}"), "msg_id": format!("r{n}")});
+        other.request_ok(publish, &format!("r{n}")).await?;
+    }
+    other.close().await
+}
+
+#[tokio::test]
+async fn the_browser_client_survives_a_server_restart_with_every_message_once() -> Result<()> {
+    let store = support::fresh_store_dir();
+    let store_path = store.to_string_lossy().to_string();
+    let mut overrides = vec![
+        ("SERVER_SHARDS", "2"),
+        ("HISTORY_SIZE", "10000"),
+        ("HISTORY_DURABLE", "true"),
+        ("STORE_PATH", store_path.as_str()),
+    ];
+    let server = TestServer::start(&overrides).await?;
+    let addr = server.addr.to_string();
+    let mut browser = Browser::launch().await.context("chromium")?;
+
+    // The example page works: served by the server, connected through the module.
+    browser
+        .open(&format!("http://{addr}/client/example"))
+        .await?;
+    let start = Instant::now();
+    while browser
+        .eval("document.getElementById('state').textContent")
+        .await?
+        != "connected"
+    {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("the example page did not connect");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The test's own client, in the same page.
+    let setup = r#"(async () => {
+        const { connect } = await import('/client/wsedge.js');
+        const t = window.t = { got: [], states: [], recoveries: [], errors: [], sent: 0, offline: 0, confirmed: 0, failed: [] };
+        const c = t.client = connect(`ws://${location.host}/ws`, { minDelay: 300, maxDelay: 1000, heartbeat: 1000, grace: 2000 });
+        c.on('state', (e) => t.states.push(e.state));
+        c.on('error', (e) => t.errors.push(String(e)));
+        const sub = c.subscribe('room', (m) => { t.got.push(m.data); });
+        sub.on('recovery', (e) => t.recoveries.push(e));
+        await sub.ready;
+        t.timer = setInterval(() => {
+            if (t.sent >= PAGE) return clearInterval(t.timer);
+            const n = ++t.sent;
+            if (c.state !== 'connected') t.offline++;
+            c.publish('room', 'p' + n).then(() => t.confirmed++, (e) => t.failed.push(String(e)));
+        }, 10);
+        return c.state;
+    })()"#
+        .replace("PAGE", &PAGE.to_string());
+    assert_eq!(browser.eval_await(&setup).await?, "connected");
+
+    // A publish whose `ok` will count as lost: resent after the restart with the same msg_id.
+    let first = browser
+        .eval_await(
+            "t.client.publish('room', 'once', {msgId: 'once-1'}).then((ok) => !!ok.duplicate)",
+        )
+        .await?;
+    assert_eq!(first, false);
+
+    // Others publish too; then, a third of the way through the page's publishes, a crash.
+    publish_others(&server, 1, OTHER / 2 + 1).await?;
+    until(
+        &mut browser,
+        Duration::from_secs(20),
+        "a third published",
+        |t| t["sent"].as_u64() >= Some(PAGE / 3),
+    )
+    .await?;
+    server.kill9().await?;
+    // The page notices and keeps publishing into its buffer.
+    let away = until(&mut browser, Duration::from_secs(10), "disconnected", |t| {
+        t["state"] != "connected"
+    })
+    .await?;
+    let sent_when_lost = away["sent"].as_u64().unwrap_or(0);
+    until(&mut browser, Duration::from_secs(10), "buffering", |t| {
+        t["sent"].as_u64() >= Some(sent_when_lost + 20)
+    })
+    .await?;
+
+    // The restart, on the same port and store; others publish at once, while the page is
+    // (most likely) still waiting out its backoff.
+    overrides.push(("LISTEN", &addr));
+    let server = TestServer::start(&overrides).await?;
+    publish_others(&server, OTHER / 2 + 1, OTHER + 1).await?;
+
+    // The resend of a publish confirmed before the crash is a duplicate, delivered nowhere.
+    let resent = browser
+        .eval_await(
+            "t.client.publish('room', 'once', {msgId: 'once-1'}).then((ok) => !!ok.duplicate)",
+        )
+        .await?;
+    assert_eq!(
+        resent, true,
+        "a resend after the restart was published again"
+    );
+
+    let expected = PAGE + OTHER + 1;
+    let t = until(
+        &mut browser,
+        Duration::from_secs(60),
+        "everything once",
+        |t| {
+            t["confirmed"].as_u64() == Some(PAGE)
+                && t["got"].as_array().map_or(0, Vec::len) as u64 >= expected
+        },
+    )
+    .await?;
+    let got = strings(&t["got"]);
+    let mut unique = got.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    let duplicates = got.len() - unique.len();
+    eprintln!(
+        "restart test: the page published {PAGE} ({} while disconnected), another client {OTHER}; the page received {} ({} distinct, {duplicates} duplicates); states {}; recoveries {}",
+        t["offline"],
+        got.len(),
+        unique.len(),
+        t["states"],
+        t["recoveries"]
+    );
+    assert_eq!(t["failed"], json!([]), "publishes refused");
+    assert!(
+        t["offline"].as_u64() >= Some(20),
+        "published while away: {}",
+        t["offline"]
+    );
+    assert_eq!(duplicates, 0, "duplicates: {got:?}");
+    for n in 1..=PAGE {
+        assert!(
+            unique.binary_search(&format!("p{n}").as_str()).is_ok(),
+            "p{n} missing"
+        );
+    }
+    for n in 1..=OTHER {
+        assert!(
+            unique.binary_search(&format!("r{n}").as_str()).is_ok(),
+            "r{n} missing"
+        );
+    }
+    assert!(unique.binary_search(&"once").is_ok(), "once missing");
+    assert_eq!(got.len() as u64, expected);
+    // The other client's messages in their order.
+    let others: Vec<&str> = got.iter().copied().filter(|m| m.starts_with('r')).collect();
+    let in_order: Vec<String> = (1..=OTHER).map(|n| format!("r{n}")).collect();
+    assert_eq!(others, in_order);
+    // It went away, came back by itself, and recovered from where it was.
+    let states = strings(&t["states"]);
+    let lost = states
+        .iter()
+        .position(|s| *s == "disconnected")
+        .context("never disconnected")?;
+    assert!(states[lost..].contains(&"connected"), "{states:?}");
+    let recoveries = t["recoveries"].as_array().context("recoveries")?;
+    assert!(!recoveries.is_empty(), "no resubscribe with since");
+    assert!(
+        recoveries.iter().all(|r| r["recovered"] == true),
+        "{recoveries:?}"
+    );
+    assert_eq!(t["errors"], json!([]));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&store);
+    Ok(())
+}
