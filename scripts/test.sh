@@ -14,7 +14,8 @@ fi
 promtool check rules config/prometheus-alerts.yml
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
-scripts/check-cycles.py server/src server/core/src loadtest/src
+scripts/check-cycles.py server/src server/core/src loadtest/src clients/rust/src
 scripts/client-size.sh
 cargo test --workspace
+scripts/python-client-test.sh
 scripts/autobahn.sh

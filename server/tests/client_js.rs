@@ -69,12 +69,7 @@ async fn publish_others(server: &TestServer, from: u64, to: u64) -> Result<()> {
 async fn the_browser_client_survives_a_server_restart_with_every_message_once() -> Result<()> {
     let store = support::fresh_store_dir();
     let store_path = store.to_string_lossy().to_string();
-    let mut overrides = vec![
-        ("SERVER_SHARDS", "2"),
-        ("HISTORY_SIZE", "10000"),
-        ("HISTORY_DURABLE", "true"),
-        ("STORE_PATH", store_path.as_str()),
-    ];
+    let mut overrides = support::durable_history(&store_path);
     let server = TestServer::start(&overrides).await?;
     let addr = server.addr.to_string();
     let mut browser = Browser::launch().await.context("chromium")?;

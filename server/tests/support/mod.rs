@@ -41,6 +41,17 @@ impl Drop for TestServer {
     }
 }
 
+/// A server to kill and restart mid-test on the same store (and, with `("LISTEN", addr)`
+/// pushed, the same port): 2 shards and durable channel history in `store`.
+pub fn durable_history(store: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("SERVER_SHARDS", "2"),
+        ("HISTORY_SIZE", "10000"),
+        ("HISTORY_DURABLE", "true"),
+        ("STORE_PATH", store),
+    ]
+}
+
 /// A directory no other test server uses.
 pub fn fresh_store_dir() -> std::path::PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
