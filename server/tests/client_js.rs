@@ -224,3 +224,132 @@ async fn the_browser_client_survives_a_server_restart_with_every_message_once() 
     let _ = std::fs::remove_dir_all(&store);
     Ok(())
 }
+
+/// The conformance list the Rust and Python clients run too (`client_rust.rs`,
+/// `clients/python/tests`), here in the page: connect and auth, direct send, subscribe/publish,
+/// patterns, lz4, a group (each message to one member), ack/nak/term with redelivery; and a
+/// token refreshed through `getToken` before it expires.
+const CONFORMANCE: &str = r#"(async () => {
+    const { connect } = await import('/client/wsedge.js');
+    const tokens = TOKENS;
+    const url = `ws://${location.host}/ws`;
+    const quick = { minDelay: 100, maxDelay: 500, heartbeat: 1000, grace: 2000 };
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    const until = async (f, what) => {
+        const start = Date.now();
+        while (!f()) {
+            if (Date.now() - start > 10000) throw new Error('timed out: ' + what);
+            await sleep(10);
+        }
+    };
+    const r = {};
+    // Auth and a direct send; alice reads with lz4.
+    const alice = connect(url, { ...quick, token: tokens.alice, lz4: true });
+    const bob = connect(url, { ...quick, token: tokens.bob });
+    const direct = [];
+    alice.on('message', (m) => direct.push({ user: m.user, from: m.from, data: m.data }));
+    const room = [], news = [];
+    await alice.subscribe('room', (m) => room.push(m.data)).ready;
+    await alice.subscribe('news.>', (m) => news.push([m.channel, m.data])).ready;
+    r.protocol = alice._ws.protocol;
+    r.delivered = (await bob.send('alice', 'psst')).delivered;
+    for (const [c, d] of [['room', 'a'], ['news.eu', 'b'], ['news.eu.fr', 'c'], ['sport', 'd']]) await bob.publish(c, d);
+    await bob.publish('room', 'x'.repeat(4000));
+    await until(() => room.length >= 2 && news.length >= 2 && direct.length >= 1, 'room, news, direct');
+    try { await bob.publish('news.*', 1); r.badChannel = 'accepted'; } catch (e) { r.badChannel = e.code; }
+    // A group: each of 30 messages to one of 3 members.
+    const seen = [];
+    for (let i = 0; i < 3; i++) await connect(url, quick).subscribe('jobs', { group: 'workers' }, (m) => seen.push(m.data)).ready;
+    for (let n = 0; n < 30; n++) await bob.publish('jobs', n);
+    await until(() => seen.length >= 30, 'the group');
+    // ack, nak, term; the nak'd and the ignored come again.
+    const got = [];
+    await connect(url, quick).subscribe('tasks', { group: 'w', ack: true, autoAck: false }, async (m) => {
+        got.push(`${m.data}:${m.redelivered}`);
+        if (m.data === 'ack' || m.redelivered > 0) await m.ack();
+        else if (m.data === 'nak') await m.nak(0);
+        else if (m.data === 'term') await m.term('not for us');
+    }).ready;
+    for (const n of ['ack', 'nak', 'term', 'ignore']) await bob.publish('tasks', n);
+    await until(() => got.length >= 6, 'acks and redeliveries');
+    // A bad token: refused (the browser sees no status), retried, never connected.
+    const mallory = connect(url, { ...quick, token: 'not.a.token' });
+    const refused = [];
+    mallory.on('state', (e) => refused.push(e.state));
+    await until(() => refused.filter((s) => s === 'disconnected').length >= 2, 'mallory retried');
+    mallory.close();
+    // A token that expires in 4 s, refreshed through getToken 3 s before: still connected after.
+    let calls = 0;
+    const states = [];
+    const renewed = connect(url, { ...quick, refreshBefore: 3000, getToken: async () => tokens.carol[Math.min(calls++, 1)] });
+    renewed.on('state', (e) => states.push(e.state));
+    await renewed.subscribe('ready', () => {}).ready;
+    await sleep(5500);
+    r.refresh = { calls, states, connected: renewed.connected };
+    // Nothing more arrives anywhere.
+    await sleep(300);
+    Object.assign(r, { room: room.map((d) => (d.length > 10 ? `big:${d.length}` : d)), news, direct,
+        group: seen.slice().sort((a, b) => a - b), acks: got.sort(), refused });
+    return JSON.parse(JSON.stringify(r));
+})()"#;
+
+#[tokio::test]
+async fn the_browser_client_passes_the_conformance_list() -> Result<()> {
+    let server = TestServer::start(&[
+        ("SERVER_SHARDS", "2"),
+        ("AUTH_HS256_SECRET", support::SECRET),
+        ("ACK_WAIT_MS", "300"),
+        ("ACK_BACKOFF_MS", "[50]"),
+    ])
+    .await?;
+    let mut browser = Browser::launch().await.context("chromium")?;
+    browser
+        .open(&server.url("/client/example").replace("ws://", "http://"))
+        .await?;
+    // Carol's first token expires 4 s from now.
+    let now = support::unix_now();
+    let carol = |seconds| {
+        support::sign(
+            &json!({"sub": "carol", "exp": now + seconds}),
+            support::SECRET,
+        )
+    };
+    let tokens = json!({
+        "alice": support::token("alice", 600),
+        "bob": support::token("bob", 600),
+        "carol": [carol(4), carol(600)],
+    });
+    let r = browser
+        .eval_await(&CONFORMANCE.replace("TOKENS", &tokens.to_string()))
+        .await?;
+    assert_eq!(r["protocol"], "wsedge.v1.lz4");
+    assert_eq!(r["delivered"], 1);
+    assert_eq!(
+        r["direct"],
+        json!([{"user": "alice", "from": "bob", "data": "psst"}])
+    );
+    assert_eq!(r["room"], json!(["a", "big:4000"]), "and lz4 decoded");
+    assert_eq!(r["news"], json!([["news.eu", "b"], ["news.eu.fr", "c"]]));
+    assert_eq!(r["badChannel"], "bad_channel");
+    assert_eq!(r["group"], json!((0..30).collect::<Vec<_>>()));
+    assert_eq!(
+        r["acks"],
+        json!(["ack:0", "ignore:0", "ignore:1", "nak:0", "nak:1", "term:0"])
+    );
+    assert!(
+        !strings(&r["refused"]).contains(&"connected"),
+        "{}",
+        r["refused"]
+    );
+    let refresh = &r["refresh"];
+    assert!(
+        refresh["calls"].as_u64() >= Some(2),
+        "getToken before expiry: {refresh}"
+    );
+    assert_eq!(refresh["connected"], true, "{refresh}");
+    assert!(
+        !strings(&refresh["states"]).contains(&"disconnected"),
+        "{refresh}"
+    );
+    Ok(())
+}
