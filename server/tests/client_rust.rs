@@ -326,3 +326,25 @@ async fn recovery_after_a_restart_with_the_offline_buffer_sent_once() -> Result<
     let _ = std::fs::remove_dir_all(&store);
     Ok(())
 }
+
+#[tokio::test]
+async fn dropping_the_last_client_closes_its_connection() -> Result<()> {
+    let server = TestServer::start(&[("SERVER_SHARDS", "2")]).await?;
+    let client = Client::connect(&url(&server), quick())?;
+    let copy = client.clone();
+    client
+        .subscribe("room", SubscribeOptions::default())
+        .await?;
+    assert_eq!(server.health().await?["connections"], 1);
+    drop(client);
+    drop(copy);
+    // The server sees the close; polled, as nothing else tells the test.
+    let start = std::time::Instant::now();
+    while server.health().await?["connections"] != 0 {
+        if start.elapsed() > STEP {
+            bail!("the connection outlived its client");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}

@@ -35,7 +35,9 @@ pub(crate) struct Driver {
     url: String,
     options: Options,
     commands: mpsc::UnboundedReceiver<Command>,
-    commands_tx: mpsc::UnboundedSender<Command>,
+    /// For the token refresh's answer; weak, so the task ends when the last [`crate::Client`]
+    /// is dropped.
+    commands_tx: mpsc::WeakUnboundedSender<Command>,
     /// Acks, naks and terms from [`Message`]s: sent now or never (the server redelivers).
     settles: mpsc::UnboundedReceiver<Map<String, Value>>,
     settles_tx: mpsc::UnboundedSender<Map<String, Value>>,
@@ -60,7 +62,7 @@ impl Driver {
         url: String,
         options: Options,
         commands: mpsc::UnboundedReceiver<Command>,
-        commands_tx: mpsc::UnboundedSender<Command>,
+        commands_tx: mpsc::WeakUnboundedSender<Command>,
         events: broadcast::Sender<Event>,
         connected: Arc<AtomicBool>,
         queued: Arc<AtomicUsize>,
@@ -263,9 +265,9 @@ impl Driver {
 
     /// Calls `get_token` off the connection's task; the token comes back as a command.
     fn fetch_token(&self) {
-        let (Some(get), tx, events) = (
+        let (Some(get), Some(tx), events) = (
             self.options.get_token.clone(),
-            self.commands_tx.clone(),
+            self.commands_tx.upgrade(),
             self.events.clone(),
         ) else {
             return;

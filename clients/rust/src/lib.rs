@@ -90,7 +90,7 @@ impl Client {
             url.to_string(),
             options,
             receiver,
-            commands.clone(),
+            commands.downgrade(),
             events.clone(),
             connected.clone(),
             queued.clone(),
