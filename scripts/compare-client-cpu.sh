@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release -q -p wsedge -p wsedge-benches --bin refclient
 cargo build --release -q -p wsedge-client --example fanout_cpu
 B=$PWD/target/release
-OUT=${OUT:-target/compare-client-cpu}; mkdir -p $OUT; : > $OUT/results.jsonl
+OUT=${OUT:-$PWD/target/compare-client-cpu}; mkdir -p $OUT; : > $OUT/results.jsonl
 run_server() {
   rm -rf $OUT/cwd; mkdir -p $OUT/cwd
   (cd $OUT/cwd && exec $B/wsedge --listen 127.0.0.1:0 --shards 2 > $OUT/server.log 2>&1) & server=$!
