@@ -353,3 +353,32 @@ async fn the_browser_client_passes_the_conformance_list() -> Result<()> {
     );
     Ok(())
 }
+
+/// What a hostile or confused client asks of `/client/`: only the three files, only with GET;
+/// anything else is a JSON 404 or 405, never another file.
+#[tokio::test]
+async fn the_client_files_are_served_and_nothing_else() -> Result<()> {
+    let server = TestServer::start(&[]).await?;
+    let (status, body) = server.get("/client/wsedge.js").await?;
+    assert_eq!(status, 200);
+    assert!(body.contains("export function connect"));
+    assert_eq!(server.get("/client/example").await?.0, 200);
+    assert_eq!(server.get("/client/wsedge.d.ts").await?.0, 200);
+    for path in [
+        "/client/",
+        "/client",
+        "/client/../Cargo.toml",
+        "/client/wsedge.js/x",
+        "/client/%2e%2e/x",
+        "/client/WSEDGE.JS",
+    ] {
+        let (status, body) = server.get(path).await?;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body.contains("\"error\":\"not_found\""), "{path}: {body}");
+    }
+    for method in ["POST", "PUT", "DELETE"] {
+        let (status, body) = server.http(method, "/client/wsedge.js", &[]).await?;
+        assert_eq!(status, 405, "{method}: {body}");
+    }
+    Ok(())
+}
