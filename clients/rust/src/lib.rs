@@ -176,12 +176,8 @@ impl Client {
         data: Value,
         options: PublishOptions,
     ) -> Result<Value, Error> {
-        let mut frame = Map::new();
-        frame.insert("op".into(), "publish".into());
-        frame.insert("channel".into(), channel.into());
-        frame.insert("data".into(), data);
-        options.apply(&mut frame, self.next_msg_id());
-        self.request(frame).await
+        self.deliver(("publish", "channel", channel), data, options)
+            .await
     }
 
     /// Sends `data` to `user`'s connections (`ack`/`persist` in the options for an inbox).
@@ -191,9 +187,20 @@ impl Client {
         data: Value,
         options: PublishOptions,
     ) -> Result<Value, Error> {
+        self.deliver(("send", "user", user), data, options).await
+    }
+
+    /// A publish or send: `op`, its destination field and value, `data`, the options, and a
+    /// generated `msg_id` unless one is given.
+    async fn deliver(
+        &self,
+        (op, field, to): (&str, &str, &str),
+        data: Value,
+        options: PublishOptions,
+    ) -> Result<Value, Error> {
         let mut frame = Map::new();
-        frame.insert("op".into(), "send".into());
-        frame.insert("user".into(), user.into());
+        frame.insert("op".into(), op.into());
+        frame.insert(field.into(), to.into());
         frame.insert("data".into(), data);
         options.apply(&mut frame, self.next_msg_id());
         self.request(frame).await
