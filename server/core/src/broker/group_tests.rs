@@ -348,3 +348,31 @@ fn presence_counts_connections_and_users_on_every_shard_and_tells_watchers() {
     assert_eq!((s.connections, s.users.len(), s.truncated), (15, 10, true));
     assert_eq!(c.presence(0, "empty").connections, 0);
 }
+
+#[test]
+fn a_presence_query_on_the_home_shard_waits_behind_the_joins_queued_there() {
+    let mut c = Cluster::new(2);
+    let home = presence::home("room", 2);
+    let other = 1 - home;
+    let ann = ConnId::new(other, 1);
+    c.connect_as(ann, Some("ann"));
+    // Ann's subscribe is confirmed on her shard; her join is still in the home's mailbox.
+    let mut out = Effects::default();
+    c.brokers[other]
+        .subscribe(ann, "room", false, &mut out)
+        .unwrap();
+    let mut queued = Vec::new();
+    c.collect(other, &mut out, &mut queued);
+    assert!(matches!(queued[..], [(to, ShardMessage::PresenceJoin { .. })] if to == home));
+    // A query made on the home shard now is queued behind the join, not answered from a
+    // snapshot without it.
+    c.brokers[home].query_presence("room", 42, &mut out);
+    c.collect(home, &mut out, &mut queued);
+    assert!(c.answers.is_empty(), "answered before the join was applied");
+    while let Some((to, message)) = queued.pop() {
+        c.brokers[to].receive(message, 0, &mut out);
+        c.collect(to, &mut out, &mut queued);
+    }
+    let (token, snapshot) = c.answers.pop().expect("an answer");
+    assert_eq!((token, snapshot.connections), (42, 1));
+}

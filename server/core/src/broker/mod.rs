@@ -377,15 +377,18 @@ impl Broker {
     }
 
     /// Asks who is subscribed to `channel`, on any shard: [`Action::Presence`] with `token`
-    /// answers (at once when this shard is the channel's presence home).
+    /// answers.
+    ///
+    /// The query goes through the home shard's mailbox even when that is this shard, so it is
+    /// answered after the joins and leaves other shards queued there before it: a client whose
+    /// subscribe was confirmed on another shard is counted by a query made afterwards.
     pub fn query_presence(&mut self, channel: &str, token: u64, out: &mut Effects) {
         let query = ShardMessage::PresenceQuery {
             channel: channel.into(),
             origin: self.config.shard,
             token,
         };
-        let home = presence::home(channel, self.config.shards);
-        self.tell(home, query, 0, out);
+        out.send_to_shard(presence::home(channel, self.config.shards), query);
     }
 
     fn unwatch(&mut self, channel: &str, id: ConnId) {
