@@ -24,6 +24,8 @@ export interface Options {
   bufferMaxBytes?: number;
   /** Ask for `wsedge.v1.lz4` (default false). */
   lz4?: boolean;
+  /** Bytes of an lz4 message once decompressed, at most (default 16 MiB); a larger one is an `error` event and is not read. */
+  maxMessageSize?: number;
   /** Ack direct messages that need it after the `message` handlers (default true). */
   autoAck?: boolean;
   /** A WebSocket class, where there is no global one. */

@@ -31,6 +31,7 @@ const DEFAULTS = {
   bufferMax: 1000, // publishes and sends waiting for their ok, at most
   bufferMaxBytes: 1 << 20, // and at most these bytes of them
   lz4: false,
+  maxMessageSize: 16 << 20, // bytes of an lz4 message decompressed, at most (else closed, 1009)
   WebSocket: undefined, // a WebSocket class, for runtimes without a global one
 };
 
@@ -380,7 +381,7 @@ export class Client extends Emitter {
     this._heard();
     let frame;
     try {
-      frame = JSON.parse(typeof data === "string" ? data : lz4Text(data));
+      frame = JSON.parse(typeof data === "string" ? data : lz4Text(data, this.options.maxMessageSize));
     } catch (e) {
       this._emit("error", new WsedgeError("bad_frame", `unreadable frame: ${e}`));
       return;
@@ -541,10 +542,15 @@ export class Client extends Emitter {
   }
 }
 
-/** The text of a `wsedge.v1.lz4` binary frame: 4 bytes of length (LE), then an lz4 block. */
-function lz4Text(buffer) {
+/**
+ * The text of a `wsedge.v1.lz4` binary frame: 4 bytes of length (LE), then an lz4 block.
+ * Throws, before allocating, when the length is over `max` (code `too_big`).
+ */
+function lz4Text(buffer, max) {
   const src = new Uint8Array(buffer);
-  const size = src[0] | (src[1] << 8) | (src[2] << 16) | (src[3] << 24);
+  if (src.length < 4) throw new Error("lz4 frame shorter than its length");
+  const size = (src[0] | (src[1] << 8) | (src[2] << 16) | (src[3] << 24)) >>> 0;
+  if (size > max) throw new WsedgeError("too_big", `an lz4 message of ${size} bytes (maxMessageSize ${max})`);
   const out = new Uint8Array(size);
   let i = 4;
   let o = 0;

@@ -251,6 +251,13 @@ async fn bad_requests_get_a_json_error_and_the_right_status() -> Result<()> {
     );
     assert_eq!(call(&server, "GET", "/api/publish", "").await?.0, 405);
     assert_eq!(call(&server, "PUT", "/api/presence/room", "").await?.0, 405);
+    let request = format!("DELETE /api/publish HTTP/1.1\r\nHost: x\r\n{KEY}\r\n\r\n");
+    let (_, head) = support::raw_request(&server, request.as_bytes()).await?;
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nallow: post\r\n"),
+        "{head}"
+    );
     // No key, or a wrong one.
     let (status, _) = server.http_body("POST", "/api/publish", &[], "{}").await?;
     assert_eq!(status, 401);

@@ -2,7 +2,8 @@
 //! real server that is killed (SIGKILL) and restarted on the same port and store mid-test. The
 //! page publishes throughout, buffering while the server is away; another client publishes
 //! while the page is away. The page must reconnect by itself, recover what it missed
-//! (`recovered:true`, durable history) and end with every message exactly once.
+//! (`recovered:true`, durable history) and end with every message exactly once. Without durable
+//! history the page is told `recovered:false`.
 
 mod support;
 
@@ -225,10 +226,67 @@ async fn the_browser_client_survives_a_server_restart_with_every_message_once() 
     Ok(())
 }
 
+/// History kept in memory only is gone after a restart: the page's subscription reports
+/// `recovered: false` (never hides the gap) and goes on.
+#[tokio::test]
+async fn the_browser_client_reports_a_lost_history_as_recovered_false() -> Result<()> {
+    let mut overrides = vec![("SERVER_SHARDS", "2"), ("HISTORY_SIZE", "100")];
+    let server = TestServer::start(&overrides).await?;
+    let addr = server.addr.to_string();
+    let mut browser = Browser::launch().await.context("chromium")?;
+    browser
+        .open(&format!("http://{addr}/client/example"))
+        .await?;
+    let setup = r#"(async () => {
+        const { connect } = await import('/client/wsedge.js');
+        const t = window.t = { got: [], recoveries: [] };
+        const c = t.client = connect(`ws://${location.host}/ws`, { minDelay: 100, maxDelay: 500, heartbeat: 1000, grace: 2000 });
+        const sub = c.subscribe('room', (m) => { t.got.push(m.data); });
+        sub.on('recovery', (e) => t.recoveries.push(e.recovered));
+        await sub.ready;
+        await c.publish('room', 'before');
+        return c.state;
+    })()"#;
+    assert_eq!(browser.eval_await(setup).await?, "connected");
+    let read = "JSON.parse(JSON.stringify({got: t.got, recoveries: t.recoveries}))";
+    let start = Instant::now();
+    while browser.eval(read).await?["got"] != json!(["before"]) {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("'before' did not arrive");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill9().await?;
+    overrides.push(("LISTEN", &addr));
+    let server = TestServer::start(&overrides).await?;
+    let start = Instant::now();
+    let recoveries = loop {
+        let t = browser.eval(read).await?;
+        if t["recoveries"] != json!([]) {
+            break t["recoveries"].clone();
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("no recovery event after the restart: {t}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        recoveries,
+        json!([false]),
+        "a lost history reported recovered"
+    );
+    let after = browser
+        .eval_await("t.client.publish('room', 'after').then(() => new Promise((r) => { const wait = () => t.got.length >= 2 ? r(t.got) : setTimeout(wait, 10); wait(); }))")
+        .await?;
+    assert_eq!(after, json!(["before", "after"]));
+    drop(server);
+    Ok(())
+}
+
 /// The conformance list the Rust and Python clients run too (`client_rust.rs`,
 /// `clients/python/tests`), here in the page: connect and auth, direct send, subscribe/publish,
-/// patterns, lz4, a group (each message to one member), ack/nak/term with redelivery; and a
-/// token refreshed through `getToken` before it expires.
+/// patterns, lz4, a group (each message to one member), ack/nak/term with redelivery; a token
+/// refreshed through `getToken` before it expires; and an lz4 bomb refused.
 const CONFORMANCE: &str = r#"(async () => {
     const { connect } = await import('/client/wsedge.js');
     const tokens = TOKENS;
@@ -286,6 +344,21 @@ const CONFORMANCE: &str = r#"(async () => {
     await renewed.subscribe('ready', () => {}).ready;
     await sleep(5500);
     r.refresh = { calls, states, connected: renewed.connected };
+    // A hostile lz4 frame claiming 4 GiB in 9 bytes is refused before anything is allocated.
+    class Bomb {
+        constructor() {
+            this.protocol = 'wsedge.v1.lz4';
+            setTimeout(() => this.onmessage({ data: new Uint8Array([255, 255, 255, 255, 16, 0, 0, 0, 0]).buffer }));
+        }
+        send() {}
+        close() {}
+    }
+    const bombed = connect('ws://127.0.0.1:9/ws', { ...quick, lz4: true, WebSocket: Bomb });
+    const bombErrors = [];
+    bombed.on('error', (e) => bombErrors.push(String(e)));
+    await until(() => bombErrors.length > 0, 'the bomb refused');
+    bombed.close();
+    r.bomb = bombErrors[0];
     // Nothing more arrives anywhere.
     await sleep(300);
     Object.assign(r, { room: room.map((d) => (d.length > 10 ? `big:${d.length}` : d)), news, direct,
@@ -331,6 +404,11 @@ async fn the_browser_client_passes_the_conformance_list() -> Result<()> {
     assert_eq!(r["room"], json!(["a", "big:4000"]), "and lz4 decoded");
     assert_eq!(r["news"], json!([["news.eu", "b"], ["news.eu.fr", "c"]]));
     assert_eq!(r["badChannel"], "bad_channel");
+    assert!(
+        r["bomb"].as_str().is_some_and(|e| e.contains("too_big")),
+        "{}",
+        r["bomb"]
+    );
     assert_eq!(r["group"], json!((0..30).collect::<Vec<_>>()));
     assert_eq!(
         r["acks"],
@@ -354,8 +432,8 @@ async fn the_browser_client_passes_the_conformance_list() -> Result<()> {
     Ok(())
 }
 
-/// What a hostile or confused client asks of `/client/`: only the three files, only with GET;
-/// anything else is a JSON 404 or 405, never another file.
+/// What a hostile or confused client asks of `/client/`: only the three files, only with GET or
+/// HEAD; anything else is a JSON 404 or 405 (with `Allow`), never another file.
 #[tokio::test]
 async fn the_client_files_are_served_and_nothing_else() -> Result<()> {
     let server = TestServer::start(&[]).await?;
@@ -380,5 +458,20 @@ async fn the_client_files_are_served_and_nothing_else() -> Result<()> {
         let (status, body) = server.http(method, "/client/wsedge.js", &[]).await?;
         assert_eq!(status, 405, "{method}: {body}");
     }
+    let request = "POST /client/wsedge.js HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
+    let (_, head) = support::raw_request(&server, request.as_bytes()).await?;
+    assert!(
+        head.to_ascii_lowercase().contains("allow: get, head"),
+        "{head}"
+    );
+    // HEAD: the GET's headers, no body.
+    let request = "HEAD /client/wsedge.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (mut stream, head) = support::raw_request(&server, request.as_bytes()).await?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let length = format!("content-length: {}", body.len());
+    assert!(head.to_ascii_lowercase().contains(&length), "{head}");
+    let mut rest = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut rest).await?;
+    assert!(rest.is_empty(), "a body after HEAD: {} bytes", rest.len());
     Ok(())
 }

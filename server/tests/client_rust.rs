@@ -1,7 +1,8 @@
 //! The conformance list, run against the Rust client (`clients/rust`, crate `wsedge-client`)
 //! and a real server: connect and auth, subscribe/publish, patterns, a group (each message to
 //! exactly one member), direct sends, ack/nak/term with redelivery, and recovery after the
-//! server is killed and restarted, with publishes made meanwhile sent once.
+//! server is killed and restarted, with publishes made meanwhile sent once, and a history lost
+//! in a restart reported as `recovered: false`.
 
 mod support;
 
@@ -114,7 +115,12 @@ async fn connect_auth_and_direct_send() -> Result<()> {
 #[tokio::test]
 async fn subscribe_publish_and_patterns() -> Result<()> {
     let server = TestServer::start(&[("SERVER_SHARDS", "2")]).await?;
-    let client = Client::connect(&url(&server), quick())?;
+    // This one reads with lz4: large messages arrive compressed.
+    let lz4 = Options {
+        lz4: true,
+        ..quick()
+    };
+    let client = Client::connect(&url(&server), lz4)?;
     let mut room = client
         .subscribe("room", SubscribeOptions::default())
         .await?;
@@ -133,7 +139,11 @@ async fn subscribe_publish_and_patterns() -> Result<()> {
             .await?;
         assert_eq!(ok["op"], "ok");
     }
-    assert_eq!(take(&mut room, 1).await?, [json!("a")]);
+    let big = "x".repeat(4000);
+    other
+        .publish("room", json!(big), PublishOptions::default())
+        .await?;
+    assert_eq!(take(&mut room, 2).await?, [json!("a"), json!(big)]);
     let m = next(&mut news).await?;
     assert_eq!(
         (m.channel.as_deref(), m.data),
@@ -324,6 +334,47 @@ async fn recovery_after_a_restart_with_the_offline_buffer_sent_once() -> Result<
     assert_eq!(recovered, Some(true));
     drop(server);
     let _ = std::fs::remove_dir_all(&store);
+    Ok(())
+}
+
+/// History kept in memory only is gone after a restart: the client says so with
+/// `recovered: false` and keeps the subscription, never hiding the gap.
+#[tokio::test]
+async fn a_lost_history_is_reported_as_recovered_false() -> Result<()> {
+    let mut overrides = vec![("SERVER_SHARDS", "2"), ("HISTORY_SIZE", "100")];
+    let server = TestServer::start(&overrides).await?;
+    let addr = server.addr.to_string();
+    let client = Client::connect(&url(&server), quick())?;
+    let mut events = client.events();
+    let mut room = client
+        .subscribe("room", SubscribeOptions::default())
+        .await?;
+    client
+        .publish("room", json!("before"), PublishOptions::default())
+        .await?;
+    assert_eq!(take(&mut room, 1).await?, [json!("before")]);
+    server.kill9().await?;
+    overrides.push(("LISTEN", &addr));
+    let server = TestServer::start(&overrides).await?;
+    let recovered = tokio::time::timeout(STEP, async {
+        loop {
+            if let Ok(Event::Recovery { recovered, .. }) = events.recv().await {
+                return recovered;
+            }
+        }
+    })
+    .await
+    .context("no recovery event")?;
+    assert!(
+        !recovered,
+        "a history lost in the restart was reported recovered"
+    );
+    // The subscription goes on after the gap.
+    client
+        .publish("room", json!("after"), PublishOptions::default())
+        .await?;
+    assert_eq!(take(&mut room, 1).await?, [json!("after")]);
+    drop(server);
     Ok(())
 }
 

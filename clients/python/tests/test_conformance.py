@@ -2,7 +2,8 @@
 built by cargo: WSEDGE_BIN, or target/debug/wsedge of this repository): connect and auth,
 subscribe/publish, patterns, a group (each message to exactly one member), direct sends,
 ack/nak/term with redelivery, and recovery after the server is killed and restarted, with
-publishes made meanwhile sent once."""
+publishes made meanwhile sent once, and a history lost in a restart reported as
+``recovered: False``."""
 
 import asyncio
 import base64
@@ -84,6 +85,22 @@ def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 60))
 
 
+def run_with_restart(store, config, scenario):
+    """Runs ``scenario(first, restart)``: ``first`` is a server on ``store``; ``restart()``
+    starts another on the same port and store (after ``first.kill9()``). Both are stopped."""
+    servers = [Server(store, **config)]
+
+    def restart():
+        servers.append(Server(store, listen=servers[0].addr, **config))
+        return servers[-1]
+
+    try:
+        run(scenario(servers[0], restart))
+    finally:
+        for server in servers:
+            server.stop()
+
+
 async def take(sub, n):
     return [(await sub.next(STEP)).data for _ in range(n)]
 
@@ -126,13 +143,14 @@ def test_connect_auth_and_direct_send(store):
 
 def test_subscribe_publish_and_patterns(server):
     async def scenario():
-        client = wsedge.connect(server.url, **QUICK)
+        client = wsedge.connect(server.url, lz4=True, **QUICK)  # large messages compressed
         room = await client.subscribe("room")
         news = await client.subscribe("news.>")
         other = wsedge.connect(server.url, **QUICK)
         for channel, data in [("room", "a"), ("news.eu", "b"), ("news.eu.fr", "c"), ("sport", "d")]:
             assert (await other.publish(channel, data))["op"] == "ok"
-        assert await take(room, 1) == ["a"]
+        await other.publish("room", "x" * 4000)
+        assert await take(room, 2) == ["a", "x" * 4000]
         m = await news.next(STEP)
         assert (m.channel, m.data) == ("news.eu", "b")
         assert await take(news, 1) == ["c"]
@@ -144,6 +162,19 @@ def test_subscribe_publish_and_patterns(server):
         await other.close()
 
     run(scenario())
+
+
+def test_an_lz4_frame_is_read_within_its_bound_and_refused_past_it():
+    import lz4.block
+
+    text = "x" * 5000
+    frame = lz4.block.compress(text.encode())  # with its length in front, as the server's
+    assert wsedge.lz4_text(frame, 5000) == text
+    for bad, code in [(frame, 1009), (b"\xff\xff\xff\xff\x10\0\0\0\0", 1009), (b"\x01\0", 1007),
+                      (frame[:-3], 1007)]:
+        with pytest.raises(Exception) as refused:
+            wsedge.lz4_text(bad, 4999 if bad is frame else 16 << 20)
+        assert refused.value.code == code, (bad[:8], refused.value)
 
 
 def test_a_group_gives_each_message_to_exactly_one_member(server):
@@ -214,11 +245,8 @@ def test_ack_nak_term_and_redelivery(store):
 
 def test_recovery_after_a_restart_with_the_offline_buffer_sent_once(store):
     config = dict(SERVER_SHARDS=2, HISTORY_SIZE=10000, HISTORY_DURABLE="true")
-    first = Server(store, **config)
-    second = None
 
-    async def scenario():
-        nonlocal second
+    async def scenario(first, restart):
         client = wsedge.connect(first.url, **QUICK)
         room = await client.subscribe("room")
         for n in range(1, 51):
@@ -230,8 +258,7 @@ def test_recovery_after_a_restart_with_the_offline_buffer_sent_once(store):
             pass
         # Publishes while the server is down wait in the buffer.
         buffered = [asyncio.ensure_future(client.publish("room", f"p{n}")) for n in range(51, 101)]
-        second = Server(store, listen=first.addr, **config)
-        other = wsedge.connect(second.url, **QUICK)
+        other = wsedge.connect(restart().url, **QUICK)
         for n in range(1, 21):
             await other.publish("room", f"r{n}")
         await asyncio.gather(*buffered)
@@ -249,9 +276,28 @@ def test_recovery_after_a_restart_with_the_offline_buffer_sent_once(store):
         await client.close()
         await other.close()
 
-    try:
-        run(scenario())
-    finally:
-        first.stop()
-        if second is not None:
-            second.stop()
+    run_with_restart(store, config, scenario)
+
+
+def test_a_lost_history_is_reported_as_recovered_false(store):
+    """History kept in memory only is gone after a restart: the client says so and keeps the
+    subscription, never hiding the gap."""
+    config = dict(SERVER_SHARDS=2, HISTORY_SIZE=100)
+
+    async def scenario(first, restart):
+        client = wsedge.connect(first.url, **QUICK)
+        room = await client.subscribe("room")
+        await client.publish("room", "before")
+        assert await take(room, 1) == ["before"]
+        first.kill9()
+        restart()
+        while True:
+            event = await asyncio.wait_for(client.events.get(), STEP)
+            if event["type"] == "recovery":
+                break
+        assert event["recovered"] is False, event
+        await client.publish("room", "after")
+        assert await take(room, 1) == ["after"]
+        await client.close()
+
+    run_with_restart(store, config, scenario)

@@ -20,7 +20,10 @@
   connection, they are resent after the reconnect; the server's dedup makes a repeat a
   ``duplicate``.
 - Memory is bounded: past ``max_queued_bytes`` of messages the application has not taken, the
-  connection is dropped and resumed later from where the application got to.
+  connection is dropped and resumed later from where the application got to; a message over
+  ``max_message_size`` (16 MiB, as sent and decompressed) closes the connection (1009).
+- ``lz4=True`` asks for ``wsedge.v1.lz4`` (large messages arrive compressed); it needs the
+  ``lz4`` package: ``pip install "./clients/python[lz4]"``.
 """
 
 from __future__ import annotations
@@ -58,6 +61,32 @@ def matches(pattern: str, channel: str) -> bool:
         if i >= len(c) or (token != "*" and token != c[i]):
             return False
     return len(p) == len(c)
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+def lz4_text(frame: bytes, max_size: int) -> str:
+    """The text of a ``wsedge.v1.lz4`` binary frame (its length as 4 bytes LE, then an lz4
+    block): refused with 1009 before anything is allocated when it says it is longer than
+    ``max_size``, with 1007 when it is not a valid block of that length."""
+    import lz4.block
+
+    if len(frame) < 4:
+        raise _Refused(1007, "an lz4 frame shorter than its length")
+    size = int.from_bytes(frame[:4], "little")
+    if size > max_size:
+        raise _Refused(1009, f"an lz4 message of {size} bytes (max_message_size {max_size})")
+    try:
+        text = lz4.block.decompress(frame[4:], uncompressed_size=size)
+        if len(text) != size:
+            raise ValueError("shorter than its length")
+        return text.decode()
+    except Exception as e:
+        raise _Refused(1007, f"bad lz4 frame: {e}") from None
 
 
 def _token_expiry(token: str) -> Optional[int]:
@@ -178,6 +207,8 @@ class Client:
         buffer_max: int = 1000,
         buffer_max_bytes: int = 1 << 20,
         max_queued_bytes: int = 16 << 20,
+        max_message_size: int = 16 << 20,
+        lz4: bool = False,
     ):
         if not url.startswith(("ws://", "wss://")):
             raise WsedgeError("invalid", f"not a ws:// or wss:// URL: {url}")
@@ -188,6 +219,13 @@ class Client:
         self.heartbeat, self.grace, self.refresh_before = heartbeat, grace, refresh_before
         self.buffer_max, self.buffer_max_bytes = buffer_max, buffer_max_bytes
         self.max_queued_bytes = max_queued_bytes
+        self.max_message_size = max_message_size
+        if lz4:
+            try:
+                import lz4.block  # noqa: F401
+            except ImportError:
+                raise WsedgeError("invalid", 'lz4=True needs the lz4 package: pip install "wsedge[lz4]"')
+        self.lz4 = lz4
         self.state = "disconnected"
         self.events: asyncio.Queue = asyncio.Queue(maxsize=1024)
         self._callbacks: list = []
@@ -356,9 +394,10 @@ class Client:
             if self.get_token is not None:
                 self.token = await self.get_token()
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+            protocols = ["wsedge.v1.lz4", "wsedge.v1"] if self.lz4 else ["wsedge.v1"]
             ws = await asyncio.wait_for(
-                ws_connect(self.url, additional_headers=headers, subprotocols=["wsedge.v1"],
-                           ping_interval=None, max_size=None),
+                ws_connect(self.url, additional_headers=headers, subprotocols=protocols,
+                           ping_interval=None, max_size=self.max_message_size),
                 self.heartbeat + self.grace)
         except Exception as e:  # refused, 401, timeout: reported, then retried
             return 0, str(e) or type(e).__name__
@@ -368,14 +407,21 @@ class Client:
             async for text in ws:
                 self._heard = time.monotonic()
                 if isinstance(text, bytes):
-                    return 1003, "binary frames are not read by this client"
+                    try:
+                        text = lz4_text(text, self.max_message_size)
+                    except _Refused as refused:
+                        await ws.close(refused.code, refused.reason)
+                        return refused.code, refused.reason
                 await self._on_frame(text)
                 if self._queued > self.max_queued_bytes:
                     await ws.close(1000, "application too slow")
                     return 0, "the application is not taking its messages (max_queued_bytes)"
             return ws.close_code or 1006, ws.close_reason or "connection closed"
         except websockets.ConnectionClosed as e:
-            return (e.rcvd.code if e.rcvd else 1006), (e.rcvd.reason if e.rcvd else "connection closed")
+            # The server's close frame; else the one this side sent (1009 for a message over
+            # max_message_size); else none came.
+            frame = e.rcvd or e.sent
+            return (frame.code, frame.reason) if frame else (1006, "connection closed")
         except asyncio.TimeoutError:
             return 4000, "watchdog"
         finally:

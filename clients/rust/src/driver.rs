@@ -14,12 +14,13 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::command::{server_error, str_of, Command, Pending, Reply};
 use crate::error::Error;
+use crate::lz4::lz4_text;
 use crate::message::{Event, Message};
 use crate::options::Options;
 use crate::pattern::matches;
@@ -179,7 +180,13 @@ impl Driver {
             headers.insert("authorization", value);
         }
         let within = self.options.heartbeat + self.options.grace;
-        match tokio::time::timeout(within, tokio_tungstenite::connect_async(request)).await {
+        let config = WebSocketConfig {
+            max_message_size: Some(self.options.max_message_size),
+            max_frame_size: Some(self.options.max_message_size),
+            ..WebSocketConfig::default()
+        };
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+        match tokio::time::timeout(within, connect).await {
             Ok(Ok((ws, _))) => Ok(ws),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no connection within {within:?}")),
@@ -200,9 +207,9 @@ impl Driver {
                     last_heard = Instant::now();
                     let text = match frame {
                         Some(Ok(Frame::Text(text))) => text.into_bytes(),
-                        Some(Ok(Frame::Binary(bytes))) => match lz4_flex::decompress_size_prepended(&bytes) {
+                        Some(Ok(Frame::Binary(bytes))) => match lz4_text(&bytes, self.options.max_message_size) {
                             Ok(text) => text,
-                            Err(e) => return (1007, format!("bad lz4 frame: {e}")),
+                            Err(why) => return why,
                         },
                         Some(Ok(Frame::Close(frame))) => {
                             return frame.map_or((1005, "closed".into()), |f| (f.code.into(), f.reason.into_owned()));

@@ -38,6 +38,7 @@
 mod command;
 mod driver;
 mod error;
+mod lz4;
 mod message;
 mod options;
 mod pattern;

@@ -40,6 +40,10 @@ pub struct Options {
     pub max_queued_bytes: usize,
     /// Ask for `wsedge.v1.lz4` (default false).
     pub lz4: bool,
+    /// Largest message read from the server, as sent and (lz4) decompressed (default 16 MiB).
+    /// A larger one closes the connection (1009), which is then retried: a server configured
+    /// with a larger `connection.max_message_size` needs this raised.
+    pub max_message_size: usize,
 }
 
 impl Default for Options {
@@ -56,6 +60,7 @@ impl Default for Options {
             buffer_max_bytes: 1 << 20,
             max_queued_bytes: 16 << 20,
             lz4: false,
+            max_message_size: 16 << 20,
         }
     }
 }
@@ -71,6 +76,7 @@ impl std::fmt::Debug for Options {
             .field("grace", &self.grace)
             .field("buffer_max", &self.buffer_max)
             .field("lz4", &self.lz4)
+            .field("max_message_size", &self.max_message_size)
             .finish_non_exhaustive()
     }
 }

@@ -18,6 +18,7 @@ use std::convert::Infallible;
 use std::rc::Rc;
 
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -108,7 +109,7 @@ fn route(req: Request<Incoming>, shard: &Rc<Shard>, ip: &Cell<Option<IpGuard>>) 
         "/echo" if shard.config().echo_endpoint => (Some(Endpoint::Echo), "GET"),
         "/health" => (None, "GET, HEAD"),
         "/metrics" | "/dashboard" => (None, "GET"),
-        p if client::PATHS.contains(&p) => (None, "GET"),
+        p if client::PATHS.contains(&p) => (None, "GET, HEAD"),
         _ => {
             return error(
                 StatusCode::NOT_FOUND,
@@ -117,13 +118,17 @@ fn route(req: Request<Incoming>, shard: &Rc<Shard>, ip: &Cell<Option<IpGuard>>) 
             )
         }
     };
-    let head = req.method() == Method::HEAD && path == "/health";
+    let head = req.method() == Method::HEAD && methods.ends_with("HEAD");
     if req.method() != Method::GET && !head {
-        return error(
+        let mut refused = error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             &format!("{path} accepts {methods} only"),
         );
+        refused
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(methods));
+        return refused;
     }
     let Some(endpoint) = endpoint else {
         return match path {

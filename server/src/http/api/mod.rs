@@ -24,7 +24,7 @@ use std::rc::Rc;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::AUTHORIZATION;
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION};
 use hyper::{Method, Request, Response, StatusCode};
 use simd_json::OwnedValue;
 use wsedge_core::protocol::json_check;
@@ -80,13 +80,13 @@ pub async fn handle(req: Request<Incoming>, shard: &Rc<Shard>) -> Response<Body>
         (&Method::DELETE, ["groups"]) => admin::delete_group(shard, &query).await,
         (&Method::POST, ["debug", "stall"]) => admin::stall(shard, &query),
         (_, ["publish" | "send" | "broadcast" | "disconnect" | "debug"] | ["debug", _]) => {
-            not_allowed("POST")
+            not_allowed("POST", "POST")
         }
-        (_, ["presence" | "history" | "stats" | "alerts", ..]) => not_allowed("GET"),
-        (_, ["groups"]) => not_allowed("DELETE /api/groups?channel=C&group=G"),
-        (_, ["dlq"] | ["dlq", _] | ["dlq", _, "replay"]) => {
-            not_allowed("GET /api/dlq, POST /api/dlq/{id}/replay, DELETE /api/dlq/{id}")
-        }
+        (_, ["presence" | "history" | "stats" | "alerts", ..]) => not_allowed("GET", "GET"),
+        (_, ["groups"]) => not_allowed("DELETE", "DELETE /api/groups?channel=C&group=G"),
+        (_, ["dlq"]) => not_allowed("GET", DLQ_ROUTES),
+        (_, ["dlq", _]) => not_allowed("DELETE", DLQ_ROUTES),
+        (_, ["dlq", _, "replay"]) => not_allowed("POST", DLQ_ROUTES),
         _ => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -95,12 +95,19 @@ pub async fn handle(req: Request<Incoming>, shard: &Rc<Shard>) -> Response<Body>
     }
 }
 
-fn not_allowed(what: &str) -> Response<Body> {
-    error(
+const DLQ_ROUTES: &str = "GET /api/dlq, POST /api/dlq/{id}/replay, DELETE /api/dlq/{id}";
+
+/// 405 with `Allow: allow`; `what` says it in the JSON reason.
+fn not_allowed(allow: &'static str, what: &str) -> Response<Body> {
+    let mut refused = error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         &format!("this route takes {what}"),
-    )
+    );
+    refused
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    refused
 }
 
 /// The request's body as a JSON object: 413 over `max_bytes`, 400 when not a JSON object or
