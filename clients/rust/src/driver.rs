@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -180,12 +180,8 @@ impl Driver {
             headers.insert("authorization", value);
         }
         let within = self.options.heartbeat + self.options.grace;
-        let config = WebSocketConfig {
-            max_message_size: Some(self.options.max_message_size),
-            max_frame_size: Some(self.options.max_message_size),
-            ..WebSocketConfig::default()
-        };
-        let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+        let config = Some(self.options.websocket_config());
+        let connect = tokio_tungstenite::connect_async_with_config(request, config, false);
         match tokio::time::timeout(within, connect).await {
             Ok(Ok((ws, _))) => Ok(ws),
             Ok(Err(e)) => Err(e.to_string()),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Returns a fresh token (a JWT), before each connect and before the token expires.
 pub type GetToken =
@@ -61,6 +62,17 @@ impl Default for Options {
             max_queued_bytes: 16 << 20,
             lz4: false,
             max_message_size: 16 << 20,
+        }
+    }
+}
+
+impl Options {
+    /// The WebSocket limits: messages and frames up to `max_message_size`.
+    pub(crate) fn websocket_config(&self) -> WebSocketConfig {
+        WebSocketConfig {
+            max_message_size: Some(self.max_message_size),
+            max_frame_size: Some(self.max_message_size),
+            ..WebSocketConfig::default()
         }
     }
 }
