@@ -31,7 +31,7 @@ const DEFAULTS = {
   bufferMax: 1000, // publishes and sends waiting for their ok, at most
   bufferMaxBytes: 1 << 20, // and at most these bytes of them
   lz4: false,
-  maxMessageSize: 16 << 20, // bytes of an lz4 message decompressed, at most (else closed, 1009)
+  maxMessageSize: 16 << 20, // bytes of an lz4 message decompressed, at most (else an `error`, and it is skipped)
   WebSocket: undefined, // a WebSocket class, for runtimes without a global one
 };
 

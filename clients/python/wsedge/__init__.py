@@ -408,6 +408,8 @@ class Client:
                 self._heard = time.monotonic()
                 if isinstance(text, bytes):
                     try:
+                        if not self.lz4:
+                            raise _Refused(1003, "a binary frame, but lz4 was not asked for")
                         text = lz4_text(text, self.max_message_size)
                     except _Refused as refused:
                         await ws.close(refused.code, refused.reason)
