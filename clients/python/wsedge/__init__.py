@@ -224,7 +224,8 @@ class Client:
             try:
                 import lz4.block  # noqa: F401
             except ImportError:
-                raise WsedgeError("invalid", 'lz4=True needs the lz4 package: pip install "wsedge[lz4]"')
+                raise WsedgeError("invalid", "lz4=True needs the lz4 package: pip install lz4 "
+                                             "(or this package's [lz4] extra)")
         self.lz4 = lz4
         self.state = "disconnected"
         self.events: asyncio.Queue = asyncio.Queue(maxsize=1024)
