@@ -46,6 +46,15 @@ async fn until(
     }
 }
 
+/// Headless Chromium on the server's example page (`/client/example`), where the tests import
+/// the module from.
+async fn example_page(server: &TestServer) -> Result<Browser> {
+    let mut browser = Browser::launch().await.context("chromium")?;
+    let page = format!("http://{}/client/example", server.addr);
+    browser.open(&page).await?;
+    Ok(browser)
+}
+
 /// The strings of a JSON array.
 fn strings(array: &Value) -> Vec<&str> {
     array
@@ -73,12 +82,8 @@ async fn the_browser_client_survives_a_server_restart_with_every_message_once() 
     let mut overrides = support::durable_history(&store_path);
     let server = TestServer::start(&overrides).await?;
     let addr = server.addr.to_string();
-    let mut browser = Browser::launch().await.context("chromium")?;
-
     // The example page works: served by the server, connected through the module.
-    browser
-        .open(&format!("http://{addr}/client/example"))
-        .await?;
+    let mut browser = example_page(&server).await?;
     let start = Instant::now();
     while browser
         .eval("document.getElementById('state').textContent")
@@ -233,10 +238,7 @@ async fn the_browser_client_reports_a_lost_history_as_recovered_false() -> Resul
     let mut overrides = vec![("SERVER_SHARDS", "2"), ("HISTORY_SIZE", "100")];
     let server = TestServer::start(&overrides).await?;
     let addr = server.addr.to_string();
-    let mut browser = Browser::launch().await.context("chromium")?;
-    browser
-        .open(&format!("http://{addr}/client/example"))
-        .await?;
+    let mut browser = example_page(&server).await?;
     let setup = r#"(async () => {
         const { connect } = await import('/client/wsedge.js');
         const t = window.t = { got: [], recoveries: [] };
@@ -375,10 +377,7 @@ async fn the_browser_client_passes_the_conformance_list() -> Result<()> {
         ("ACK_BACKOFF_MS", "[50]"),
     ])
     .await?;
-    let mut browser = Browser::launch().await.context("chromium")?;
-    browser
-        .open(&server.url("/client/example").replace("ws://", "http://"))
-        .await?;
+    let mut browser = example_page(&server).await?;
     // Carol's first token expires 4 s from now.
     let now = support::unix_now();
     let carol = |seconds| {

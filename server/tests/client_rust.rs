@@ -34,6 +34,15 @@ fn quick() -> Options {
     }
 }
 
+/// A client of `server` with `token`, quick to reconnect.
+fn connect_with(server: &TestServer, token: String) -> Result<Client> {
+    let options = Options {
+        token: Some(token),
+        ..quick()
+    };
+    Ok(Client::connect(&url(server), options)?)
+}
+
 async fn next(sub: &mut Subscription) -> Result<Message> {
     tokio::time::timeout(STEP, sub.next())
         .await
@@ -61,21 +70,9 @@ async fn quiet(sub: &mut Subscription) -> bool {
 async fn connect_auth_and_direct_send() -> Result<()> {
     let server =
         TestServer::start(&[("SERVER_SHARDS", "2"), ("AUTH_HS256_SECRET", SECRET)]).await?;
-    let alice = Client::connect(
-        &url(&server),
-        Options {
-            token: Some(token("alice", 600)),
-            ..quick()
-        },
-    )?;
+    let alice = connect_with(&server, token("alice", 600))?;
     let mut inbox = alice.direct_messages();
-    let bob = Client::connect(
-        &url(&server),
-        Options {
-            token: Some(token("bob", 600)),
-            ..quick()
-        },
-    )?;
+    let bob = connect_with(&server, token("bob", 600))?;
     // A subscribe confirms alice is connected before bob sends.
     alice
         .subscribe("ready", SubscribeOptions::default())
@@ -91,13 +88,7 @@ async fn connect_auth_and_direct_send() -> Result<()> {
     );
 
     // A bad token: refused at the upgrade, retried with backoff, the reason given.
-    let mallory = Client::connect(
-        &url(&server),
-        Options {
-            token: Some("not.a.token".into()),
-            ..quick()
-        },
-    )?;
+    let mallory = connect_with(&server, "not.a.token".into())?;
     let mut events = mallory.events();
     let reason = tokio::time::timeout(STEP, async {
         loop {

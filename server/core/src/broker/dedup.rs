@@ -53,6 +53,13 @@ impl Dedup {
         }
     }
 
+    /// Puts back `key`, read from the store at start, unless it expired meanwhile.
+    pub(super) fn restore(&mut self, key: Box<str>, expires: u64, now: u64) {
+        if expires > now {
+            self.insert(key, expires, now);
+        }
+    }
+
     /// Forgets `key` (its write failed: a retry must go through).
     pub(super) fn remove(&mut self, key: &str) {
         self.expiry.remove(key);

@@ -155,9 +155,7 @@ impl Broker {
     /// Puts back a dedup key read from the store at start.
     pub fn restore_dedup(&mut self, key: Box<str>, expires_ms: u64, now: u64) {
         if key.starts_with("channel:") {
-            if expires_ms > now {
-                self.channel_dedup.insert(key, expires_ms, now);
-            }
+            self.channel_dedup.restore(key, expires_ms, now);
         } else if key.starts_with("group:") {
             self.queues.restore_dedup(key, expires_ms, now);
         } else {

@@ -444,9 +444,7 @@ impl Inboxes {
 
     /// Puts back a dedup key read from the store at start.
     pub(super) fn restore_dedup(&mut self, key: Box<str>, expires_ms: u64, now: u64) {
-        if expires_ms > now {
-            self.dedup.insert(key, expires_ms, now);
-        }
+        self.dedup.restore(key, expires_ms, now);
     }
 
     /// Where `name`'s messages go, as dead letters and dedup keys name it.
