@@ -192,6 +192,15 @@ async fn hostile_settles_and_full_inboxes_get_clear_errors() -> Result<()> {
             json!({"op": "send", "user": "b", "data": 1, "msg_id": ""}),
             "invalid_field",
         ),
+        // A publish's msg_id, kept in the store with durable history: the same bounds.
+        (
+            json!({"op": "publish", "channel": "c", "data": 1, "msg_id": "x".repeat(129)}),
+            "invalid_field",
+        ),
+        (
+            json!({"op": "publish", "channel": "c", "data": 1, "msg_id": 7}),
+            "invalid_field",
+        ),
     ];
     for (request, code) in cases {
         let answer = ask(&mut alice, request.clone(), "h").await?;
